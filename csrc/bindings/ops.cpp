@@ -1,0 +1,83 @@
+// ringloom._C.ops: one line per op entry point (csrc/ops/<op>.h documents each).
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "bindings/registry.h"
+#include "ops/activation.h"
+#include "ops/adamw.h"
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/layernorm.h"
+#include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+
+namespace py = pybind11;
+using namespace ringloom;
+using OptTensor = std::optional<Tensor>;
+
+// Optional tensor arguments arrive as None from Python and as an undefined Tensor in C++.
+static Tensor opt(const OptTensor& t) { return t ? *t : Tensor(); }
+
+RINGLOOM_BIND(ops, 10) {
+  py::module_ o = m.attr("ops");
+  const py::none none;
+  o.def("matmul_forward", [](const Tensor& x, const Tensor& w, const OptTensor& b) { return matmul_forward(x, w, opt(b)); },
+        py::arg("x"), py::arg("w"), py::arg("bias") = none);
+  o.def("matmul_backward_input", &matmul_backward_input, py::arg("dy"), py::arg("w"));
+  o.def("matmul_backward_weight",
+        [](const Tensor& dy, const Tensor& x, Tensor& dw, const OptTensor& db, bool acc) {
+          Tensor dbias = opt(db);
+          matmul_backward_weight(dy, x, dw, dbias, acc);
+        }, py::arg("dy"), py::arg("x"), py::arg("dw"),
+        py::arg("dbias") = none, py::arg("accumulate") = true);
+  o.def("embedding_forward",
+        [](const Tensor& ids, const Tensor& wte, const OptTensor& wpe) { return embedding_forward(ids, wte, opt(wpe)); }, py::arg("ids"), py::arg("wte"), py::arg("wpe") = none);
+  o.def("embedding_backward",
+        [](const Tensor& ids, const Tensor& dout, Tensor& dwte, const OptTensor& dwpe) {
+          Tensor p = opt(dwpe);
+          embedding_backward(ids, dout, dwte, p);
+        }, py::arg("ids"), py::arg("dout"), py::arg("dwte"),
+        py::arg("dwpe") = none);
+  o.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("gamma"), py::arg("beta"),
+        py::arg("eps") = 1e-5f);
+  o.def("layernorm_backward", &layernorm_backward, py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
+        py::arg("rstd"), py::arg("dgamma"), py::arg("dbeta"));
+  o.def("rmsnorm_forward", &rmsnorm_forward, py::arg("x"), py::arg("gamma"), py::arg("eps") = 1e-5f);
+  o.def("rmsnorm_backward", &rmsnorm_backward, py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("rstd"),
+        py::arg("dgamma"));
+  o.def("attention_forward", &attention_forward, py::arg("qkv"), py::arg("n_head"), py::arg("n_kv_head"),
+        py::arg("causal") = true, py::arg("scale") = 0.0f);
+  o.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("qkv"), py::arg("out"), py::arg("lse"),
+        py::arg("n_head"), py::arg("n_kv_head"), py::arg("causal") = true, py::arg("scale") = 0.0f);
+  o.def("gelu_forward", &gelu_forward, py::arg("x"));
+  o.def("gelu_backward", &gelu_backward, py::arg("dy"), py::arg("x"));
+  o.def("swiglu_forward", &swiglu_forward, py::arg("x"));
+  o.def("swiglu_backward", &swiglu_backward, py::arg("dy"), py::arg("x"));
+  o.def("rope_forward", &rope_forward, py::arg("x"), py::arg("n_rot_heads"), py::arg("base") = 10000.0f,
+        py::arg("pos_offset") = 0);
+  o.def("rope_backward", &rope_backward, py::arg("dx"), py::arg("n_rot_heads"), py::arg("base") = 10000.0f,
+        py::arg("pos_offset") = 0);
+  o.def("cross_entropy_forward", &cross_entropy_forward, py::arg("logits"), py::arg("targets"),
+        py::arg("ignore_index") = -100);
+  o.def("cross_entropy_forward_backward", &cross_entropy_forward_backward, py::arg("logits"), py::arg("targets"),
+        py::arg("ignore_index") = -100, py::arg("grad_scale") = 1.0f);
+  o.def("add", &add, py::arg("a"), py::arg("b"));
+  o.def("add_", &add_, py::arg("a"), py::arg("b"));
+  o.def("scale_", &scale_, py::arg("a"), py::arg("s"));
+  o.def("grad_norm", &grad_norm, py::arg("grads"));
+  o.def("adamw_step",
+        [](const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m_,
+           const std::vector<Tensor>& v, const std::vector<float>& weight_decay, float lr, float beta1, float beta2,
+           float eps, int64_t step, float max_norm, const OptTensor& grad_norm_t, const std::vector<Tensor>& compute) {
+          AdamWConfig cfg;
+          cfg.lr = lr; cfg.beta1 = beta1; cfg.beta2 = beta2; cfg.eps = eps; cfg.step = step; cfg.max_norm = max_norm;
+          adamw_step(params, grads, m_, v, weight_decay, compute, opt(grad_norm_t), cfg);
+        },
+        py::arg("params"), py::arg("grads"), py::arg("m"), py::arg("v"), py::arg("weight_decay"), py::arg("lr"),
+        py::arg("beta1") = 0.9f, py::arg("beta2") = 0.95f, py::arg("eps") = 1e-8f, py::arg("step") = 1,
+        py::arg("max_norm") = 0.0f, py::arg("grad_norm") = none, py::arg("compute") = std::vector<Tensor>{});
+}
