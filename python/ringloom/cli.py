@@ -175,7 +175,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _sample_parser(sub) -> None:
+def _sample_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate text from a saved model",
                        description="Generate text from a model saved by ringloom train.")
     p.add_argument("--model", required=True, metavar="DIR", help="a ringloom train --out "
@@ -185,15 +185,17 @@ def _sample_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda or cuda:N "
                                                                     "(default: %(default)s)")
+    return p
 
 
-def _prepare_parser(sub) -> None:
+def _prepare_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="tokenize data into train/val shards",
                        description="Tokenize text into train.bin / val.bin token shards and "
                                    "meta.json (the format is in docs/data-format.md).")
     _add_data_args(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: a cache folder keyed by the inputs)")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "GPUs with ringloom's C++/CUDA core.")
     parser.add_argument("--version", action="version", version=f"ringloom {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    parser.train_parser = _train_parser(sub)  # for train's cross-argument errors
-    _sample_parser(sub)
+    # Kept so that errors found after parsing are reported as "ringloom <command>: error".
+    parser.commands = {"train": _train_parser(sub), "sample": _sample_parser(sub)}
     sub.add_parser("launch", help="start one process per rank: ringloom launch -n N "
                                   "script.py|-m module [args ...]", add_help=False)
-    _prepare_parser(sub)
+    parser.commands["prepare"] = _prepare_parser(sub)
     return parser
 
 
@@ -266,15 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return launch_main(argv[1:]) or 0
 
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits 2 on errors, 0 on --help/--version
-        return int(e.code or 0) if not isinstance(e.code, str) else USAGE_ERROR
-    if args.command == "train":
-        try:
-            _check_train(parser.train_parser, args)
-        except SystemExit as e:
-            return int(e.code or 0)
+    try:  # argparse exits 2 on errors, 0 on --help/--version
+        args, extra = parser.parse_known_args(argv)
+        command_parser = parser.commands[args.command]
+        if extra:
+            command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "train":
+            _check_train(command_parser, args)
+    except SystemExit as e:
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else USAGE_ERROR
     try:
         return _run(args)
     except _USER_ERRORS as e:

@@ -35,7 +35,8 @@ def _as_ids(ids: IdsLike, vocab_size: int, who: str) -> np.ndarray:
     """Ids as a 1-D int64 array, every one checked to lie in [0, vocab_size)."""
     arr = np.asarray(ids)
     if arr.ndim != 1:
-        raise ValueError(f"{who}.decode: expected a 1-D sequence of token ids, got shape {arr.shape}")
+        raise ValueError(f"{who}.decode: expected a 1-D sequence of token ids, got shape "
+                         f"{arr.shape}")
     if arr.size == 0:
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
@@ -204,7 +205,7 @@ class BPETokenizer:
             text = self._tok.decode(arr.tolist(), skip_special_tokens=False)
             if strict and "\ufffd" in text:
                 raise ValueError("BPETokenizer.decode: token ids do not decode to valid text "
-                                 f"(replacement character at text offset {text.index(chr(0xFFFD))})")
+                                 f"(replacement character at offset {text.index(chr(0xFFFD))})")
             return text
         # Byte-level: rebuild the exact bytes, so invalid UTF-8 is detected precisely.
         pieces = [self._bytes_of_id[i] for i in arr.tolist()]
@@ -256,7 +257,8 @@ def parse_bpe_train_spec(spec: str) -> int:
     try:
         vocab = int(value)
     except ValueError:
-        raise ValueError(f"tokenizer spec {spec!r}: VOCAB must be an integer, got {value!r}") from None
+        raise ValueError(f"tokenizer spec {spec!r}: VOCAB must be an integer, "
+                         f"got {value!r}") from None
     if vocab < 257:
         raise ValueError(f"tokenizer spec {spec!r}: VOCAB must be at least 257 (256 bytes + "
                          f"end-of-text), got {vocab}")
