@@ -167,8 +167,6 @@ def test_prepare_errors(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     assert main(["prepare", "--data", str(tmp_path / "empty.txt"), "--out", str(tmp_path)]) == 2
     assert "data is empty" in capsys.readouterr().err
-    assert main(["prepare", "--tokenizer", "bpe-train:300"]) == 2
-    assert "needs --out" in capsys.readouterr().err
 
 
 def test_python_dash_m(tmp_path):

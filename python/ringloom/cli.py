@@ -231,15 +231,10 @@ def _check_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 def _prepare(args: argparse.Namespace) -> int:
     import os
 
-    from .data.corpus import find_text_files, prepare_dataset, stdlib_files
-    from .data.tokenizer import build_tokenizer
+    from .data.corpus import prepare_data
 
-    files = find_text_files(args.data) if args.data else stdlib_files(args.corpus_bytes)
-    save_dir = args.out
-    if save_dir is None and args.tokenizer.startswith("bpe-train:"):
-        raise ValueError("--tokenizer bpe-train:VOCAB needs --out DIR to keep the tokenizer in")
-    tokenizer = build_tokenizer(args.tokenizer, files, save_dir)
-    data = prepare_dataset(files, tokenizer, args.out, args.val_fraction)
+    _, data = prepare_data(args.data, args.tokenizer, args.out, args.val_fraction,
+                           args.corpus_bytes)
     m = data.meta
     print(f"{m['files']} files, {m['bytes']} bytes -> train {m['train']['tokens']} tokens "
           f"({m['train']['documents']} docs), val {m['val']['tokens']} tokens "

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from ringloom.data.corpus import (find_text_files, prepare_dataset, read_documents,
+from ringloom.data.corpus import (find_text_files, prepare_data, prepare_dataset, read_documents,
                                   stdlib_dir, stdlib_files)
 from ringloom.data.shards import read_shard
 from ringloom.data.tokenizer import ByteTokenizer
@@ -168,3 +168,28 @@ def test_prepare_bpe_appends_eos(tmp_path, rng):
     assert int((train == tok.eos_id).sum()) == data.meta["train"]["documents"]
     assert int((val == tok.eos_id).sum()) == data.meta["val"]["documents"]
     assert json.load(open(tmp_path / "out" / "meta.json"))["tokenizer"] == tok.spec
+
+
+def test_prepare_data_builtin_corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("RINGLOOM_CACHE", str(tmp_path / "cache"))
+    tok, data = prepare_data(None, "byte", corpus_bytes=300_000)
+    assert tok.spec == "byte"
+    assert data.dir.startswith(str(tmp_path / "cache"))
+    m = data.meta
+    assert m["bytes"] <= 300_000 and m["files"] == len([f for f in stdlib_files(300_000)
+                                                         if os.path.getsize(f)])
+    assert m["train"]["tokens"] + m["val"]["tokens"] == m["bytes"]  # bytes are the tokens
+
+
+def test_prepare_data_trains_bpe_once(tmp_path, rng, monkeypatch):
+    pytest.importorskip("tokenizers", reason="BPE needs the optional 'tokenizers' package")
+    monkeypatch.setenv("RINGLOOM_CACHE", str(tmp_path / "cache"))
+    files = _docs(tmp_path, rng, 4)
+    tok, data = prepare_data([str(tmp_path)], "bpe-train:290", val_fraction=0.25)
+    assert tok.vocab_size == 290 and data.meta["tokenizer"] == tok.spec
+    stamp = os.stat(tok.path).st_mtime_ns
+    tok2, data2 = prepare_data(files, "bpe-train:290", val_fraction=0.25)
+    assert tok2.path == tok.path and os.stat(tok2.path).st_mtime_ns == stamp  # reused
+    assert data2.meta["key"] == data.meta["key"]
+    tok3, _ = prepare_data(files, "bpe-train:300", val_fraction=0.25)
+    assert tok3.path != tok.path and tok3.vocab_size == 300

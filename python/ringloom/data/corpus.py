@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .shards import read_header, write_shard
-from .tokenizer import BPETokenizer, Tokenizer
+from .tokenizer import BPETokenizer, Tokenizer, build_tokenizer
 
 DEFAULT_MAX_BYTES = 8_000_000
 META_NAME = "meta.json"
@@ -198,6 +198,7 @@ def prepare_dataset(files: Sequence[str], tokenizer: Tokenizer, out_dir: str | N
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    spec = tokenizer.spec  # fails early for a BPE tokenizer that was never saved
     files = [os.fspath(f) for f in files]
     if not files:
         raise ValueError("prepare_dataset: no data files given")
@@ -248,7 +249,7 @@ def prepare_dataset(files: Sequence[str], tokenizer: Tokenizer, out_dir: str | N
     meta = {
         "format": PREPARE_VERSION,
         "key": key,
-        "tokenizer": tokenizer.spec,
+        "tokenizer": spec,
         "vocab_size": tokenizer.vocab_size,
         "val_fraction": val_fraction,
         "files": len(files),
@@ -279,3 +280,41 @@ def _load_cached(out_dir: str, meta_path: str, key: str) -> PreparedData | None:
     except (OSError, ValueError, KeyError):
         return None
     return data
+
+
+def prepare_data(data: Sequence[str] | None, tokenizer: str = "byte", out_dir: str | None = None,
+                 val_fraction: float = 0.1, corpus_bytes: int = DEFAULT_MAX_BYTES
+                 ) -> tuple[Tokenizer, PreparedData]:
+    """Everything between the command line and the loader, in one call.
+
+    data: files/directories (None or empty = the built-in stdlib corpus, ``corpus_bytes``
+    at most); tokenizer: a spec, "byte" | "bpe:PATH" | "bpe-train:VOCAB". A BPE tokenizer
+    trained here is saved as ``<dir>/tokenizer.json`` (dir = out_dir, or a cache folder keyed
+    by the data and the vocab size) and reused by later calls with the same inputs.
+    Returns the tokenizer and the prepared shards (see ``prepare_dataset``).
+    """
+    files = find_text_files(data) if data else stdlib_files(corpus_bytes)
+    if tokenizer.startswith("bpe-train:"):
+        h = hashlib.sha256(tokenizer.encode())
+        for doc in read_documents(files):
+            h.update(hashlib.sha256(doc.encode("utf-8", errors="surrogatepass")).digest())
+        key = h.hexdigest()
+        save_dir = out_dir or os.path.join(default_cache_dir(), "tokenizers", key[:16])
+        tok = _cached_bpe(save_dir, key)
+        if tok is None:
+            tok = build_tokenizer(tokenizer, files, save_dir)
+            with open(os.path.join(save_dir, "tokenizer.key"), "w") as f:
+                f.write(key)
+    else:
+        tok = build_tokenizer(tokenizer)
+    return tok, prepare_dataset(files, tok, out_dir, val_fraction)
+
+
+def _cached_bpe(save_dir: str, key: str) -> BPETokenizer | None:
+    try:
+        with open(os.path.join(save_dir, "tokenizer.key")) as f:
+            if f.read().strip() != key:
+                return None
+        return BPETokenizer.load(os.path.join(save_dir, "tokenizer.json"))
+    except (OSError, ValueError):
+        return None
