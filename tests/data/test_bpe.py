@@ -67,3 +67,12 @@ def test_bpe_bad_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not a valid tokenizer.json"):
         load_tokenizer(f"bpe:{bad}")
+
+
+def test_bpe_trains_on_invalid_utf8(tmp_path):
+    from ringloom.data.tokenizer import BPETokenizer
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("café déjà vu\n".encode("latin-1") * 20 + b"plain ascii text\n" * 20)
+    tok = BPETokenizer.train([str(p)], 270)
+    text = "caf\ufffd d\ufffdj\ufffd vu\n"  # what the file reads as
+    assert tok.decode(tok.encode(text), strict=True) == text

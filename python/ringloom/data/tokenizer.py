@@ -157,7 +157,13 @@ class BPETokenizer:
             initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train(files, trainer)
+        # Read the files ourselves (as prepare_dataset does: invalid UTF-8 becomes U+FFFD);
+        # the library's own reader rejects a file with one bad byte.
+        def texts():
+            for f in files:
+                with open(f, "rb") as fh:
+                    yield fh.read().decode("utf-8", errors="replace")
+        tok.train_from_iterator(texts(), trainer)
         return cls(tok)
 
     @classmethod
