@@ -1,9 +1,10 @@
 """Model: the embedding, the decoder blocks and the LM head, composed in Python.
 
-Each call below is a handful of calls into C++ per layer (O(layers) Python work per step);
-the layers keep their activations per micro-batch ``slot`` (csrc/layers/layer.h), so the
-pipeline code can also drive ``model.embedding``, ``model.blocks`` and ``model.head``
-directly, one slot per micro-batch.
+Each call below is a handful of calls into C++ per layer (O(layers) Python work per step).
+The layers keep their activations per micro-batch ``slot`` (csrc/layers/layer.h): a
+pipeline stage is a Model built with part of the layers (build_model(blocks=...,
+embedding=..., head=...)) and driven with stage_forward / stage_backward_input /
+stage_backward_weight, one slot per micro-batch in flight.
 
 Parameter names (one per logical parameter; a tied weight is listed once, as
 ``embedding.wte.weight``):
@@ -226,6 +227,54 @@ class Model:
         for b in self.blocks:
             x = b.infer(x)
         return self.head.logits(x)
+
+    # ---------------------------------------------------------------- pipeline stages
+
+    def stage_forward(self, slot: int, x, targets=None, grad_scale: float = 1.0, ignore_index: int = -100):
+        """Forward of this model's share of the layers for micro-batch ``slot``.
+
+        x: token ids [B, T] when the stage has the embedding, else activations [B, T, C]
+        (a Tensor the layers keep a reference to until backward; do not reuse its memory).
+        Returns activations [B, T, C] for the next stage, or, when the stage has the head,
+        per-position losses [B, T] (float32; targets required; the gradient of
+        grad_scale * sum(losses) is saved for the backward).
+        """
+        try:
+            if self.embedding is not None:
+                x = self.embedding.forward(slot, self._tokens(x, "ids"))
+            for b in self.blocks:
+                x = b.forward(slot, x)
+            if self.head is None:
+                return x
+            if targets is None:
+                raise ValueError("stage_forward: this stage has the LM head; targets are required")
+            return self.head.forward_loss(slot, x, self._tokens(targets, "targets", ignore_index), float(grad_scale),
+                                          ignore_index)
+        except BaseException:
+            self.release(slot)
+            raise
+
+    def stage_backward_input(self, slot: int, dy=None):
+        """Input-gradient half for ``slot``: dy [B, T, C] from the next stage (None when this
+        stage has the head). Returns dx [B, T, C] for the previous stage, or None when this
+        stage has the embedding. Parameter gradients are untouched until stage_backward_weight."""
+        if self.head is not None:
+            if dy is not None:
+                raise ValueError("stage_backward_input: this stage has the LM head; its gradient comes from "
+                                 "stage_forward's targets, pass dy=None")
+            dy = self.head.backward_input(slot, None)
+        elif dy is None:
+            raise ValueError("stage_backward_input: dy from the next stage is required")
+        for b in reversed(self.blocks):
+            dy = b.backward_input(slot, dy)
+        if self.embedding is not None:
+            return self.embedding.backward_input(slot, dy)
+        return dy
+
+    def stage_backward_weight(self, slot: int) -> None:
+        """Weight-gradient half for ``slot`` (accumulates into .grad, frees the slot)."""
+        for layer in reversed(self.layers()):
+            layer.backward_weight(slot)
 
     def release(self, slot: int) -> None:
         """Drop the activations of ``slot`` in every layer (after a failed or abandoned step)."""
