@@ -8,8 +8,13 @@ def gelu(x):
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
+def sigmoid(a):
+    """1 / (1 + exp(-a)), written as (1 + tanh(a/2)) / 2, which cannot overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(a, np.float64)))
+
+
 def silu(a):
-    return a / (1.0 + np.exp(-a))
+    return np.asarray(a, np.float64) * sigmoid(a)
 
 
 def swiglu(x):
