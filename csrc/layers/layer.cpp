@@ -17,7 +17,7 @@ void Layer::zero_grad() {
   for (Param& p : params()) p.grad.zero_();
 }
 
-std::vector<int> sorted_keys_helper(std::vector<int> keys) {
+std::vector<int> sorted_slots(std::vector<int> keys) {
   std::sort(keys.begin(), keys.end());
   return keys;
 }

@@ -114,14 +114,14 @@ class SlotMap {
   std::unordered_map<int, Entry> map_;
 };
 
-std::vector<int> sorted_keys_helper(std::vector<int> keys);
+std::vector<int> sorted_slots(std::vector<int> keys);
 
 template <typename Saved>
 std::vector<int> SlotMap<Saved>::slots() const {
   std::vector<int> keys;
   keys.reserve(map_.size());
   for (const auto& kv : map_) keys.push_back(kv.first);
-  return sorted_keys_helper(std::move(keys));
+  return sorted_slots(std::move(keys));
 }
 
 }  // namespace ringloom::layers
