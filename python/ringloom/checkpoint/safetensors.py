@@ -49,7 +49,7 @@ def save_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Map
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for a in arrays:
-            f.write(memoryview(a).cast("B"))
+            f.write(memoryview(a.reshape(-1).view(np.uint8)))
 
     atomic_write(path, write)
 
