@@ -34,7 +34,7 @@ def save_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Map
     arrays = []
     offset = 0
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
+        arr = np.asarray(tensors[name], order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         if arr.dtype not in _TO_ST:
             raise TypeError(f"save_safetensors: tensor {name!r} has unsupported dtype {arr.dtype}")
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
