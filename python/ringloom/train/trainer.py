@@ -28,28 +28,17 @@ def _resolve_device(cfg: TrainConfig) -> tuple[str, str]:
             raise ValueError("--device cuda: no CUDA device is visible")
     elif device != "cpu":
         raise ValueError(f"unknown device {cfg.device!r}: expected cpu, cuda or cuda:N")
-    dtype = cfg.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
     if device == "cpu" and dtype != "float32":
         raise ValueError(f"--dtype {dtype}: the CPU backend computes in float32")
     return device, dtype
-
-
-def prepare_data(cfg: TrainConfig, work_dir: str | None):
-    """Tokenizer and train/val shards for the run (cached across runs)."""
-    from ..data import build_tokenizer, find_text_files, prepare_dataset, stdlib_files
-
-    files = find_text_files(cfg.data) if cfg.data else stdlib_files()
-    tok_dir = work_dir or os.path.join(os.getcwd(), ".ringloom-tokenizer")
-    tokenizer = build_tokenizer(cfg.tokenizer, files, save_dir=tok_dir)
-    data = prepare_dataset(files, tokenizer)
-    return tokenizer, data
 
 
 class Trainer:
     """One process's view of a run: holds the model, optimizer and loaders, runs steps."""
 
     def __init__(self, cfg: TrainConfig):
-        from ..data import TokenLoader, ValLoader
+        from ..data import TokenLoader, ValLoader, prepare_data
         from ..models import build_model, get_preset
         from ..optim import AdamW, LRSchedule
 
@@ -57,7 +46,8 @@ class Trainer:
         self.device, self.dtype = _resolve_device(cfg)
         if cfg.out:
             os.makedirs(cfg.out, exist_ok=True)
-        self.tokenizer, self.data = prepare_data(cfg, cfg.out)
+        self.tokenizer, self.data = prepare_data(cfg.data, cfg.tokenizer, val_fraction=cfg.val_fraction,
+                                                 corpus_bytes=cfg.corpus_bytes)
         preset = get_preset(cfg.preset)
         if cfg.seq_len > preset.max_seq_len:
             raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {cfg.preset!r} preset's maximum sequence "
@@ -66,7 +56,7 @@ class Trainer:
         self.model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=cfg.seed)
         self.optimizer = AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                max_grad_norm=cfg.grad_clip)
-        self.schedule = LRSchedule(cfg.schedule, cfg.lr, cfg.steps, min(cfg.warmup, cfg.steps), cfg.min_lr)
+        self.schedule = LRSchedule(cfg.lr_schedule, cfg.lr, cfg.steps, min(cfg.warmup, cfg.steps), cfg.min_lr)
         self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
         self.val_loader = ValLoader(self.data.val_path, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
         self.step = 0
@@ -84,9 +74,10 @@ class Trainer:
         losses = [self.model.loss(x, y) for x, y in self.val_loader]
         return float(np.mean(losses))
 
-    def sample(self, prompt: str = "\n") -> str:
+    def sample(self) -> str:
         from .sampling import generate
 
+        prompt = self.cfg.prompt or "\n"
         ids = generate(self.model, self.tokenizer.encode(prompt), self.cfg.sample_len, self.cfg.temperature,
                        self.cfg.top_k, seed=self.cfg.seed)
         return self.tokenizer.decode(ids)
@@ -107,7 +98,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     if not isinstance(cfg, TrainConfig):
         cfg = TrainConfig.from_args(cfg)
     tr = Trainer(cfg)
-    log = MetricsLogger(os.path.join(cfg.out, "metrics.jsonl")) if cfg.out else None
+    log = MetricsLogger(cfg.out) if cfg.out else None
     bar = tqdm(total=cfg.steps, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
     summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps}
     t_last, tokens_since, loss = time.perf_counter(), 0, float("nan")
@@ -133,7 +124,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 bar.write(f"step {tr.step}: loss {loss:.4f}  val_loss {val_loss:.4f}")
                 t_last = time.perf_counter()  # evaluation time is not training throughput
             if record and log:
-                log.log(record)
+                log.log(**record)
             if cfg.sample_every and tr.step % cfg.sample_every == 0:
                 bar.write(tr.sample())
             bar.update(1)
