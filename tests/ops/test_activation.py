@@ -49,6 +49,16 @@ def test_activations_at_extremes():
     np.testing.assert_allclose(dx[0, v.size:], silu(v), rtol=1e-5, atol=1e-30)  # d/db = silu(a)
 
 
+@pytest.mark.parametrize("v", [-9.0, -7.2, -6.0, -0.3, 4.0])
+def test_gelu_single_element_tails(v):
+    # One element far out: y and dy/dx are ~1e-16..1e-30, so only relative accuracy counts
+    # (a 1 + tanh(u) that cancels to 0 fails here; exp-based forms do not).
+    x, dy = np.array([v], np.float32), np.array([0.7], np.float32)
+    assert_close(np.asarray(rl.ops.gelu_forward(rl.tensor(x))), gelu(x))
+    dx = rl.ops.gelu_backward(rl.tensor(dy), rl.tensor(x))
+    check_grad(np.asarray(dx), gelu, x, dy, tol=REL_ERR["float32_grad"], what=f"dx at {v}")
+
+
 def test_activation_bad_inputs():
     with pytest.raises(TypeError, match="gelu_forward: x must be float32 or bfloat16, got int32"):
         rl.ops.gelu_forward(rl.zeros([3], dtype="int32"))
