@@ -34,6 +34,17 @@ def _resolve_device(cfg: TrainConfig) -> tuple[str, str]:
     return device, dtype
 
 
+def _refuse_unsupported(cfg: TrainConfig) -> None:
+    """Options the CLI accepts but this version cannot honour yet fail loudly, never silently."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.pp > 1 or (cfg.dp or 1) > 1 or world > 1:
+        raise ValueError("data/pipeline parallel training (--dp/--pp, or a launch with WORLD_SIZE > 1) is not "
+                         "available in this version yet; run a single process")
+    if cfg.resume or cfg.save_every:
+        raise ValueError("--save-every/--resume checkpoints are not available in this version yet; the final "
+                         "model is saved to --out")
+
+
 class Trainer:
     """One process's view of a run: holds the model, optimizer and loaders, runs steps."""
 
@@ -43,6 +54,7 @@ class Trainer:
         from ..optim import AdamW, LRSchedule
 
         self.cfg = cfg
+        _refuse_unsupported(cfg)
         self.device, self.dtype = _resolve_device(cfg)
         if cfg.out:
             os.makedirs(cfg.out, exist_ok=True)
@@ -117,7 +129,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 record = {"step": tr.step, "loss": loss, "tokens_per_s": tps, "lr": tr.schedule(tr.step - 1),
                           "grad_norm": tr.optimizer.grad_norm()}
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
-            if cfg.eval_every and (tr.step % cfg.eval_every == 0 or tr.step == cfg.steps):
+            if (cfg.eval_every and tr.step % cfg.eval_every == 0) or tr.step == cfg.steps:
                 val_loss = tr.evaluate()
                 record = record or {"step": tr.step, "loss": loss}
                 record["val_loss"] = val_loss
