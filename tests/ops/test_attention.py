@@ -114,6 +114,23 @@ def test_attention_gqa_equals_repeated_heads(rng):
         np.testing.assert_allclose(d_g[:, :, gqa_at:gqa_at + Hkv], summed, rtol=1e-4, atol=1e-5, err_msg=part)
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_attention_causal_mask_hides_a_nan_key(rng, sign):
+    # A NaN in key t0 poisons exactly the queries that see it: under the causal mask those
+    # at t >= t0, and with it off all of them; earlier queries must never read it.
+    B, T, Hq, Hkv, D, t0 = 1, 9, 2, 1, 4, 5
+    qkv = _qkv(rng, B, T, Hq, Hkv, D)
+    qkv[0, t0, Hq, 1] = np.copysign(np.nan, sign)
+    out, lse = rl.ops.attention_forward(rl.tensor(qkv), Hq, Hkv, causal=True)
+    out, lse = np.asarray(out), np.asarray(lse)
+    assert np.all(np.isfinite(out[:, :t0])) and np.all(np.isfinite(lse[:, :, :t0]))
+    assert np.all(np.isnan(out[:, t0:])) and np.all(np.isnan(lse[:, :, t0:]))
+    ref_out, ref_lse = attention(qkv[:, :t0], Hq, Hkv, True)
+    assert_close(out[:, :t0], ref_out, what="out before the NaN key")
+    full, _ = rl.ops.attention_forward(rl.tensor(qkv), Hq, Hkv, causal=False)
+    assert np.all(np.isnan(np.asarray(full)))
+
+
 def test_attention_does_not_modify_inputs(rng):
     qkv = _qkv(rng, 1, 8, 2, 1, 4)
     t = rl.tensor(qkv)

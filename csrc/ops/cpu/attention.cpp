@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "ops/cpu/blas.h"
+#include "ops/cpu/softmax_math.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -119,13 +120,9 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
         for (int64_t r = 0; r < rows; ++r) {
           float* s = S.data() + r * n;
           const int64_t last = g.causal ? i0 + r + 1 : n;  // columns [0, last) are visible
-          float m = s[0];
-          for (int64_t j = 1; j < last; ++j) m = std::max(m, s[j]);
-          double sum = 0.0;
-          for (int64_t j = 0; j < last; ++j) {
-            s[j] = std::exp(s[j] - m);
-            sum += s[j];
-          }
+          const float m = row_max(s, last);
+          exp_shifted(s, s, last, m);
+          const double sum = sum_double(s, last);
           const float inv = float(1.0 / sum);
           for (int64_t j = 0; j < last; ++j) s[j] *= inv;
           for (int64_t j = last; j < n; ++j) s[j] = 0.0f;
@@ -180,7 +177,7 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
           float* p = P.data() + r * n;
           const int64_t last = g.causal ? i0 + r + 1 : n;
           const float li = lb[i0 + r];
-          for (int64_t j = 0; j < last; ++j) p[j] = std::exp(p[j] - li);
+          exp_shifted(p, p, last, li);
           for (int64_t j = last; j < n; ++j) p[j] = 0.0f;
           // D_i = dout_i . out_i  (= sum_j p_ij dp_ij, the softmax Jacobian's diagonal term)
           const float* dyi = dyb + (i0 + r) * g.out_row;
