@@ -45,6 +45,23 @@ def test_attention_explicit_scale(rng, scale):
     assert not np.allclose(np.asarray(default_out), np.asarray(out), rtol=1e-3, atol=1e-4)
 
 
+def test_attention_nonpositive_scale_means_default(rng):
+    qkv = _qkv(rng, 1, 6, 2, 2, 9)
+    out, lse = rl.ops.attention_forward(rl.tensor(qkv), 2, 2, causal=False, scale=-1.0)
+    ref_out, ref_lse = attention(qkv, 2, 2, False, 1 / 3)
+    assert_close(np.asarray(out), ref_out, what="out")
+    assert_close(np.asarray(lse), ref_lse, what="lse")
+
+
+@pytest.mark.parametrize("B,T", [(0, 5), (2, 0)])
+def test_attention_empty_batch_or_sequence(B, T):
+    qkv = rl.zeros([B, T, 4, 3])
+    out, lse = rl.ops.attention_forward(qkv, 2, 1)
+    assert tuple(out.shape) == (B, T, 2, 3) and tuple(lse.shape) == (B, 2, T)
+    dqkv = rl.ops.attention_backward(out, qkv, out, lse, 2, 1)
+    assert tuple(dqkv.shape) == (B, T, 4, 3)
+
+
 def test_attention_causal_first_row_is_v0(rng):
     # Query 0 sees only key 0 under the causal mask: out[:, 0, h] = v[:, 0, h // group], lse = s_00.
     B, T, Hq, Hkv, D = 2, 5, 4, 2, 7

@@ -7,9 +7,13 @@
 // (Hq + 2Hkv) * D floats, which is an ordinary row-major matrix with a larger leading
 // dimension, so no gather is needed.
 //
-// Parallelism: OpenMP over (batch, query head). OpenBLAS is told to use one thread while we
-// are inside that loop, so the per-head GEMMs do not each wake OpenBLAS's own thread pool
-// (nested parallelism oversubscribes the cores and serialises on the pool's lock).
+// Parallelism: OpenMP over (batch, query head); the per-head GEMMs are small. OpenBLAS (the
+// pthreads build of scipy-openblas) is set to one thread for the duration of the loop, so
+// that each OpenMP thread's GEMM runs on that thread instead of also queueing work on
+// OpenBLAS's own pool: nested, the two oversubscribe the cores (measured 2-3x slower on
+// 2 cores, B=8 T=256 H=6 D=64), and OpenBLAS warns it may hang when called threaded from
+// an OpenMP region. The setting is process-wide (OpenBLAS has no reliable per-thread one),
+// so it is restored on exit; a BLAS call from another thread meanwhile runs single-threaded.
 //
 // GQA backward: several query heads share one kv head, so their dk/dv contributions are
 // written to per-query-head scratch and summed over the group afterwards; that keeps the
@@ -83,7 +87,7 @@ class BlasSingleThread {
   int saved_ = 0;
 };
 
-// s[r, j] for rows i0 + r of the block: scale * q_i . k_j into S (ld = n), then masks j > i.
+// S[r, j] = scale * q_(i0+r) . k_j for the block's rows and keys j < n (ld = n); no masking here.
 void scores(const Geometry& g, const float* q, const float* k, int64_t i0, int64_t rows, int64_t n, float* S) {
   sgemm(false, true, rows, n, g.D, g.scale, q + i0 * g.qkv_row, g.qkv_row, k, g.qkv_row, 0.0f, S, n);
 }
