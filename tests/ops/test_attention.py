@@ -45,6 +45,23 @@ def test_attention_explicit_scale(rng, scale):
     assert not np.allclose(np.asarray(default_out), np.asarray(out), rtol=1e-3, atol=1e-4)
 
 
+def test_attention_nonpositive_scale_means_default(rng):
+    qkv = _qkv(rng, 1, 6, 2, 2, 9)
+    out, lse = rl.ops.attention_forward(rl.tensor(qkv), 2, 2, causal=False, scale=-1.0)
+    ref_out, ref_lse = attention(qkv, 2, 2, False, 1 / 3)
+    assert_close(np.asarray(out), ref_out, what="out")
+    assert_close(np.asarray(lse), ref_lse, what="lse")
+
+
+@pytest.mark.parametrize("B,T", [(0, 5), (2, 0)])
+def test_attention_empty_batch_or_sequence(B, T):
+    qkv = rl.zeros([B, T, 4, 3])
+    out, lse = rl.ops.attention_forward(qkv, 2, 1)
+    assert tuple(out.shape) == (B, T, 2, 3) and tuple(lse.shape) == (B, 2, T)
+    dqkv = rl.ops.attention_backward(out, qkv, out, lse, 2, 1)
+    assert tuple(dqkv.shape) == (B, T, 4, 3)
+
+
 def test_attention_causal_first_row_is_v0(rng):
     # Query 0 sees only key 0 under the causal mask: out[:, 0, h] = v[:, 0, h // group], lse = s_00.
     B, T, Hq, Hkv, D = 2, 5, 4, 2, 7
@@ -112,6 +129,23 @@ def test_attention_gqa_equals_repeated_heads(rng):
     for part, gqa_at, mha_at in [("dk", Hq, Hq), ("dv", Hq + Hkv, 2 * Hq)]:
         summed = d_m[:, :, mha_at:mha_at + Hq].reshape(B, T, Hkv, g, D).sum(axis=3)
         np.testing.assert_allclose(d_g[:, :, gqa_at:gqa_at + Hkv], summed, rtol=1e-4, atol=1e-5, err_msg=part)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_attention_causal_mask_hides_a_nan_key(rng, sign):
+    # A NaN in key t0 poisons exactly the queries that see it: under the causal mask those
+    # at t >= t0, and with it off all of them; earlier queries must never read it.
+    B, T, Hq, Hkv, D, t0 = 1, 9, 2, 1, 4, 5
+    qkv = _qkv(rng, B, T, Hq, Hkv, D)
+    qkv[0, t0, Hq, 1] = np.copysign(np.nan, sign)
+    out, lse = rl.ops.attention_forward(rl.tensor(qkv), Hq, Hkv, causal=True)
+    out, lse = np.asarray(out), np.asarray(lse)
+    assert np.all(np.isfinite(out[:, :t0])) and np.all(np.isfinite(lse[:, :, :t0]))
+    assert np.all(np.isnan(out[:, t0:])) and np.all(np.isnan(lse[:, :, t0:]))
+    ref_out, ref_lse = attention(qkv[:, :t0], Hq, Hkv, True)
+    assert_close(out[:, :t0], ref_out, what="out before the NaN key")
+    full, _ = rl.ops.attention_forward(rl.tensor(qkv), Hq, Hkv, causal=False)
+    assert np.all(np.isnan(np.asarray(full)))
 
 
 def test_attention_does_not_modify_inputs(rng):

@@ -95,3 +95,19 @@ def test_cross_entropy_bad_inputs():
         rl.ops.cross_entropy_forward(rl.zeros([2, 2, 7]), rl.tensor(np.array([0, 1], np.int32)))
     with pytest.raises(TypeError, match="CPU implementation takes float32"):
         rl.ops.cross_entropy_forward(rl.zeros([4, 7], dtype="bfloat16"), rl.tensor(np.zeros(4, np.int32)))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_cross_entropy_nan_logit_shows_in_its_row(rng, sign):
+    # A NaN logit anywhere in a row (NaNs made by inf - inf carry the sign bit) must make
+    # that row's loss and gradient NaN, and leave the other rows alone.
+    logits, targets = _case(rng, 4, 37)
+    logits[2, 11] = np.copysign(np.nan, sign)
+    losses = np.asarray(rl.ops.cross_entropy_forward(rl.tensor(logits), rl.tensor(targets)))
+    assert np.isnan(losses[2])
+    keep = [0, 1, 3]
+    assert_close(losses[keep], cross_entropy(logits[keep], targets[keep]))
+    t_logits = rl.tensor(logits)
+    rl.ops.cross_entropy_forward_backward(t_logits, rl.tensor(targets))
+    assert np.all(np.isnan(np.asarray(t_logits)[2]))
+    assert np.all(np.isfinite(np.asarray(t_logits)[keep]))

@@ -7,9 +7,13 @@
 // (Hq + 2Hkv) * D floats, which is an ordinary row-major matrix with a larger leading
 // dimension, so no gather is needed.
 //
-// Parallelism: OpenMP over (batch, query head). OpenBLAS is told to use one thread while we
-// are inside that loop, so the per-head GEMMs do not each wake OpenBLAS's own thread pool
-// (nested parallelism oversubscribes the cores and serialises on the pool's lock).
+// Parallelism: OpenMP over (batch, query head); the per-head GEMMs are small. OpenBLAS (the
+// pthreads build of scipy-openblas) is set to one thread for the duration of the loop, so
+// that each OpenMP thread's GEMM runs on that thread instead of also queueing work on
+// OpenBLAS's own pool: nested, the two oversubscribe the cores (measured 2-3x slower on
+// 2 cores, B=8 T=256 H=6 D=64), and OpenBLAS warns it may hang when called threaded from
+// an OpenMP region. The setting is process-wide (OpenBLAS has no reliable per-thread one),
+// so it is restored on exit; a BLAS call from another thread meanwhile runs single-threaded.
 //
 // GQA backward: several query heads share one kv head, so their dk/dv contributions are
 // written to per-query-head scratch and summed over the group afterwards; that keeps the
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "ops/cpu/blas.h"
+#include "ops/cpu/softmax_math.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -82,7 +87,7 @@ class BlasSingleThread {
   int saved_ = 0;
 };
 
-// s[r, j] for rows i0 + r of the block: scale * q_i . k_j into S (ld = n), then masks j > i.
+// S[r, j] = scale * q_(i0+r) . k_j for the block's rows and keys j < n (ld = n); no masking here.
 void scores(const Geometry& g, const float* q, const float* k, int64_t i0, int64_t rows, int64_t n, float* S) {
   sgemm(false, true, rows, n, g.D, g.scale, q + i0 * g.qkv_row, g.qkv_row, k, g.qkv_row, 0.0f, S, n);
 }
@@ -119,13 +124,9 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
         for (int64_t r = 0; r < rows; ++r) {
           float* s = S.data() + r * n;
           const int64_t last = g.causal ? i0 + r + 1 : n;  // columns [0, last) are visible
-          float m = s[0];
-          for (int64_t j = 1; j < last; ++j) m = std::max(m, s[j]);
-          double sum = 0.0;
-          for (int64_t j = 0; j < last; ++j) {
-            s[j] = std::exp(s[j] - m);
-            sum += s[j];
-          }
+          const float m = row_max(s, last);
+          exp_shifted(s, s, last, m);
+          const double sum = sum_double(s, last);
           const float inv = float(1.0 / sum);
           for (int64_t j = 0; j < last; ++j) s[j] *= inv;
           for (int64_t j = last; j < n; ++j) s[j] = 0.0f;
@@ -180,7 +181,7 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
           float* p = P.data() + r * n;
           const int64_t last = g.causal ? i0 + r + 1 : n;
           const float li = lb[i0 + r];
-          for (int64_t j = 0; j < last; ++j) p[j] = std::exp(p[j] - li);
+          exp_shifted(p, p, last, li);
           for (int64_t j = last; j < n; ++j) p[j] = 0.0f;
           // D_i = dout_i . out_i  (= sum_j p_ij dp_ij, the softmax Jacobian's diagonal term)
           const float* dyi = dyb + (i0 + r) * g.out_row;

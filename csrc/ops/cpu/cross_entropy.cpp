@@ -1,12 +1,15 @@
 // CPU softmax cross-entropy (fp32 storage): the math is in ops/cross_entropy.h.
 // Each row is a stable log-sum-exp: lse = m + log(sum_j exp(x_j - m)) with m = max_j x_j,
-// so no exp overflows. Each exp is fp32, but the sum is accumulated in double because V is
-// large (adding 50k terms of up to 1 in fp32 would lose ~4 digits).
+// so no exp overflows. Each exp is fp32 (the vectorised one of cpu/softmax_math.h), but
+// the sum is accumulated in double because V is large (adding 50k terms of up to 1 in
+// fp32 would lose ~4 digits).
 // Rows are independent: OpenMP over rows.
 #include "ops/cross_entropy.h"
 
 #include <algorithm>
 #include <cmath>
+
+#include "ops/cpu/softmax_math.h"
 
 namespace ringloom::cpu {
 
@@ -14,11 +17,8 @@ namespace {
 
 // log sum_j exp(x_j), stably.
 double row_lse(const float* x, int64_t V) {
-  float m = x[0];
-  for (int64_t j = 1; j < V; ++j) m = std::max(m, x[j]);
-  double sum = 0.0;
-  for (int64_t j = 0; j < V; ++j) sum += std::exp(x[j] - m);  // fp32 exp, double sum
-  return double(m) + std::log(sum);
+  const float m = row_max(x, V);
+  return double(m) + std::log(sum_exp_shifted(x, V, m));
 }
 
 // Shared by both entry points; grad == nullptr means forward only.
@@ -42,8 +42,8 @@ Tensor xent(const Tensor& logits, const Tensor& targets, int64_t ignore_index, f
       // dlogits = grad_scale * (softmax - onehot); grad may alias x (fused in-place form),
       // which is fine: each element is read once, just before it is overwritten.
       float* gn = grad + n * V;
-      const float lse_f = float(lse);
-      for (int64_t j = 0; j < V; ++j) gn[j] = grad_scale * std::exp(xn[j] - lse_f);
+      exp_shifted(xn, gn, V, float(lse));  // softmax = exp(x - lse)
+      for (int64_t j = 0; j < V; ++j) gn[j] *= grad_scale;
       gn[t[n]] -= grad_scale;
     }
   }
