@@ -1,0 +1,5 @@
+"""
+Rendezvous store, process groups and collectives
+"""
+from __future__ import annotations
+__all__: list[str] = list()
