@@ -26,6 +26,8 @@ struct Mesh::Peer {
     const char* p;
     size_t n;
     Deadline d;
+    std::shared_ptr<const std::string> op;
+    Done done;
   };
   Socket sock;
   int index = -1;
@@ -40,8 +42,8 @@ struct Mesh::Peer {
   std::thread thread;
 };
 
-IoContext Mesh::ctx(int peer, const char* dir) const {
-  return IoContext{op_.c_str(), {}, members_[size_t(me_)], dir, members_[size_t(peer)]};
+IoContext Mesh::ctx(int peer, const char* dir, const std::string& op) const {
+  return IoContext{op.c_str(), {}, members_[size_t(me_)], dir, members_[size_t(peer)]};
 }
 
 Mesh::Mesh(StoreClient& store, const std::string& prefix, int me, std::vector<int> members, const std::string& token,
@@ -131,46 +133,52 @@ void Mesh::sender_loop(Peer& p) {
   for (;;) {
     p.cv.wait(l, [&] { return p.stop || !p.queue.empty(); });
     if (p.stop) return;
-    Peer::Item it = p.queue.front();
+    Peer::Item it = std::move(p.queue.front());
     p.queue.pop_front();
     p.busy = true;
     l.unlock();
-    bool ok = true;
-    ErrorKind kind = ErrorKind::Runtime;
-    std::string msg;
+    std::exception_ptr err;
     try {
-      p.sock.send_all(it.p, it.n, it.d, ctx(p.index, "sending to"));
+      p.sock.send_all(it.p, it.n, it.d, ctx(p.index, "sending to", *it.op));
     } catch (const Error& e) {
-      ok = false;
-      kind = e.kind();
-      msg = e.what();
+      err = std::current_exception();
+      std::lock_guard<std::mutex> g(p.mu);
+      if (!p.failed) {
+        p.failed = true;
+        p.err_kind = e.kind();
+        p.err = e.what();
+      }
     }
+    if (it.done) it.done(err);
     l.lock();
     p.busy = false;
-    if (!ok && !p.failed) {
-      p.failed = true;
-      p.err_kind = kind;
-      p.err = msg;
+    if (p.failed) {
+      // Nothing queued behind a failed send can be delivered: fail it too.
+      for (auto& rest : p.queue)
+        if (rest.done) rest.done(std::make_exception_ptr(Error(p.err_kind, p.err)));
+      p.queue.clear();
     }
-    if (p.failed) p.queue.clear();
     p.cv.notify_all();
   }
 }
 
-void Mesh::send(int peer, const void* data, size_t n, Deadline d) {
-  if (n == 0) return;
+void Mesh::send(int peer, const void* data, size_t n, Deadline d, Done done) {
+  if (n == 0) {
+    if (done) done(nullptr);
+    return;
+  }
   Peer& p = *peers_[size_t(peer)];
   {
     std::lock_guard<std::mutex> l(p.mu);
     if (p.failed) throw Error(p.err_kind, p.err);
-    p.queue.push_back({static_cast<const char*>(data), n, d});
+    p.queue.push_back({static_cast<const char*>(data), n, d, op_, std::move(done)});
   }
   p.cv.notify_all();
 }
 
 void Mesh::recv(int peer, void* data, size_t n, Deadline d) {
   if (n == 0) return;
-  peers_[size_t(peer)]->sock.recv_all(data, n, d, ctx(peer, "receiving from"));
+  peers_[size_t(peer)]->sock.recv_all(data, n, d, ctx(peer, "receiving from", *op_));
 }
 
 void Mesh::flush(Deadline d) {
@@ -183,7 +191,7 @@ void Mesh::flush(Deadline d) {
                                 [&] { return p.failed || (p.queue.empty() && !p.busy); });
     if (p.failed) throw Error(p.err_kind, p.err);
     if (!done) {
-      IoContext c = ctx(p.index, "sending to");
+      IoContext c = ctx(p.index, "sending to", *op_);
       fail(ErrorKind::Timeout, "ringloom.distributed: ", c.what, " on rank ", c.rank, " (", c.dir, " peer rank ",
            c.peer, "): timed out waiting for the send to complete");
     }

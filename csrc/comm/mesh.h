@@ -13,6 +13,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,10 +40,13 @@ class Mesh {
   int global_rank(int i) const { return members_[size_t(i)]; }
 
   // Names the collective in progress, for error messages from any thread.
-  // Set only between ops (no send in flight), so the sender threads may read it unguarded.
-  void begin(const std::string& op) { op_ = op; }
+  // Called by the thread that issues sends; queued sends keep the name they were issued under.
+  void begin(const std::string& op) { op_ = std::make_shared<const std::string>(op); }
 
-  void send(int peer, const void* p, size_t n, Deadline d);  // queued; returns at once
+  // Queued; returns at once. `done`, if given, runs on the sender thread once the bytes
+  // were handed to the kernel (null) or the send failed (the error).
+  using Done = std::function<void(std::exception_ptr)>;
+  void send(int peer, const void* p, size_t n, Deadline d, Done done = nullptr);
   void recv(int peer, void* p, size_t n, Deadline d);        // blocks until all n bytes arrived
   void flush(Deadline d);  // waits until every queued send left; throws the first send error
 
@@ -51,12 +56,12 @@ class Mesh {
  private:
   struct Peer;
   void sender_loop(Peer& p);
-  IoContext ctx(int peer, const char* dir) const;
+  IoContext ctx(int peer, const char* dir, const std::string& op) const;
 
   int me_;
   std::vector<int> members_;
   std::vector<std::unique_ptr<Peer>> peers_;
-  std::string op_ = "setup";
+  std::shared_ptr<const std::string> op_ = std::make_shared<const std::string>("setup");
   double timeout_s_;
 };
 

@@ -191,10 +191,13 @@ void ProcessGroup::worker_loop() {
       continue;
     }
     mesh_->begin(w->op());
+    current_ = w;
+    deferred_ = false;
     try {
       fn(deadline_after(timeout_s_));
       fn = nullptr;  // drop the op's captures here, not when the next op replaces them
-      w->finish(nullptr);
+      current_.reset();
+      if (!deferred_) w->finish(nullptr);
     } catch (const Error& e) {
       {
         std::lock_guard<std::mutex> l(mu_);
@@ -203,6 +206,7 @@ void ProcessGroup::worker_loop() {
       }
       mesh_->abort();  // peers waiting on us see EOF now instead of at their deadline
       fn = nullptr;
+      current_.reset();
       w->finish(std::current_exception());
     } catch (...) {
       {
@@ -211,6 +215,7 @@ void ProcessGroup::worker_loop() {
       }
       mesh_->abort();
       fn = nullptr;
+      current_.reset();
       w->finish(std::current_exception());
     }
   }
@@ -307,7 +312,10 @@ std::shared_ptr<Work> ProcessGroup::barrier() {
 }
 
 // Point-to-point messages carry their byte count first, so a send/recv mismatch is an
-// error naming both sizes instead of silently misaligned data.
+// error naming both sizes instead of silently misaligned data. A send only queues its
+// bytes: the worker moves on at once (so a recv issued after it can run while the data is
+// still going out: exchanges in both directions do not deadlock), and the send's Work
+// completes on the sender thread once the kernel has taken the last byte.
 std::shared_ptr<Work> ProcessGroup::send(const Tensor& t, int dst) {
   const char* name = "send";
   require_defined(name, t);
@@ -315,10 +323,16 @@ std::shared_ptr<Work> ProcessGroup::send(const Tensor& t, int dst) {
            " must be another rank of this group (0..", size() - 1, ")");
   return enqueue(str_cat(name, " to rank ", dst), {t}, [this, t, dst](Deadline d) {
     Tensor host = to_host(t);
-    uint64_t nbytes = host.nbytes();
-    mesh_->send(dst, &nbytes, 8, d);
-    mesh_->send(dst, host.data(), host.nbytes(), d);
-    mesh_->flush(d);
+    auto hdr = std::make_shared<uint64_t>(host.nbytes());
+    std::shared_ptr<Work> w = current_;
+    auto finish = [w, host, hdr](std::exception_ptr e) { w->finish(e); };
+    deferred_ = true;
+    if (host.nbytes() == 0) {
+      mesh_->send(dst, hdr.get(), 8, d, finish);
+    } else {
+      mesh_->send(dst, hdr.get(), 8, d, [hdr](std::exception_ptr) {});
+      mesh_->send(dst, host.data(), host.nbytes(), d, finish);
+    }
   });
 }
 

@@ -109,6 +109,10 @@ class ProcessGroup {
   double timeout_s_;
   std::string token_;
   std::unique_ptr<Mesh> mesh_;
+  // Worker-thread state: the op being run, and whether it finishes its Work itself later
+  // (a send completes on the mesh's sender thread).
+  std::shared_ptr<Work> current_;
+  bool deferred_ = false;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -30,7 +30,7 @@ std::string where(const IoContext& c) {
 
 [[noreturn]] void fail_closed(const IoContext& c) {
   fail(ErrorKind::Runtime, "ringloom.distributed: ", where(c),
-       ": the connection was closed by the other side (did that process die?)");
+       ": the connection was closed by the other side (that process died, or failed itself and shut its connections)");
 }
 
 [[noreturn]] void fail_errno(const IoContext& c, const char* call, int err) {

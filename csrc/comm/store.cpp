@@ -197,7 +197,7 @@ void StoreServer::loop() {
     fds.push_back({listener_.fd(), short(conns.size() < kMaxConnections ? POLLIN : 0), 0});
     Deadline next = Clock::now() + std::chrono::seconds(3600);
     for (Conn& c : conns) {
-      short ev = POLLIN;
+      short ev = c.closing ? 0 : POLLIN;  // a closing connection only flushes its answer
       if (!c.out.empty()) ev |= POLLOUT;
       fds.push_back({c.sock.fd(), ev, 0});
       order.push_back(&c);
@@ -219,6 +219,7 @@ void StoreServer::loop() {
       Conn& c = *order[i];
       short re = fds[i + 2].revents;
       if (re & (POLLIN | POLLHUP | POLLERR)) {
+        bool eof = false;
         for (;;) {
           ssize_t k = ::recv(c.sock.fd(), buf.data(), buf.size(), MSG_DONTWAIT);
           if (k > 0) {
@@ -230,10 +231,16 @@ void StoreServer::loop() {
             }
             continue;
           }
-          if (k == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) c.sock.close();
+          if (k == 0) eof = true;
+          else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) c.sock.close();
           break;
         }
         if (c.sock.valid()) st.process(c);
+        // The peer closed its side: answer what it sent (an error, say), then close.
+        if (eof) {
+          c.closing = true;
+          c.waiting = false;
+        }
       }
       if (c.sock.valid() && !c.out.empty()) {
         ssize_t k = ::send(c.sock.fd(), c.out.data(), c.out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -293,7 +300,12 @@ std::pair<StoreStatus, std::string> StoreClient::call(StoreOp op, const std::str
              ": malformed response of length ", len);
     std::string body(len, '\0');
     sock_.recv_all(body.data(), len, d, ctx);
-    return {StoreStatus(uint8_t(body[0])), body.substr(1)};
+    StoreStatus st = StoreStatus(uint8_t(body[0]));
+    if (st == StoreStatus::Error) {  // the server closes the connection after an ERROR
+      broken_ = true;
+      broken_reason_ = body.substr(1);
+    }
+    return {st, body.substr(1)};
   } catch (const Error& e) {
     // A partial exchange leaves the stream out of step: refuse further use with the cause.
     broken_ = true;
