@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "bindings/registry.h"
+#include "comm/nccl_group.h"
 #include "comm/process_group.h"
 #include "comm/store.h"
 
@@ -131,4 +132,32 @@ RINGLOOM_BIND(comm, 20) {
              return gil_free_deleter(std::move(sub));
            }, py::arg("ranks"), py::arg("backend"))
       .def("shutdown", &ProcessGroup::shutdown, py::call_guard<py::gil_scoped_release>());
+
+#ifdef RINGLOOM_WITH_NCCL
+  c.attr("has_nccl") = true;
+  py::class_<NcclWork, std::shared_ptr<NcclWork>>(c, "NcclWork", "Handle of an NCCL op (ordered on the streams)")
+      .def("wait_for", &NcclWork::wait_for, py::arg("seconds"), py::call_guard<py::gil_scoped_release>())
+      .def("is_completed", &NcclWork::is_completed)
+      .def_property_readonly("op", &NcclWork::op);
+  py::class_<NcclGroup, std::shared_ptr<NcclGroup>>(c, "NcclGroup", "An NCCL communicator for one group")
+      .def(py::init<StoreClient&, const std::string&, int, int, int, double>(), py::arg("store"), py::arg("name"),
+           py::arg("rank"), py::arg("size"), py::arg("device"), py::arg("timeout"),
+           py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("rank", &NcclGroup::rank)
+      .def_property_readonly("size", &NcclGroup::size)
+      .def_property_readonly("device", &NcclGroup::device)
+      .def("all_reduce", [](NcclGroup& g, const Tensor& t, const std::string& op) {
+             return g.all_reduce(t, parse_reduce_op(op));
+           }, py::arg("tensor"), py::arg("op") = "sum")
+      .def("reduce_scatter", [](NcclGroup& g, const Tensor& out, const Tensor& in, const std::string& op) {
+             return g.reduce_scatter(out, in, parse_reduce_op(op));
+           }, py::arg("output"), py::arg("input"), py::arg("op") = "sum")
+      .def("all_gather", &NcclGroup::all_gather, py::arg("output"), py::arg("input"))
+      .def("broadcast", &NcclGroup::broadcast, py::arg("tensor"), py::arg("src"))
+      .def("send", &NcclGroup::send, py::arg("tensor"), py::arg("dst"))
+      .def("recv", &NcclGroup::recv, py::arg("tensor"), py::arg("src"))
+      .def("barrier", &NcclGroup::barrier);
+#else
+  c.attr("has_nccl") = false;
+#endif
 }

@@ -70,9 +70,13 @@ class Work:
 class ProcessGroup:
     """A group of ranks and its collectives. ``rank`` is this process's index in the group."""
 
-    def __init__(self, core: Any, info: Rendezvous | None = None):
-        self._pg = core
+    def __init__(self, core: Any, info: Rendezvous | None = None, nccl: Any = None):
+        self._pg = core        # our TCP group: CPU tensors, and CUDA tensors staged through the host
+        self._nccl = nccl      # the NCCL communicator, when the backend is "nccl": CUDA tensors
         self.info = info
+
+    def _for(self, t: _C.Tensor) -> Any:
+        return self._nccl if self._nccl is not None and t.device != "cpu" else self._pg
 
     @property
     def rank(self) -> int:
@@ -89,7 +93,7 @@ class ProcessGroup:
 
     @property
     def backend(self) -> str:
-        return self._pg.backend
+        return "nccl" if self._nccl is not None else self._pg.backend
 
     @property
     def timeout(self) -> float:
@@ -107,42 +111,52 @@ class ProcessGroup:
     def all_reduce(self, tensor: Any, op: str = "sum", async_op: bool = False) -> Any:
         """tensor[...] <- op over ranks of tensor[...]; op is "sum", "avg" or "max"."""
         t = _as_tensor(tensor, "all_reduce tensor")
-        return self._run(self._pg.all_reduce(t, op), tensor, async_op)
+        return self._run(self._for(t).all_reduce(t, op), tensor, async_op)
 
     def reduce_scatter(self, output: Any, input: Any, op: str = "sum", async_op: bool = False) -> Any:
         """input: [size * m] elements (any shape); output: [m], this rank's slice of the reduction."""
         o, i = _as_tensor(output, "reduce_scatter output"), _as_tensor(input, "reduce_scatter input")
-        return self._run(self._pg.reduce_scatter(o, i, op), output, async_op)
+        return self._run(self._for(i).reduce_scatter(o, i, op), output, async_op)
 
     def all_gather(self, output: Any, input: Any, async_op: bool = False) -> Any:
         """input: [m]; output: [size * m], rank i's input at elements [i*m, (i+1)*m)."""
         o, i = _as_tensor(output, "all_gather output"), _as_tensor(input, "all_gather input")
-        return self._run(self._pg.all_gather(o, i), output, async_op)
+        return self._run(self._for(i).all_gather(o, i), output, async_op)
 
     def broadcast(self, tensor: Any, src: int, async_op: bool = False) -> Any:
         """Copies rank ``src``'s tensor into every rank's tensor."""
         t = _as_tensor(tensor, "broadcast tensor")
-        return self._run(self._pg.broadcast(t, int(src)), tensor, async_op)
+        return self._run(self._for(t).broadcast(t, int(src)), tensor, async_op)
 
     def barrier(self, async_op: bool = False) -> Any:
         return self._run(self._pg.barrier(), None, async_op)
 
     def send(self, tensor: Any, dst: int, async_op: bool = False) -> Any:
         t = _as_tensor(tensor, "send tensor")
-        return self._run(self._pg.send(t, int(dst)), tensor, async_op)
+        return self._run(self._for(t).send(t, int(dst)), tensor, async_op)
 
     def recv(self, tensor: Any, src: int, async_op: bool = False) -> Any:
         """Receives into ``tensor``; its byte size must match what ``src`` sends."""
         t = _as_tensor(tensor, "recv tensor")
-        return self._run(self._pg.recv(t, int(src)), tensor, async_op)
+        return self._run(self._for(t).recv(t, int(src)), tensor, async_op)
 
     def new_group(self, ranks: Sequence[int], backend: str | None = None) -> "ProcessGroup | None":
         """A sub-group of the given world ranks, in that order; None on ranks outside it.
         Only the members need to call it (in the same order as their other new_group calls)."""
         backend = backend or self.backend
         _check_backend(backend)
-        sub = self._pg.new_group([int(r) for r in ranks], backend)
-        return None if sub is None else ProcessGroup(sub, self.info)
+        sub = self._pg.new_group([int(r) for r in ranks], "auto" if backend == "nccl" else backend)
+        if sub is None:
+            return None
+        nccl = None
+        if backend == "nccl":
+            nccl = _comm.NcclGroup(sub.store, sub.name, sub.rank, sub.size, self._device(), sub.timeout)
+        return ProcessGroup(sub, self.info, nccl)
+
+    def _device(self) -> int:
+        if self._nccl is not None:
+            return self._nccl.device
+        return (self.info.local_rank if self.info else 0) % max(1, _C.cuda_device_count())
 
     def shutdown(self) -> None:
         """Closes the group's connections; queued ops fail. Idempotent."""
@@ -201,7 +215,12 @@ def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, *, rank: int |
     core_backend = "auto" if backend == "nccl" else backend
     core = _comm.ProcessGroup(store, server, "world", list(range(info.world_size)), info.rank, core_backend,
                               float(timeout), info.token)
-    _world = ProcessGroup(core, info)
+    nccl = None
+    if backend == "nccl":
+        # One GPU per local rank; CPU tensors keep going through our TCP group.
+        device = info.local_rank % max(1, _C.cuda_device_count())
+        nccl = _comm.NcclGroup(store, "world", info.rank, info.world_size, device, float(timeout))
+    _world = ProcessGroup(core, info, nccl)
     return _world
 
 
