@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--minbytes", default="8", help="smallest message (default 8)")
     p.add_argument("-e", "--maxbytes", default=None, help="largest message (default 1G on GPU, 64M with --cpu)")
     p.add_argument("-f", "--stepfactor", type=int, default=2, help="size multiplier between rows (default 2)")
-    p.add_argument("--cpu", action="store_true", help="CPU tensors (the default where no GPU is usable)")
-    p.add_argument("--backends", default="ring,tree,auto", help="comma-separated: ring, tree, auto")
+    p.add_argument("--cpu", action="store_true", help="CPU tensors (the default where no GPU or NCCL is usable)")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated from ring, tree, auto, nccl (default: nccl,ring,tree on GPU; ring,tree,auto on CPU)")
     p.add_argument("--iters", type=int, default=20, help="timed iterations at most (fewer for slow sizes)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--time-per-size", type=float, default=0.3, help="seconds aimed at per size and backend")
@@ -58,6 +59,23 @@ def _relaunch(argv: list[str], nproc: int) -> int:
     from ringloom.launch import main as launch_main
     # Only rank 0 prints, so no "[rank N] " prefixes.
     return launch_main(["-n", str(nproc), "--no-prefix", "-m", "ringloom.bench.allreduce", *argv])
+
+
+class _Buffers:
+    """Message buffers on the benchmark's device: NumPy arrays on the CPU, ringloom tensors
+    on the GPU (our TCP backends stage those through host memory; NCCL reads them in place)."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def make(self, values: np.ndarray):
+        if self.device == "cpu":
+            return values.copy()
+        import ringloom as rl
+        return rl.tensor(values, device=self.device)
+
+    def read(self, buf) -> np.ndarray:
+        return np.asarray(buf)
 
 
 class _Ours:
@@ -87,13 +105,14 @@ class _Gloo:
                                  world_size=pg.size)
 
     def run(self, buf) -> None:
-        self.tdist.all_reduce(self.torch.from_numpy(buf))
+        self.tdist.all_reduce(self.torch.from_numpy(np.asarray(buf)) if isinstance(buf, np.ndarray) else
+                              self.torch.from_dlpack(buf))
 
 
-def _measure(pg, impl, count: int, args) -> tuple[float, int]:
+def _measure(pg, impl, count: int, args, bufs: _Buffers) -> tuple[float, int]:
     """Mean seconds per all-reduce (slowest rank), and #wrong elements over all ranks."""
     n, r = pg.size, pg.rank
-    buf = np.ones(count, np.float32)
+    buf = bufs.make(np.ones(count, np.float32))
     for _ in range(args.warmup):
         impl.run(buf)
     # One timed op sets the iteration count; every rank must agree on it.
@@ -103,7 +122,7 @@ def _measure(pg, impl, count: int, args) -> tuple[float, int]:
     one = np.array([time.perf_counter() - t0], np.float32)
     pg.all_reduce(one, op="max")
     iters = int(max(3, min(args.iters, args.time_per_size / max(float(one[0]), 1e-9))))
-    buf[:] = 1.0  # values grow n-fold per op: stay far from overflow
+    buf = bufs.make(np.ones(count, np.float32))  # values grow n-fold per op: stay far from overflow
     pg.barrier()
     t0 = time.perf_counter()
     for _ in range(iters):
@@ -112,22 +131,27 @@ def _measure(pg, impl, count: int, args) -> tuple[float, int]:
     pg.all_reduce(dt, op="max")
     # Checked run: small integers in fp32 sum exactly, whatever the order.
     pattern = (np.arange(count) % 13 + 1).astype(np.float32)
-    buf[:] = pattern * (r + 1)
+    buf = bufs.make(pattern * (r + 1))
     impl.run(buf)
-    wrong = np.array([np.count_nonzero(buf != pattern * (n * (n + 1) // 2))], np.int64)
+    wrong = np.array([np.count_nonzero(bufs.read(buf) != pattern * (n * (n + 1) // 2))], np.int64)
     pg.all_reduce(wrong)
     return float(dt[0]), int(wrong[0])
 
 
 def run(args) -> int:
+    import ringloom
     import ringloom.distributed as dist
-    pg = dist.init(backend="auto", timeout=args.timeout)
+    gpu = not args.cpu and ringloom.cuda_available() and ringloom._C.comm.has_nccl
+    pg = dist.init(backend="nccl" if gpu else "auto", timeout=args.timeout)
     n, r = pg.size, pg.rank
-    hi = parse_size(args.maxbytes) if args.maxbytes else (64 << 20)
+    device = f"cuda:{pg.info.local_rank % ringloom.cuda_device_count()}" if gpu else "cpu"
+    bufs = _Buffers(device)
+    hi = parse_size(args.maxbytes) if args.maxbytes else ((1 << 30) if gpu else (64 << 20))
     lo = max(4, parse_size(args.minbytes))
-    impls = [_Ours(pg, b.strip()) for b in args.backends.split(",") if b.strip()]
+    backends = args.backends or ("nccl,ring,tree" if gpu else "ring,tree,auto")
+    impls = [_Ours(pg, b.strip()) for b in backends.split(",") if b.strip()]
     peer = None
-    if not args.no_peer:
+    if not args.no_peer and not gpu:
         try:
             peer = _Gloo(pg)
         except ImportError:
@@ -135,13 +159,13 @@ def run(args) -> int:
                 print("# torch not importable: no gloo comparison")
     rows = []
     if r == 0:
-        print(f"# ringloom all_reduce: {n} ranks, float32, cpu (TCP), sizes {lo} B .. {hi} B")
+        print(f"# ringloom all_reduce: {n} ranks, float32, {device if gpu else 'cpu (TCP)'}, sizes {lo} B .. {hi} B")
         print(f"# {'size':>12} {'count':>12} {'type':>6} {'backend':>8} {'time(us)':>11} {'algbw(GB/s)':>12} "
               f"{'busbw(GB/s)':>12} {'#wrong':>7}")
     for size in sizes(lo, hi, args.stepfactor):
         count = size // 4
         for impl in impls + ([peer] if peer else []):
-            dt, wrong = _measure(pg, impl, count, args)
+            dt, wrong = _measure(pg, impl, count, args, bufs)
             algbw = count * 4 / dt / 1e9
             busbw = algbw * 2 * (n - 1) / n
             rows.append(dict(size=count * 4, count=count, type="float", backend=impl.name, time_us=dt * 1e6,
@@ -164,7 +188,7 @@ def run(args) -> int:
         print(f"# out of bounds values: {bad} {'OK' if bad == 0 else 'FAILED'}")
         if args.json:
             with open(args.json, "w") as f:
-                json.dump(dict(ranks=n, device="cpu", rows=rows), f, indent=1)
+                json.dump(dict(ranks=n, device=device, rows=rows), f, indent=1)
     dist.destroy()
     return 0 if all(x["wrong"] == 0 for x in rows) else 1
 
