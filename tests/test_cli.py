@@ -170,10 +170,8 @@ def test_prepare_errors(tmp_path, capsys):
 
 
 def test_python_dash_m(tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(os.path.dirname(__file__), "..", "python"), env.get("PYTHONPATH", "")])
+    # The same ringloom this test process imported (installed, or the dev tree via PYTHONPATH).
     r = subprocess.run([sys.executable, "-m", "ringloom", "train", "--steps", "-1"],
-                       capture_output=True, text=True, env=env, timeout=60)
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "--steps: must be at least 1" in r.stderr and "Traceback" not in r.stderr
