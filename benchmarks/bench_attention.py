@@ -41,7 +41,7 @@ def flops(B, H, S, D, causal, bwd):
 
 
 def rl_sync():
-    rl.cuda_synchronize(0)
+    rl._C.cuda_synchronize(0)
 
 
 def ours_fns(qkv, dout, H, causal):
@@ -82,7 +82,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--once", type=int, default=None,
+                    help="run fwd+bwd of SHAPES[i] a few times and exit (for ncu)")
     args = ap.parse_args()
+    if args.once is not None:
+        B, H, S, D, causal = SHAPES[args.once]
+        qkv = torch.randn(B, S, 3 * H, D, device="cuda", dtype=torch.bfloat16)
+        dout = torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16)
+        torch.cuda.synchronize()
+        _, fb = ours_fns(qkv, dout, H, causal)
+        for _ in range(3):
+            fb()
+        rl_sync()
+        return
     dev = torch.cuda.get_device_name()
     print(f"device: {dev}, torch {torch.__version__}")
     torch.manual_seed(0)

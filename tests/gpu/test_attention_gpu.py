@@ -108,6 +108,11 @@ def test_attention_bf16_flash(rng, B, T, D, causal, hq, hkv):
         t_out, t_dqkv = torch_bf16(qkv, dout, hq, hkv, causal)
         peer = {"out": t_out, **split(t_dqkv, hq, hkv)}
     for name in ours:
+        if T == 1 and name in ("dq", "dk"):
+            # One key: p = 1 and dS = p (dP - D) = 0 exactly, so the reference is zero up to
+            # fp32 rounding and a relative error means nothing; check the absolute size.
+            assert np.abs(ours[name]).max() <= 1e-3, f"{name} should be ~0 with one key"
+            continue
         err = rel_err(ours[name], ref[name])
         assert err <= REL_ERR["bfloat16"], f"{name}: relative error {err:.3e} exceeds bf16 tolerance"
         if peer is not None:

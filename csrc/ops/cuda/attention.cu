@@ -82,17 +82,22 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
   DeviceGuard guard(dev);
   cudaStream_t s = current_stream(dev);
   const bool bf16 = qkv.dtype() == DType::BFloat16;
-  Tensor dvec = Tensor::empty({qkv.size(0), n_head, qkv.size(1)}, DType::Float32, qkv.device());
   p.out = out.data();
   p.lse = lse.data_as<float>();
   p.dout = dout.data();
   p.dqkv = dqkv.data();
-  p.dvec = dvec.data_as<float>();
-  attn::backward_dvec(p, bf16, s);
   if (!use_flash(qkv)) {
+    Tensor dvec = Tensor::empty({qkv.size(0), n_head, qkv.size(1)}, DType::Float32, qkv.device());
+    p.dvec = dvec.data_as<float>();
+    attn::backward_dvec(p, bf16, s);
     attn::simple_backward(p, bf16, s);
     return dqkv;
   }
+  // dvec and lse2, each [B, Hq, T_pad] fp32, in one scratch block.
+  p.T_pad = (p.T + 63) / 64 * 64;
+  Tensor stats = Tensor::empty({2, qkv.size(0), n_head, p.T_pad}, DType::Float32, qkv.device());
+  p.dvec = stats.data_as<float>();
+  p.lse2 = p.dvec + qkv.size(0) * n_head * p.T_pad;
   const bool deterministic = deterministic_requested();
   Tensor dq_accum;  // fp32 [B, T, Hq, D], summed into with atomics by the key-block kernel
   if (!deterministic) {

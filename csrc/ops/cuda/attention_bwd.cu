@@ -66,12 +66,13 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dkdv_kernel(const Param
     const int h = hk * p.group + it / m_count, q0 = (m_first + it % m_count) * BM;
     load_tile_async<BM, D, NT>(sQ + buf * BM * D, qkv + p.qkv_head(b, h), rs, q0, T);
     load_tile_async<BM, D, NT>(sdO + buf * BM * D, dout + p.out_head(b, h), ors, q0, T);
-    const int64_t row_base = (int64_t(b) * p.Hq + h) * T;
-    for (int i = threadIdx.x; i < BM; i += NT) {
-      const bool ok = q0 + i < T;
-      // Rows past the end get lse = +inf, so their P is exactly 0.
-      sLse[buf * BM + i] = ok ? p.lse[row_base + q0 + i] * kLog2e : INFINITY;
-      sDv[buf * BM + i] = ok ? p.dvec[row_base + q0 + i] : 0.f;
+    // lse2 and dvec rows are padded to T_pad (rows past T: +inf and 0, so their P is 0).
+    static_assert(BM / 4 * 2 <= NT, "one thread per 16-byte chunk of lse2 and dvec");
+    const int64_t stat = (int64_t(b) * p.Hq + h) * p.T_pad + q0;
+    if (threadIdx.x < BM / 4) cp_async16(sLse + buf * BM + threadIdx.x * 4, p.lse2 + stat + threadIdx.x * 4, true);
+    else if (threadIdx.x < BM / 2) {
+      const int c = threadIdx.x - BM / 4;
+      cp_async16(sDv + buf * BM + c * 4, p.dvec + stat + c * 4, true);
     }
   };
   prefetch(0, 0);
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dkdv_kernel(const Param
     for (int j = 0; j < BM / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
-#pragma unroll
+#pragma unroll(D == 128 ? 1 : D / 16)  // as in the forward: fewer spills at D=128
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t ka[4], va[4];
       ldmatrix_x4(ka, sK + swz<D>(warp * 16 + p1r, kk * 16 + p1c));
@@ -122,17 +123,18 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dkdv_kernel(const Param
     // P^T, masked: keys past the end, and (causal) keys after the query.
     const bool need_mask = k0 + BN > T || (p.causal && q0 < k0 + BN - 1);
 #pragma unroll
-    for (int j = 0; j < BM / 8; ++j)
+    for (int j = 0; j < BM / 8; ++j) {
+      const float2 lq = *reinterpret_cast<const float2*>(cL + j * 8 + 2 * t);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int qc = j * 8 + 2 * t + (e & 1);
-        float pv = exp2f(fmaf(st[j][e], sl2, -cL[qc]));
+        float pv = fast_exp2(fmaf(st[j][e], sl2, -((e & 1) ? lq.y : lq.x)));
         if (need_mask) {
           const int kr = krow0 + (e >> 1) * 8;
-          if (kr >= T || (p.causal && q0 + qc < kr)) pv = 0.f;
+          if (kr >= T || (p.causal && q0 + j * 8 + 2 * t + (e & 1) < kr)) pv = 0.f;
         }
         st[j][e] = pv;
       }
+    }
     // dV += P^T dO
 #pragma unroll
     for (int kk = 0; kk < BM / 16; ++kk) {
@@ -149,9 +151,11 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dkdv_kernel(const Param
     }
     // dS^T = P^T o (dP^T - D_q)
 #pragma unroll
-    for (int j = 0; j < BM / 8; ++j)
+    for (int j = 0; j < BM / 8; ++j) {
+      const float2 dq2 = *reinterpret_cast<const float2*>(cD + j * 8 + 2 * t);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) st[j][e] *= dpt[j][e] - cD[j * 8 + 2 * t + (e & 1)];
+      for (int e = 0; e < 4; ++e) st[j][e] *= dpt[j][e] - ((e & 1) ? dq2.y : dq2.x);
+    }
     // dK += dS^T Q
 #pragma unroll
     for (int kk = 0; kk < BM / 16; ++kk) {
@@ -268,9 +272,9 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dq_kernel(const Params 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row0 + r * 8;
-    const int64_t i = (int64_t(b) * p.Hq + h) * T + row;
-    lse2[r] = row < T ? p.lse[i] * kLog2e : INFINITY;
-    dvr[r] = row < T ? p.dvec[i] : 0.f;
+    const int64_t i = (int64_t(b) * p.Hq + h) * p.T_pad + row;  // padded: +inf / 0 past T
+    lse2[r] = p.lse2[i];
+    dvr[r] = p.dvec[i];
   }
   float dq[D / 8][4];
 #pragma unroll
@@ -316,7 +320,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dq_kernel(const Params 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1;
-        float pv = exp2f(fmaf(s[j][e], sl2, -lse2[r]));
+        float pv = fast_exp2(fmaf(s[j][e], sl2, -lse2[r]));
         if (need_mask) {
           const int col = k0 + j * 8 + 2 * t + (e & 1);
           if (col >= T || (p.causal && col > row0 + r * 8)) pv = 0.f;
@@ -347,6 +351,32 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dq_kernel(const Params 
           pack_bf16(dq[dn][2 * r] * p.scale, dq[dn][2 * r + 1] * p.scale);
   __syncthreads();
   store_tile<BM, D, NT>(static_cast<bf16*>(p.dqkv) + p.qkv_head(b, h), sQ, rs, q0, T);
+}
+
+// Backward preprocessing, one warp per (b, h, t < T_pad): dvec = rowsum(dout * out) (the
+// D_i of FlashAttention-2) and lse2 = lse * log2(e); rows past T get 0 and +inf.
+__global__ void flash_bwd_prep_kernel(const Params p) {
+  const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= int64_t(p.B) * p.Hq * p.T_pad) return;
+  const int t = int(w % p.T_pad), bh = int(w / p.T_pad), b = bh / p.Hq, h = bh % p.Hq;
+  float dv = 0.f, l2 = INFINITY;
+  if (t < p.T) {
+    const int64_t off = p.out_head(b, h) + int64_t(t) * p.out_row();
+    const auto* o = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(p.out) + off);
+    const auto* g = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(p.dout) + off);
+    for (int i = lane; i < p.D / 2; i += 32) {
+      const float2 a = __bfloat1622float2(o[i]), c = __bfloat1622float2(g[i]);
+      dv += a.x * c.x + a.y * c.y;
+    }
+#pragma unroll
+    for (int s = 16; s > 0; s >>= 1) dv += __shfl_xor_sync(0xffffffffu, dv, s);
+    l2 = p.lse[int64_t(bh) * p.T + t] * kLog2e;
+  }
+  if (lane == 0) {
+    p.dvec[w] = dv;
+    p.lse2[w] = l2;
+  }
 }
 
 // dqkv[b, t, h, :] = scale * dq_accum[b, t, h, :] in bf16, four elements a thread.
@@ -390,6 +420,10 @@ void launch_dq(const Params& p, cudaStream_t s) {
 template <int D, int kWarps>
 void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
   constexpr int BM = 64;  // queries a step; kWarps * 16 keys a block
+  static_assert(BM == 64, "T_pad is T rounded up to 64");
+  const int64_t prep_rows = int64_t(p.B) * p.Hq * p.T_pad;
+  flash_bwd_prep_kernel<<<unsigned((prep_rows + 7) / 8), 256, 0, s>>>(p);
+  CUDA_CHECK_LAUNCH();
   if (deterministic) {
     launch_dkdv<D, kWarps, BM, false>(p, s);
     launch_dq<D, 4, 64>(p, s);
@@ -406,10 +440,11 @@ void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
 }  // namespace
 
 void flash_backward(const Params& p, bool deterministic, int variant, cudaStream_t s) {
-  // Default 8 warps (128 keys a block, as FlashAttention-2 for d=128); variant 1: 4 warps.
+  // Measured defaults (NOTES-attention.md): D=64 with 4 warps (64 keys a block, two blocks
+  // an SM), D=128 with 8 warps (128 keys, as FlashAttention-2); variant 1 swaps them.
   if (p.D == 64) {
-    if (variant == 1) backward_for_dim<64, 4>(p, deterministic, s);
-    else backward_for_dim<64, 8>(p, deterministic, s);
+    if (variant == 1) backward_for_dim<64, 8>(p, deterministic, s);
+    else backward_for_dim<64, 4>(p, deterministic, s);
   } else {
     if (variant == 1) backward_for_dim<128, 4>(p, deterministic, s);
     else backward_for_dim<128, 8>(p, deterministic, s);

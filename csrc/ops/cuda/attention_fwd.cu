@@ -79,7 +79,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
-#pragma unroll
+    // D=128 with two m-tiles is at the 255-register limit: a rolled k loop spills less.
+#pragma unroll(D == 128 ? 1 : D / 16)
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t qa[kMT][4];
 #pragma unroll
@@ -124,14 +125,14 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
         mx = quad_max(mx) * sl2;
         const float m_new = fmaxf(m_r[mt][r], mx);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing seen yet
-        const float alpha = exp2f(m_r[mt][r] - m_use);
+        const float alpha = fast_exp2(m_r[mt][r] - m_use);
         m_r[mt][r] = m_new;
         float sum = 0.f;
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float v = exp2f(fmaf(s[mt][j][2 * r + e], sl2, -m_use));
+            const float v = fast_exp2(fmaf(s[mt][j][2 * r + e], sl2, -m_use));
             s[mt][j][2 * r + e] = v;
             sum += v;
           }

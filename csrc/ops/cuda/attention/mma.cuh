@@ -93,6 +93,14 @@ __device__ __forceinline__ void store_tile(bf16* dst, const bf16* src, int64_t s
   }
 }
 
+// 2^x as the single MUFU.EX2 instruction; exp2f without --use_fast_math adds a range
+// fix-up around it for denormal results, which softmax does not need (they flush to 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));

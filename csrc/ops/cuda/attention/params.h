@@ -17,8 +17,10 @@ struct Params {
   // backward only
   const void* dout = nullptr;
   void* dqkv = nullptr;
-  float* dvec = nullptr;
+  float* dvec = nullptr;      // simple path: [B, Hq, T]; flash path: [B, Hq, T_pad]
+  float* lse2 = nullptr;      // flash path: lse * log2(e), [B, Hq, T_pad], +inf past T
   float* dq_accum = nullptr;
+  int T_pad = 0;              // T rounded up to 64: padded rows let the tiles load without masks
 
   int B = 0, T = 0, Hq = 0, Hkv = 0, D = 0;
   int group = 1;              // Hq / Hkv: query head h reads kv head h / group
@@ -37,6 +39,7 @@ struct Params {
 // Tensor-core kernels: bf16, D in {64, 128}.
 // variant picks among tile shapes kept for benchmarking (0 = default).
 void flash_forward(const Params& p, int variant, cudaStream_t s);
+// Needs dvec and lse2 of T_pad rows (flash_backward fills them first).
 // deterministic: dq by a separate pass over the key blocks instead of fp32 atomics.
 void flash_backward(const Params& p, bool deterministic, int variant, cudaStream_t s);
 // Simple kernels: any D <= 256, fp32 or bf16 (is_bf16). One warp per row.
