@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_bwd_dkdv_kernel(const Param
     for (int j = 0; j < BM / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
-#pragma unroll(D == 128 ? 1 : D / 16)  // as in the forward: fewer spills at D=128
+#pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t ka[4], va[4];
       ldmatrix_x4(ka, sK + swz<D>(warp * 16 + p1r, kk * 16 + p1c));
@@ -419,8 +419,11 @@ void launch_dq(const Params& p, cudaStream_t s) {
 
 template <int D, int kWarps>
 void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
-  constexpr int BM = 64;  // queries a step; kWarps * 16 keys a block
-  static_assert(BM == 64, "T_pad is T rounded up to 64");
+  // Queries a step (kWarps * 16 keys a block). At D=128 the dK and dV accumulators take 128
+  // registers a thread; 32 queries keep S^T and dP^T small enough not to spill (ncu showed
+  // local-memory traffic dominating with 64).
+  constexpr int BM = D == 128 ? 32 : 64;
+  static_assert(64 % BM == 0, "T_pad (T rounded up to 64) must be whole query blocks");
   const int64_t prep_rows = int64_t(p.B) * p.Hq * p.T_pad;
   flash_bwd_prep_kernel<<<unsigned((prep_rows + 7) / 8), 256, 0, s>>>(p);
   CUDA_CHECK_LAUNCH();

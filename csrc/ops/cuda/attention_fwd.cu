@@ -79,8 +79,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
-    // D=128 with two m-tiles is at the 255-register limit: a rolled k loop spills less.
-#pragma unroll(D == 128 ? 1 : D / 16)
+#pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t qa[kMT][4];
 #pragma unroll
