@@ -20,9 +20,13 @@ using bf16 = __nv_bfloat16;
 
 // Element offset of (row, col) in a swizzled [rows][kCols] bf16 tile; col's 8-element chunk
 // is permuted, the position inside the chunk is kept.
+// Rows of fewer than 8 chunks (a [BN][32] tile) XOR with fewer row bits so the permuted
+// chunk stays inside its row.
 template <int kCols>
 __device__ __forceinline__ int swz(int row, int col) {
-  return row * kCols + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
+  constexpr int kMask = kCols / 8 >= 8 ? 7 : kCols / 8 - 1;
+  static_assert(kCols == 32 || kCols % 64 == 0, "4 chunks a row, or a multiple of 8");
+  return row * kCols + ((((col >> 3) ^ (row & kMask))) << 3) + (col & 7);
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
