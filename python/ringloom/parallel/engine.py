@@ -135,6 +135,52 @@ class ParallelEngine:
             out.update(m.state_dict())
         return out
 
+    def _names_of(self, pp_index: int) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of the parameters pipeline rank ``pp_index`` holds, the tied wte
+        copy of the last stage left out, sorted by name."""
+        from ..models import param_specs
+
+        p, S = self.mesh.pp, self.S
+        blocks = set()
+        emb = head = False
+        for c in range(len(self.stages)):
+            s = c * p + pp_index
+            blocks.update(stage_blocks(self.stage_layers)[s])
+            emb |= s == 0
+            head |= s == S - 1
+        out = []
+        for name, shape, _ in param_specs(self.config):
+            part = name.split(".")[0]
+            if (part == "embedding" and emb) or (part == "head" and head) or \
+                    (part == "blocks" and int(name.split(".")[1]) in blocks):
+                out.append((name, tuple(shape)))
+        return sorted(out)
+
+    def gather_full_state(self) -> dict[str, np.ndarray] | None:
+        """Every parameter of the model, fp32 NumPy, on world rank 0 (None elsewhere): dp
+        rank 0 of each stage sends its share. A collective: every rank must call it."""
+        mesh = self.mesh
+        if mesh.world.size == 1:
+            return self.state_dict()
+        mine = self.state_dict()
+        if mesh.rank == 0:
+            state = dict(mine)
+            for r in range(1, mesh.pp):
+                src = mesh.pp_ranks(0)[r]
+                for name, shape in self._names_of(r):
+                    if name in state:
+                        continue
+                    buf = np.empty(shape, np.float32)
+                    mesh.world.recv(buf, src)
+                    state[name] = buf
+            return state
+        if mesh.dp_index == 0:
+            works = [mesh.world.send(np.ascontiguousarray(mine[name], np.float32), 0, async_op=True)
+                     for name, _ in self._names_of(mesh.pp_index)]
+            for w in works:
+                w.wait()
+        return None
+
     # ---------------------------------------------------------------- one step
     def _global_count(self, targets: np.ndarray) -> int:
         local = int(np.count_nonzero(np.asarray(targets) != self.ignore_index))
