@@ -43,10 +43,12 @@ class AdamW:
         self._wd = [self.weight_decay if p.decay else 0.0 for _, p in self.named]
         self.last_grad_norm = None  # a 1-element device tensor
 
-    def step(self, lr: float | None = None) -> None:
-        """One update with the gradients currently in the parameters' grad tensors."""
+    def step(self, lr: float | None = None, grad_norm: Any = None) -> None:
+        """One update with the gradients currently in the parameters' grad tensors.
+        ``grad_norm``: a 1-element fp32 tensor on the parameters' device to clip by instead
+        of these gradients' own norm (parallel training: the norm over every rank's share)."""
         self.step_count += 1
-        norm = ops.grad_norm(self._grads)
+        norm = ops.grad_norm(self._grads) if grad_norm is None else grad_norm
         self.last_grad_norm = norm
         ops.adamw_step(self._masters, self._grads, self._m, self._v, self._wd, lr=self.lr if lr is None else lr,
                        beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, step=self.step_count,
