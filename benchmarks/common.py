@@ -1,0 +1,112 @@
+"""Timing and reporting shared by the benchmarks (ours vs a peer, measured in one run).
+
+ringloom's CUDA ops run on ringloom's own stream and PyTorch's on PyTorch's, so CUDA events
+recorded on one stream would not bracket the other's work. Both sides are therefore timed
+the same way: a device-wide synchronize (torch.cuda.synchronize waits for every stream of
+the device), a host clock around `n` back-to-back iterations, another device-wide
+synchronize; time per iteration = elapsed / n. With n chosen so that a repetition lasts
+>= 20 ms, launch latency is amortised and the host runs ahead of the GPU as long as one
+iteration's GPU work outlasts its Python overhead (true for every shape benchmarked here).
+Report the median of several repetitions after a warm-up.
+
+Inputs are rotated over several copies (`fn(i)` gets the iteration index) where one copy
+would fit in L2, so repeated iterations do not measure the cache (METHOD.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from statistics import median
+from typing import Callable
+
+
+def device_sync() -> None:
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[int], object], warmup: int = 3, reps: int = 7, min_rep_s: float = 0.02) -> float:
+    """Median milliseconds per call of fn(i) (see the module docstring)."""
+    for i in range(warmup):
+        fn(i)
+    device_sync()
+    # Calibrate the iteration count on one timed pass.
+    t0 = time.perf_counter()
+    fn(0)
+    device_sync()
+    one = max(time.perf_counter() - t0, 1e-6)
+    n = max(3, min(2000, int(min_rep_s / one) + 1))
+    times = []
+    for _ in range(reps):
+        device_sync()
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        device_sync()
+        times.append((time.perf_counter() - t0) * 1e3 / n)
+    return median(times)
+
+
+@dataclass
+class Row:
+    shape: str
+    ours_ms: float
+    peer_ms: float
+    work: float = 0.0  # bytes (unit "GB/s") or flops ("TFLOP/s") per call of ours
+    unit: str = "GB/s"
+    note: str = ""
+    ratio: float = field(init=False)
+    ours_rate: float = field(init=False)
+    peer_rate: float = field(init=False)
+
+    def __post_init__(self):
+        self.ratio = self.peer_ms / self.ours_ms
+        scale = 1e9 if self.unit == "GB/s" else 1e12
+        self.ours_rate = self.work / (self.ours_ms * 1e-3) / scale if self.work else 0.0
+        self.peer_rate = self.work / (self.peer_ms * 1e-3) / scale if self.work else 0.0
+
+
+def device_info() -> dict:
+    import torch
+
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    except Exception:  # the device copy of the tree carries no .git
+        info["commit"] = os.environ.get("RINGLOOM_COMMIT", "unknown")
+    info["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return info
+
+
+def report(title: str, peer: str, rows: list[Row], json_path: str | None) -> None:
+    """Prints `shape | ours ms | peer ms | ratio (peer/ours) | rate` and writes JSON."""
+    info = device_info()
+    print(f"\n{title}  ({info['device']}, torch {info['torch']}, commit {info['commit']})")
+    head = f"{'shape':<34} | {'ours ms':>9} | {peer + ' ms':>12} | {'ratio':>6} | {'ours':>8} | {'peer':>8} |"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r.shape:<34} | {r.ours_ms:9.4f} | {r.peer_ms:12.4f} | {r.ratio:5.2f}x | "
+              f"{r.ours_rate:8.1f} | {r.peer_rate:8.1f} | {r.unit} {r.note}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"title": title, "peer": peer, **info, "rows": [asdict(r) for r in rows]}, f, indent=1)
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--json", default=None, help="write the results here")
+    return ap.parse_args()
+
+
+def rl_view(t):
+    """A zero-copy ringloom view of a torch CUDA tensor (synchronised before use)."""
+    import ringloom as rl
+
+    return rl.from_dlpack(t.contiguous())
