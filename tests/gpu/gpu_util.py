@@ -42,14 +42,13 @@ def nan_tensor(shape, dtype: str = "float32"):
     return gpu(np.full(shape, np.nan, np.float32), dtype)
 
 
-def poison_next_alloc(shape, dtype: str = "float32", copies: int = 2) -> None:
+def poison_next_alloc(shape, dtype: str = "float32", copies: int = 4) -> None:
     """Fills and frees NaN blocks of this size, so that the caching allocator hands one
     of them to the op's next output of that size: an element the kernel forgets to write
     stays NaN and fails the test."""
-    for _ in range(copies):
-        t = nan_tensor(shape, dtype)
-        rl.cuda_synchronize(0)
-        del t
+    blocks = [nan_tensor(shape, dtype) for _ in range(copies)]
+    rl.cuda_synchronize(0)
+    del blocks  # (the op's inputs, made after this, may take some of them: hence several)
 
 
 def cpu_op(fn):
