@@ -142,14 +142,15 @@ __global__ void __launch_bounds__(kThreads) cross_entropy_kernel(T* __restrict__
         return grad_scale * __expf(x - lse) - (i == target ? grad_scale : 0.0f);
       };
       for (int64_t i = threadIdx.x; i < sp.head; i += blockDim.x) row[i] = from_f32<T>(grad(to_f32(row[i]), i));
-      for (int64_t q = threadIdx.x; q < sp.packs; q += blockDim.x) {
+      // Packs in reverse order: the end of the row was read last in pass 1, so it is the
+      // part most likely still in L2. Last use of the data: evict-first loads and stores.
+      for (int64_t q = sp.packs - 1 - threadIdx.x; q >= 0; q -= blockDim.x) {
         T* ptr = row + sp.head + q * N;
-        float a[N];
-        load_vec<T, N>(ptr, a);
+        Pack<T> pk = load_pack_stream(ptr);
         const int64_t i0 = sp.head + q * N;
 #pragma unroll
-        for (int k = 0; k < N; ++k) a[k] = grad(a[k], i0 + k);
-        store_vec<T, N>(ptr, a);
+        for (int k = 0; k < N; ++k) pk.v[k] = from_f32<T>(grad(to_f32(pk.v[k]), i0 + k));
+        __stcs(reinterpret_cast<int4*>(ptr), *reinterpret_cast<const int4*>(&pk));
       }
       for (int64_t i = sp.tail_start + threadIdx.x; i < V; i += blockDim.x)
         row[i] = from_f32<T>(grad(to_f32(row[i]), i));
