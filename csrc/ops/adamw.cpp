@@ -32,6 +32,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
              Value, op, ": grad/m/v of ", pi, " (", params[i].describe(), ") differ in shape: ",
              grads[i].describe(), ", ", m[i].describe(), ", ", v[i].describe());
     if (!compute.empty()) {
+      check_dtype_in(op, "compute", compute[i], {DType::Float32, DType::BFloat16});
       check_same(op, {{pi.c_str(), &params[i]}, {"compute", &compute[i]}}, false);
       RL_CHECK(compute[i].shape() == params[i].shape(), Value, op, ": compute[", i, "] (", compute[i].describe(),
                ") differs in shape from ", params[i].describe());

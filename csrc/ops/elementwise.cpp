@@ -26,6 +26,8 @@ void add_(Tensor& a, const Tensor& b) {
 
 void scale_(Tensor& a, float s) {
   check_dtype_in("scale_", "a", a, {DType::Float32, DType::BFloat16});
+  // Without this a CPU bfloat16 tensor would reach the fp32 kernel and be written past its end.
+  if (a.is_cpu()) check_cpu_float32("scale_", {{"a", &a}});
   RL_DISPATCH(a, scale_(a, s));
 }
 

@@ -1,7 +1,110 @@
-// TODO(helper): replaced by the real implementation.
+// CPU LayerNorm, the reference for the CUDA kernels; the math is in ops/layernorm.h.
+//
+// Row statistics are summed in double (two passes: mean, then squared deviations) so the
+// reference carries no cancellation error of its own; the saved mean/rstd are fp32, as the
+// header promises and as the CUDA path saves them. Rows are independent and run in
+// parallel. dgamma/dbeta are column sums over rows: each block of columns is summed by one
+// thread in row order, so the result does not depend on the number of threads.
 #include "ops/layernorm.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace ringloom::cpu {
-std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor&, const Tensor&, const Tensor&, float) { fail(ErrorKind::NotImplemented, "ln"); }
-Tensor layernorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&) { fail(ErrorKind::NotImplemented, "ln"); }
+
+namespace {
+constexpr int64_t kParallelMin = 1 << 14;  // elements; smaller problems stay on one thread
+constexpr int64_t kColumnBlock = 64;       // columns per task in the dgamma/dbeta sums
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                                     float eps) {
+  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  Tensor y = Tensor::empty(x.shape(), DType::Float32);
+  Tensor mean = Tensor::empty({rows}, DType::Float32);
+  Tensor rstd = Tensor::empty({rows}, DType::Float32);
+  const float* xp = x.data_as<float>();
+  const float* w = gamma.data_as<float>();
+  const float* b = beta.data_as<float>();
+  float* yp = y.data_as<float>();
+  float* mp = mean.data_as<float>();
+  float* rp = rstd.data_as<float>();
+#pragma omp parallel for schedule(static) if (rows * C > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = xp + r * C;
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < C; ++c) sum += xr[c];
+    const double m = sum / double(C);
+    double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t c = 0; c < C; ++c) sq += (xr[c] - m) * (xr[c] - m);
+    const float mf = float(m);
+    const float s = float(1.0 / std::sqrt(sq / double(C) + double(eps)));
+    mp[r] = mf;
+    rp[r] = s;
+    float* yr = yp + r * C;
+    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mf) * s * w[c] + b[c];
+  }
+  return {y, mean, rstd};
+}
+
+Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                          const Tensor& rstd, Tensor& dgamma, Tensor& dbeta) {
+  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  Tensor dx = Tensor::empty(x.shape(), DType::Float32);
+  const float* g = dy.data_as<float>();
+  const float* xp = x.data_as<float>();
+  const float* w = gamma.data_as<float>();
+  const float* mp = mean.data_as<float>();
+  const float* rp = rstd.data_as<float>();
+  float* dxp = dx.data_as<float>();
+  const bool parallel = rows * C > kParallelMin;
+
+  // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  g = dy * gamma.
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gr = g + r * C;
+    const float* xr = xp + r * C;
+    const float m = mp[r], s = rp[r];
+    double sum_g = 0.0, sum_gx = 0.0;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+    for (int64_t c = 0; c < C; ++c) {
+      const float gc = gr[c] * w[c];
+      sum_g += gc;
+      sum_gx += gc * ((xr[c] - m) * s);
+    }
+    const float mean_g = float(sum_g / double(C)), mean_gx = float(sum_gx / double(C));
+    float* dxr = dxp + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float xhat = (xr[c] - m) * s;
+      dxr[c] = s * (gr[c] * w[c] - mean_g - xhat * mean_gx);
+    }
+  }
+
+  // dgamma += sum_rows dy * xhat,  dbeta += sum_rows dy.
+  float* dw = dgamma.data_as<float>();
+  float* db = dbeta.data_as<float>();
+  const int64_t blocks = (C + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t c0 = k * kColumnBlock, n = std::min(kColumnBlock, C - c0);
+    double acc_w[kColumnBlock] = {}, acc_b[kColumnBlock] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* gr = g + r * C + c0;
+      const float* xr = xp + r * C + c0;
+      const float m = mp[r], s = rp[r];
+      for (int64_t j = 0; j < n; ++j) {
+        acc_w[j] += gr[j] * ((xr[j] - m) * s);
+        acc_b[j] += gr[j];
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      dw[c0 + j] += float(acc_w[j]);
+      db[c0 + j] += float(acc_b[j]);
+    }
+  }
+  return dx;
+}
+
 }  // namespace ringloom::cpu

@@ -1,0 +1,154 @@
+#include "layers/transformer_block.h"
+
+#include "core/check.h"
+#include "ops/activation.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/rope.h"
+
+namespace ringloom::layers {
+
+const char* mlp_kind_name(MlpKind k) { return k == MlpKind::GELU ? "gelu" : "swiglu"; }
+
+void BlockConfig::validate() const {
+  const char* op = "TransformerBlock";
+  RL_CHECK(n_embd > 0 && n_head > 0 && n_kv_head > 0 && ffn_hidden > 0, Value, op,
+           ": n_embd (", n_embd, "), n_head (", n_head, "), n_kv_head (", n_kv_head, ") and ffn_hidden (",
+           ffn_hidden, ") must be positive");
+  RL_CHECK(n_embd % n_head == 0, Value, op, ": n_embd (", n_embd, ") must be a multiple of n_head (", n_head, ")");
+  RL_CHECK(n_head % n_kv_head == 0, Value, op, ": n_head (", n_head, ") must be a multiple of n_kv_head (",
+           n_kv_head, ")");
+  RL_CHECK(!rope || head_dim() % 2 == 0, Value, op, ": RoPE needs an even head dim, got n_embd/n_head = ",
+           head_dim());
+  RL_CHECK(!rope || rope_base > 0, Value, op, ": rope_base must be positive, got ", rope_base);
+  RL_CHECK(norm_eps > 0, Value, op, ": norm_eps must be positive, got ", norm_eps);
+}
+
+TransformerBlock::TransformerBlock(const BlockConfig& config, DType dtype, Device device)
+    : cfg_(config), dtype_(dtype), device_(device) {
+  cfg_.validate();
+  const int64_t C = cfg_.n_embd, D = cfg_.head_dim();
+  const int64_t qkv_out = (cfg_.n_head + 2 * cfg_.n_kv_head) * D;
+  const int64_t fc_out = cfg_.mlp == MlpKind::SwiGLU ? 2 * cfg_.ffn_hidden : cfg_.ffn_hidden;
+  ln1_ = Norm("ln1", cfg_.norm, C, cfg_.norm_eps, dtype, device);
+  qkv_ = Linear("attn.qkv", C, qkv_out, cfg_.bias, dtype, device);
+  proj_ = Linear("attn.proj", cfg_.n_head * D, C, cfg_.bias, dtype, device);
+  ln2_ = Norm("ln2", cfg_.norm, C, cfg_.norm_eps, dtype, device);
+  fc_ = Linear("mlp.fc", C, fc_out, cfg_.bias, dtype, device);
+  down_ = Linear("mlp.proj", cfg_.ffn_hidden, C, cfg_.bias, dtype, device);
+}
+
+std::vector<Param> TransformerBlock::params() const {
+  std::vector<Param> out;
+  ln1_.append_params(out);
+  qkv_.append_params(out);
+  proj_.append_params(out);
+  ln2_.append_params(out);
+  fc_.append_params(out);
+  down_.append_params(out);
+  return out;
+}
+
+void TransformerBlock::check_x(const char* what, const Tensor& x) const {
+  check_dim(what, "x", x, 3);
+  RL_CHECK(x.size(2) == cfg_.n_embd, Value, what, ": x must be [B, T, ", cfg_.n_embd, "], got ", x.describe());
+  RL_CHECK(x.dtype() == dtype_ && x.device() == device_, Type, what, ": x (", x.describe(),
+           ") must match the layer's dtype and device (", dtype_name(dtype_), " on ", device_.str(), ")");
+}
+
+Tensor TransformerBlock::run_forward(const Tensor& x, Saved* s) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t Hq = cfg_.n_head, Hkv = cfg_.n_kv_head, D = cfg_.head_dim();
+
+  // Attention half.
+  Tensor h1 = ln1_.forward(x, s ? &s->n1 : nullptr);
+  Tensor qkv = qkv_.forward(h1).reshape({B, T, Hq + 2 * Hkv, D});
+  if (cfg_.rope) rope_forward(qkv, Hq + Hkv, cfg_.rope_base, 0);
+  auto [att, lse] = attention_forward(qkv, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
+  Tensor att_flat = att.reshape({B, T, Hq * D});
+  Tensor x2 = add(x, proj_.forward(att_flat));
+
+  // MLP half.
+  Tensor h2 = ln2_.forward(x2, s ? &s->n2 : nullptr);
+  Tensor f = fc_.forward(h2);
+  Tensor g = cfg_.mlp == MlpKind::GELU ? gelu_forward(f) : swiglu_forward(f);
+  Tensor y = add(x2, down_.forward(g));
+
+  if (s) {
+    s->qkv = qkv;  // after RoPE: attention_backward wants the q and k it saw
+    s->att = att;
+    s->lse = lse;
+    s->f = f;
+    s->h1 = h1;
+    s->att_flat = att_flat;
+    s->h2 = h2;
+    s->g = g;
+  }
+  return y;
+}
+
+Tensor TransformerBlock::infer(const Tensor& x) const {
+  check_x("TransformerBlock.forward", x);
+  return run_forward(x, nullptr);
+}
+
+Tensor TransformerBlock::forward(int slot, const Tensor& x) {
+  check_x("TransformerBlock.forward", x);
+  slots_.check_free(slot);
+  Saved s;
+  Tensor y = run_forward(x, &s);
+  slots_.store(slot, std::move(s));
+  return y;
+}
+
+Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
+  const char* what = "TransformerBlock.backward_input";
+  Saved& s = slots_.for_backward_input(slot);
+  check_shape(what, "dy", dy, s.n1.x.shape());
+  check_same(what, {{"dy", &dy}, {"x", &s.n1.x}}, true);
+  const int64_t B = dy.size(0), T = dy.size(1);
+  const int64_t Hq = cfg_.n_head, Hkv = cfg_.n_kv_head, D = cfg_.head_dim();
+  NormGrads g1, g2;
+
+  // MLP half: y = x2 + down(act(fc(norm2(x2)))), so dx2 = dy + the path through the MLP.
+  Tensor dg = down_.backward_input(dy);
+  Tensor df = cfg_.mlp == MlpKind::GELU ? gelu_backward(dg, s.f) : swiglu_backward(dg, s.f);
+  Tensor dh2 = fc_.backward_input(df);
+  Tensor dx2 = ln2_.backward_input(dh2, s.n2, g2);
+  add_(dx2, dy);
+
+  // Attention half: x2 = x + proj(attn(rope(qkv(norm1(x))))).
+  Tensor datt = proj_.backward_input(dx2).reshape({B, T, Hq, D});
+  Tensor dqkv = attention_backward(datt, s.qkv, s.att, s.lse, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
+  if (cfg_.rope) rope_backward(dqkv, Hq + Hkv, cfg_.rope_base, 0);  // the inverse rotation
+  Tensor dqkv_flat = dqkv.reshape({B, T, (Hq + 2 * Hkv) * D});
+  Tensor dh1 = qkv_.backward_input(dqkv_flat);
+  Tensor dx = ln1_.backward_input(dh1, s.n1, g1);
+  add_(dx, dx2);
+
+  // Keep what the weight half needs; drop the rest now.
+  s.d_qkv = dqkv_flat;
+  s.d_proj = dx2;
+  s.d_fc = df;
+  s.d_down = dy;
+  s.g1 = g1;
+  s.g2 = g2;
+  s.n1 = {};
+  s.n2 = {};
+  s.qkv = s.att = s.lse = s.f = Tensor();
+  slots_.mark_input_done(slot);
+  return dx;
+}
+
+void TransformerBlock::backward_weight(int slot) {
+  Saved& s = slots_.for_backward_weight(slot);
+  qkv_.backward_weight(s.d_qkv, s.h1);
+  proj_.backward_weight(s.d_proj, s.att_flat);
+  fc_.backward_weight(s.d_fc, s.h2);
+  down_.backward_weight(s.d_down, s.g);
+  ln1_.backward_weight(s.g1);
+  ln2_.backward_weight(s.g2);
+  slots_.release(slot);
+}
+
+}  // namespace ringloom::layers

@@ -1,0 +1,77 @@
+// TransformerBlock: one pre-norm decoder block (GPT-2 and LLaMA differ only in config).
+//   h1  = norm1(x)
+//   qkv = h1 Wqkv^T (+b)            viewed as [B, T, Hq + 2 Hkv, D], heads packed q | k | v
+//   rope(qkv) on the Hq + Hkv query and key heads, in place          (LLaMA)
+//   att = causal_attention(qkv)      [B, T, Hq, D] -> [B, T, C]      (GQA when Hkv < Hq)
+//   x2  = x + att Wo^T (+b)
+//   h2  = norm2(x2)
+//   f   = h2 Wfc^T (+b)              [B, T, F] (GELU) or [B, T, 2F] packed gate | up (SwiGLU)
+//   g   = gelu(f) | swiglu(f)        [B, T, F]
+//   y   = x2 + g Wdown^T (+b)
+// backward_input runs this in reverse for dx and keeps, per linear, the pair (dy, input)
+// its weight gradient needs; backward_weight does those four GEMMs and adds the norm
+// gradients. Parameter names: ln1.*, attn.qkv.*, attn.proj.*, ln2.*, mlp.fc.*, mlp.proj.*.
+#pragma once
+#include "layers/layer.h"
+#include "layers/linear.h"
+#include "layers/norm.h"
+
+namespace ringloom::layers {
+
+enum class MlpKind { GELU, SwiGLU };
+const char* mlp_kind_name(MlpKind k);
+
+struct BlockConfig {
+  int64_t n_embd = 128;
+  int64_t n_head = 4;
+  int64_t n_kv_head = 4;      // < n_head: grouped-query attention
+  int64_t ffn_hidden = 512;   // F
+  NormKind norm = NormKind::LayerNorm;
+  MlpKind mlp = MlpKind::GELU;
+  bool bias = true;           // biases on the linear layers
+  bool rope = false;
+  float rope_base = 10000.0f;
+  float norm_eps = 1e-5f;
+
+  int64_t head_dim() const { return n_head > 0 ? n_embd / n_head : 0; }
+  void validate() const;  // ValueError naming the inconsistent fields
+};
+
+class TransformerBlock : public Layer {
+ public:
+  TransformerBlock(const BlockConfig& config, DType dtype, Device device);
+
+  const char* kind() const override { return "TransformerBlock"; }
+  std::vector<Param> params() const override;
+  Tensor forward(int slot, const Tensor& x) override;
+  Tensor backward_input(int slot, const Tensor& dy) override;
+  void backward_weight(int slot) override;
+  Tensor infer(const Tensor& x) const override;
+  void release(int slot) override { slots_.release(slot); }
+  std::vector<int> slots() const override { return slots_.slots(); }
+
+  const BlockConfig& config() const { return cfg_; }
+
+ private:
+  struct Saved {
+    // From forward, for backward_input.
+    NormSaved n1, n2;
+    Tensor qkv, att, lse, f;
+    // Inputs of the four linears, kept until backward_weight.
+    Tensor h1, att_flat, h2, g;
+    // From backward_input, for backward_weight.
+    Tensor d_qkv, d_proj, d_fc, d_down;
+    NormGrads g1, g2;
+  };
+  void check_x(const char* what, const Tensor& x) const;
+  Tensor run_forward(const Tensor& x, Saved* s) const;
+
+  BlockConfig cfg_;
+  DType dtype_;
+  Device device_;
+  Norm ln1_, ln2_;
+  Linear qkv_, proj_, fc_, down_;
+  SlotMap<Saved> slots_{"TransformerBlock"};
+};
+
+}  // namespace ringloom::layers

@@ -1,0 +1,164 @@
+"""
+ringloom's compiled core
+"""
+from __future__ import annotations
+import collections.abc
+import typing
+import typing_extensions
+from . import ops
+from . import layers
+from . import comm
+__all__: list[str] = ['DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'has_cuda_build', 'layers', 'ops', 'zeros']
+class DType:
+    """
+    Members:
+    
+      float32
+    
+      bfloat16
+    
+      int32
+    
+      int64
+    
+      uint8
+    
+      float16
+    """
+    __members__: typing.ClassVar[dict[str, DType]]
+    bfloat16: typing.ClassVar[DType]
+    float16: typing.ClassVar[DType]
+    float32: typing.ClassVar[DType]
+    int32: typing.ClassVar[DType]
+    int64: typing.ClassVar[DType]
+    uint8: typing.ClassVar[DType]
+    @typing.overload
+    def __eq__(self, other: DType) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: DType) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @typing.overload
+    def __str__(self) -> str:
+        ...
+    @typing.overload
+    def __str__(self) -> str:
+        ...
+    @property
+    def itemsize(self) -> int:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class Tensor:
+    """
+    A contiguous n-d array on the CPU or a CUDA device
+    """
+    def __array__(self, dtype: typing.Any = None, copy: typing.Any = None) -> numpy.ndarray:
+        ...
+    def __dlpack__(self, *, stream: typing.Any = None, max_version: typing.Any = None, dl_device: typing.Any = None, copy: typing.Any = None) -> typing_extensions.CapsuleType:
+        ...
+    def __dlpack_device__(self) -> tuple[int, int]:
+        ...
+    def __len__(self) -> int:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def clone(self) -> Tensor:
+        ...
+    def copy_(self, src: Tensor) -> Tensor:
+        ...
+    def cpu(self) -> Tensor:
+        ...
+    def cuda(self, index: typing.SupportsInt | typing.SupportsIndex = 0) -> Tensor:
+        ...
+    def data_ptr(self) -> int:
+        ...
+    def narrow0(self, start: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex) -> Tensor:
+        ...
+    def numel(self) -> int:
+        ...
+    def numpy(self) -> numpy.ndarray:
+        """
+        A NumPy array: a view for CPU tensors (bfloat16 as ml_dtypes.bfloat16), a copy for CUDA tensors
+        """
+    def reshape(self, *args) -> Tensor:
+        ...
+    def shares_memory(self, arg0: Tensor) -> bool:
+        ...
+    def size(self, dim: typing.SupportsInt | typing.SupportsIndex) -> int:
+        ...
+    def to(self, target: typing.Any) -> Tensor:
+        """
+        Copy to a device ('cpu', 'cuda:0') or convert to a dtype
+        """
+    def zero_(self) -> Tensor:
+        ...
+    @property
+    def device(self) -> str:
+        ...
+    @property
+    def dtype(self) -> DType:
+        ...
+    @property
+    def is_cuda(self) -> bool:
+        ...
+    @property
+    def nbytes(self) -> int:
+        ...
+    @property
+    def ndim(self) -> int:
+        ...
+    @property
+    def shape(self) -> tuple:
+        ...
+def cuda_available() -> bool:
+    ...
+def cuda_device_count() -> int:
+    ...
+def cuda_empty_cache(device: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def cuda_memory_stats(device: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
+    """
+    Caching-allocator statistics for a CUDA device
+    """
+def cuda_reset_peak_memory(device: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def cuda_synchronize(device: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    ...
+def empty(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any = 'float32', device: typing.Any = 'cpu') -> Tensor:
+    ...
+def from_dlpack(obj: typing.Any) -> Tensor:
+    """
+    Zero-copy import from any DLPack producer
+    """
+def from_numpy(array: typing.Any) -> Tensor:
+    """
+    Zero-copy view of a C-contiguous NumPy array (float32, bfloat16, float16, int32, int64, uint8)
+    """
+def zeros(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any = 'float32', device: typing.Any = 'cpu') -> Tensor:
+    ...
+has_cuda_build: bool = False

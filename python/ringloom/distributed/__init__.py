@@ -1,0 +1,13 @@
+"""ringloom.distributed: process groups and collectives (DESIGN.md, Collectives).
+
+    pg = ringloom.distributed.init(backend="auto", timeout=60)
+    pg.all_reduce(grad, op="avg")
+    dp = pg.new_group([0, 2])          # sub-groups for a dp x pp mesh
+
+Backends: "ring" and "tree" (ours, over TCP, CPU tensors), "auto" (tree for small
+messages, ring for large), "nccl" (GPU builds with NCCL).
+"""
+from .env import Rendezvous, read_env
+from .group import BACKENDS, ProcessGroup, Work, destroy, init, is_initialized, world
+
+__all__ = ["BACKENDS", "ProcessGroup", "Rendezvous", "Work", "destroy", "init", "is_initialized", "read_env", "world"]

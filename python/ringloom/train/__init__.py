@@ -1,0 +1,1 @@
+"""Training: the loop, its configuration, metrics, sampling and saved models."""

@@ -1,0 +1,66 @@
+"""The training run's configuration: one dataclass, filled from the CLI or from Python."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    steps: int = 1000
+    batch_size: int = 16          # global batch, in sequences, whatever the parallel layout
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr: float | None = None   # default lr / 10
+    warmup: int = 50
+    lr_schedule: str = "cosine"   # cosine | linear | constant
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 1337
+    eval_every: int = 200
+    eval_batches: int = 8
+    log_every: int = 10
+    device: str = "cpu"
+    dtype: str = "auto"           # auto: float32 on cpu, bfloat16 on cuda
+    out: str | None = None
+    data: list[str] = field(default_factory=list)  # empty: the built-in corpus
+    tokenizer: str = "byte"
+    corpus_bytes: int = 8_000_000
+    val_fraction: float = 0.1
+    sample_every: int = 0
+    sample_len: int = 200
+    temperature: float = 0.8
+    top_k: int = 40
+    prompt: str = ""
+    progress: bool = True
+    # Parallel layout (issue: parallel training); 1 x 1 is single-process training.
+    dp: int | None = None         # None: world size / pp
+    pp: int = 1
+    schedule: str = "1f1b"        # pipeline schedule: gpipe | 1f1b | interleaved | zb-h1
+    micro_batches: int | None = None  # None: pp
+    backend: str | None = None
+    save_every: int = 0
+    resume: str | None = None     # None, "latest" or a checkpoint path
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches"):
+            v = getattr(self, name)
+            if v is None and name in ("dp", "micro_batches"):
+                continue
+            if not isinstance(v, int) or v < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.lr < 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr}")
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+
+    @classmethod
+    def from_args(cls, args: Any) -> "TrainConfig":
+        """From an argparse namespace: fields present on it override the defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        if getattr(args, "no_progress", False):
+            kw["progress"] = False
+        return cls(**kw)

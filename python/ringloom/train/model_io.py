@@ -1,0 +1,46 @@
+"""Saving a trained model for `ringloom sample` and other tools: DIR/model.safetensors
+(weights, by parameter name, fp32) and DIR/model.json (model config and tokenizer spec)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any
+
+from ..checkpoint import atomic_write_text, load_safetensors, save_safetensors
+
+
+def save_model(model: Any, out_dir: str, tokenizer_spec: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    spec = tokenizer_spec
+    if spec.startswith("bpe:"):
+        # Keep the tokenizer next to the weights so the directory is self-contained.
+        src = spec[4:]
+        dst = os.path.join(out_dir, "tokenizer.json")
+        if os.path.abspath(src) != os.path.abspath(dst):
+            shutil.copyfile(src, dst)
+        spec = "bpe:tokenizer.json"
+    save_safetensors(os.path.join(out_dir, "model.safetensors"), model.state_dict(),
+                     metadata={"format": "ringloom", "arch": model.config.arch})
+    meta = {"config": dataclasses.asdict(model.config), "tokenizer": spec}
+    atomic_write_text(os.path.join(out_dir, "model.json"), json.dumps(meta, indent=2))
+
+
+def load_model(model_dir: str, device: str = "cpu") -> tuple[Any, dict]:
+    from ..models import ModelConfig, build_model
+
+    meta_path = os.path.join(model_dir, "model.json")
+    weights = os.path.join(model_dir, "model.safetensors")
+    for p in (meta_path, weights):
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"{p} not found: is {model_dir!r} the --out directory of `ringloom train`?")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    config = ModelConfig(**meta["config"])
+    model = build_model(config, device=device)
+    state, _ = load_safetensors(weights)
+    model.load_state_dict(state)
+    if meta["tokenizer"].startswith("bpe:") and not os.path.isabs(meta["tokenizer"][4:]):
+        meta["tokenizer"] = "bpe:" + os.path.join(model_dir, meta["tokenizer"][4:])
+    return model, meta

@@ -1,0 +1,266 @@
+"""What each rank runs in the multi-process tests: `python worker.py <scenario> [args]`.
+
+A scenario prints "PASS <scenario> rank <r>" when every check held; any failed check
+raises, so the rank exits non-zero with the traceback on its output.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+# tests/ on the path: the reference math lives in tests/reference/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import ringloom as rl  # noqa: E402
+import ringloom.distributed as dist  # noqa: E402
+from reference.collectives import DTYPES, FLOATS, check_reduced, make_input  # noqa: E402
+
+SEED = int(os.environ.get("RL_TEST_SEED", "1234"))
+
+
+def to_rl(a: np.ndarray, dtype: str) -> rl.Tensor:
+    if dtype == "bfloat16":
+        return rl.tensor(a.astype(np.float32), dtype="bfloat16")  # exact: values are bf16 already
+    return rl.tensor(a)
+
+
+def from_rl(t: rl.Tensor) -> np.ndarray:
+    return np.array(t)
+
+
+def poisoned(count: int, dtype: str) -> rl.Tensor:
+    """An output buffer full of NaN (or the dtype's max): an op that skips elements shows."""
+    if dtype in ("float32", "bfloat16", "float16"):
+        a = np.full(count, np.nan, np.float32 if dtype != "float16" else np.float16)
+        return rl.tensor(a, dtype=dtype)
+    return rl.tensor(np.full(count, np.iinfo(dtype).max, dtype=dtype))
+
+
+def same_bits_everywhere(pg, t: rl.Tensor, what: str) -> None:
+    """All ranks must hold bit-identical results (the algorithms hand round one result)."""
+    raw = np.ascontiguousarray(from_rl(t)).view(np.uint8)
+    out = np.empty(raw.size * pg.size, np.uint8)
+    pg.all_gather(out, raw.copy())
+    for r in range(pg.size):
+        assert np.array_equal(out[r * raw.size:(r + 1) * raw.size], raw), f"{what}: rank {r} holds different bits"
+
+
+def check_all_reduce(pg, backend: str, sizes) -> None:
+    n, r = pg.size, pg.rank
+    for dtype in DTYPES:
+        for count in sizes:
+            inputs = [make_input(dtype, count, q, SEED) for q in range(n)]
+            for op in ("sum", "max") + (("avg",) if dtype in FLOATS else ()):
+                t = to_rl(inputs[r], dtype)
+                pg.all_reduce(t, op=op)
+                check_reduced(from_rl(t), inputs, op, dtype, f"all_reduce {backend} {op} {dtype}[{count}]")
+            if count == 7:
+                same_bits_everywhere(pg, t, f"all_reduce {backend} {dtype}[{count}]")
+
+
+def check_reduce_scatter(pg, backend: str) -> None:
+    n, r = pg.size, pg.rank
+    for dtype in DTYPES:
+        for m in (0, 1, 7, 20011):
+            inputs = [make_input(dtype, n * m, q, SEED + 1) for q in range(n)]
+            for op in ("sum", "max") + (("avg",) if dtype in FLOATS else ()):
+                src = to_rl(inputs[r], dtype)
+                out = poisoned(m, dtype)
+                pg.reduce_scatter(out, src, op=op)
+                check_reduced(from_rl(out), [x[r * m:(r + 1) * m] for x in inputs], op, dtype,
+                              f"reduce_scatter {backend} {op} {dtype}[{n}x{m}]")
+                assert np.array_equal(from_rl(src).view(np.uint8), inputs[r].view(np.uint8)), "input was modified"
+
+
+def check_data_movement(pg) -> None:
+    """all_gather, broadcast and send/recv copy bytes: every dtype, float16 included."""
+    n, r = pg.size, pg.rank
+    for dtype in DTYPES + ("float16",):
+        for m in (0, 1, 7, 100003):
+            inputs = [make_input(dtype, m, q, SEED + 2) for q in range(n)]
+            out = poisoned(n * m, dtype)
+            pg.all_gather(out, to_rl(inputs[r], dtype))
+            assert np.array_equal(from_rl(out).view(np.uint8), np.concatenate(inputs).view(np.uint8)), \
+                f"all_gather {dtype}[{m}]"
+            for src in range(n):
+                t = to_rl(inputs[r], dtype) if r == src else poisoned(m, dtype)
+                pg.broadcast(t, src)
+                assert np.array_equal(from_rl(t).view(np.uint8), inputs[src].view(np.uint8)), \
+                    f"broadcast {dtype}[{m}] from {src}"
+    if n > 1:
+        # An exchange in both directions at once (pipeline activations forward, gradients
+        # back): sends are asynchronous so this cannot deadlock, even past socket buffers.
+        for m in (1, 3_000_001):
+            nxt, prv = (r + 1) % n, (r - 1) % n
+            a = make_input("int32", m, r, SEED + 3)
+            got = poisoned(m, "int32")
+            w = pg.send(rl.tensor(a), nxt, async_op=True)
+            pg.recv(got, prv)
+            w.wait(timeout=30)
+            assert np.array_equal(from_rl(got), make_input("int32", m, prv, SEED + 3)), f"send/recv [{m}]"
+
+
+def check_async(pg) -> None:
+    n, r = pg.size, pg.rank
+    inputs = [[make_input("float32", 50001, q, SEED + 10 + i) for q in range(n)] for i in range(4)]
+    ts = [to_rl(x[r], "float32") for x in inputs]
+    works = [pg.all_reduce(t, async_op=True) for t in ts]
+    for i, w in enumerate(works):
+        w.wait(timeout=30)
+        assert w.is_completed()
+        check_reduced(from_rl(ts[i]), inputs[i], "sum", "float32", f"async all_reduce #{i}")
+    pg.barrier(async_op=True).wait(timeout=30)
+
+
+def check_subgroups(pg) -> None:
+    """A 2 x (n/2) mesh: data-parallel groups across pipeline stages, pipeline groups within."""
+    n, r = pg.size, pg.rank
+    if n < 4:
+        return
+    pp = 2
+    dp = n // pp
+    stage = r % pp if r < dp * pp else None
+    dp_groups = [[s + pp * i for i in range(dp)] for s in range(pp)]
+    pp_groups = [[pp * i + s for s in range(pp)] for i in range(dp)]
+    mine_dp = [pg.new_group(g, backend="ring") for g in dp_groups]
+    mine_pp = [pg.new_group(g, backend="tree") for g in pp_groups]
+    for groups, sub in ((dp_groups, mine_dp), (pp_groups, mine_pp)):
+        for g, s in zip(groups, sub):
+            if r not in g:
+                assert s is None
+                continue
+            assert s.size == len(g) and s.members == g and s.rank == g.index(r)
+            inputs = [make_input("int64", 1001, q, SEED + 20) for q in g]
+            t = rl.tensor(inputs[s.rank])
+            s.all_reduce(t)
+            check_reduced(from_rl(t), inputs, "sum", "int64", f"sub-group {g} all_reduce")
+    assert stage is None or stage in (0, 1)
+    pg.barrier()
+
+
+def check_bad_calls(pg) -> None:
+    """Refused in the caller (the group stays usable): wrong dtype, op, sizes, ranks."""
+    n = pg.size
+
+    def raises(exc, needle, fn):
+        try:
+            fn()
+        except exc as e:
+            assert needle in str(e), f"message {str(e)!r} lacks {needle!r}"
+            return
+        raise AssertionError(f"expected {exc.__name__} containing {needle!r}")
+
+    raises(TypeError, "float16", lambda: pg.all_reduce(rl.tensor(np.ones(3, np.float16))))
+    raises(ValueError, "avg", lambda: pg.all_reduce(rl.tensor(np.ones(3, np.int32)), op="avg"))
+    raises(ValueError, "unknown reduce op", lambda: pg.all_reduce(rl.tensor(np.ones(3, np.float32)), op="prod"))
+    raises(ValueError, "size x output", lambda: pg.reduce_scatter(rl.tensor(np.ones(2, np.float32)),
+                                                                  rl.tensor(np.ones(2 * n + 1, np.float32))))
+    raises(TypeError, "differ in dtype", lambda: pg.all_gather(rl.tensor(np.ones(n, np.float32)),
+                                                               rl.tensor(np.ones(1, np.int32))))
+    raises(IndexError, "src=", lambda: pg.broadcast(rl.tensor(np.ones(2, np.float32)), n))
+    raises(IndexError, "dst=", lambda: pg.send(rl.tensor(np.ones(2, np.float32)), pg.rank))
+    raises(TypeError, "numpy.ndarray", lambda: pg.all_reduce([1.0, 2.0]))
+    t = rl.tensor(np.ones(5, np.float32))
+    pg.all_reduce(t)  # still usable
+    assert np.all(from_rl(t) == n)
+
+
+def scenario_collectives(argv) -> None:
+    pg = dist.init(backend="auto", timeout=60)
+    check_bad_calls(pg)
+    for backend in ("ring", "tree", "auto"):
+        g = pg.new_group(range(pg.size), backend=backend)
+        assert g.backend == backend
+        check_all_reduce(g, backend, (0, 1, 7, 1000003) if backend != "tree" else (0, 1, 7, 100003))
+        check_reduce_scatter(g, backend)
+        g.shutdown()
+    check_data_movement(pg)
+    check_async(pg)
+    check_subgroups(pg)
+    # One large message: 16 MiB of int64 must sum exactly.
+    big = [make_input("int64", 2 << 20, q, SEED + 30) for q in range(pg.size)]
+    t = rl.tensor(big[pg.rank])
+    pg.all_reduce(t)
+    check_reduced(from_rl(t), big, "sum", "int64", "all_reduce int64 16 MiB")
+
+
+def scenario_peer_dies(argv) -> None:
+    """The last rank SIGKILLs itself after one op; the others must raise, naming the op."""
+    timeout = float(argv[0])
+    pg = dist.init(backend=argv[1], timeout=timeout)
+    t = rl.tensor(np.ones(200003, np.float32))
+    pg.all_reduce(t)
+    if pg.rank == pg.size - 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    t0 = time.monotonic()
+    try:
+        for _ in range(100):
+            pg.all_reduce(t)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"RAISED {type(e).__name__} after {time.monotonic() - t0:.2f}s: {e}", flush=True)
+        # The group is now broken: later ops repeat the cause at once.
+        try:
+            pg.barrier()
+        except (RuntimeError, TimeoutError) as e2:
+            assert "earlier error" in str(e2), e2
+            print("BROKEN-OK", flush=True)
+        return
+    raise AssertionError("no error although a peer died")
+
+
+def scenario_peer_stuck(argv) -> None:
+    """The last rank stops (SIGSTOP) instead of dying: the others must time out."""
+    timeout = float(argv[0])
+    pg = dist.init(backend="ring", timeout=timeout)
+    pg.barrier()
+    if pg.rank == pg.size - 1:
+        print("STOPPING", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
+    t0 = time.monotonic()
+    try:
+        pg.all_reduce(rl.tensor(np.ones(1000, np.float32)))
+    except TimeoutError as e:
+        print(f"RAISED TimeoutError after {time.monotonic() - t0:.2f}s: {e}", flush=True)
+        return
+    except RuntimeError as e:  # a peer that itself timed out and closed first
+        print(f"RAISED RuntimeError after {time.monotonic() - t0:.2f}s: {e}", flush=True)
+        return
+    raise AssertionError("no error although a peer is stuck")
+
+
+def scenario_join(argv) -> None:
+    """init with the environment as given; report the error if joining fails."""
+    try:
+        pg = dist.init(timeout=float(argv[0]))
+    except (RuntimeError, TimeoutError) as e:
+        print(f"JOIN-FAILED {type(e).__name__}: {e}", flush=True)
+        return
+    pg.barrier()
+    print(f"JOINED rank {pg.rank}", flush=True)
+
+
+def scenario_launcher(argv) -> None:
+    """For the launcher tests: print, then exit with the code asked of this rank."""
+    rank = int(os.environ["RANK"])
+    print(f"hello from {rank} of {os.environ['WORLD_SIZE']} restart {os.environ['RINGLOOM_RESTART_COUNT']}")
+    print(f"to stderr {rank}", file=sys.stderr)
+    codes = dict(kv.split("=") if "=" in kv else (kv, "") for kv in argv)  # "1=3": rank 1 exits with 3
+    if str(rank) in codes:
+        if os.environ["RINGLOOM_RESTART_COUNT"] == "0" or "always" in codes:
+            sys.exit(int(codes[str(rank)]))
+    if "hang" in codes and str(rank) not in codes:
+        time.sleep(60)  # must be ended by the launcher
+
+
+SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items() if name.startswith("scenario_")}
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    SCENARIOS[name](sys.argv[2:])
+    if name not in ("launcher",):
+        print(f"PASS {name} rank {os.environ.get('RANK', '?')}", flush=True)
