@@ -30,7 +30,7 @@ def device_sync() -> None:
     torch.cuda.synchronize()
 
 
-def time_ms(fn: Callable[[int], object], warmup: int = 3, reps: int = 7, min_rep_s: float = 0.02) -> float:
+def time_ms(fn: Callable[[int], object], warmup: int = 10, reps: int = 7, min_rep_s: float = 0.02) -> float:
     """Median milliseconds per call of fn(i) (see the module docstring)."""
     for i in range(warmup):
         fn(i)

@@ -31,7 +31,7 @@ def test_adamw_gpu(rng, grad_dtype, compute_dtype, max_norm):
     ms = [rng.standard_normal(n).astype(np.float32) * 0.01 for n in SIZES]
     vs = [rng.random(n).astype(np.float32) * 0.01 for n in SIZES]
     wds = [0.1 if i % 2 else 0.0 for i in range(len(SIZES))]
-    lr, b1, b2, eps, step = 1e-2, 0.9, 0.95, 1e-8, 3
+    lr, b1, b2, eps, step = 0.1, 0.9, 0.95, 1e-8, 3  # updates large enough to check to ~1e-5
 
     P = [gpu(p) for p in ps]
     # One parameter as a view 4 bytes into a larger buffer: not 16-byte aligned.
