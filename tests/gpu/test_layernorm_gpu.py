@@ -1,6 +1,7 @@
 """CUDA LayerNorm forward and backward against float64 PyTorch, over row widths that take
 each thread layout (one warp per row, one block per row, scalar fallback for widths that
-are not a multiple of 8, up to 8 vectors per thread) and row counts that spread the
+are not a multiple of 8, up to 8 vectors per thread, and the wide-row kernels for rows that
+do not fit in registers) and row counts that spread the
 backward over many blocks (dgamma/dbeta partials). dgamma/dbeta are fp32 and accumulate."""
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from tolerances import assert_close
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-SHAPES = [(5, 13), (7, 96), (600, 768), (3, 5, 1000), (37, 4096), (4, 9000), (3, 5001)]
+SHAPES = [(5, 13), (7, 96), (600, 768), (3, 5, 1000), (37, 4096), (4, 9000), (3, 5001), (2, 40000)]
 
 
 def reference(x, gamma, beta, dy, eps):

@@ -168,6 +168,66 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
 }
 
 
+// Rows too wide for the register kernels (norm::choose_config returned tpr = 0): one
+// block per row, each pass re-reading the row (from L2). The backward grid is persistent;
+// each thread owns the columns c = threadIdx.x (mod blockDim.x) of its block's partial row
+// and adds into it in row order, so the result stays deterministic without atomics.
+template <typename T>
+__global__ void layernorm_forward_wide_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
+                                              const T* __restrict__ beta, T* __restrict__ y,
+                                              float* __restrict__ mean_out, float* __restrict__ rstd_out,
+                                              int64_t rows, int C, float eps) {
+  __shared__ float scratch[32];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * C;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += to_f32(xr[c]);
+    const float mean = block_sum(s, scratch) / C;
+    float q = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      const float d = to_f32(xr[c]) - mean;
+      q += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(q, scratch) / C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+      y[row * C + c] = from_f32<T>((to_f32(xr[c]) - mean) * rstd * to_f32(gamma[c]) + to_f32(beta[c]));
+    if (threadIdx.x == 0) {
+      mean_out[row] = mean;
+      rstd_out[row] = rstd;
+    }
+  }
+}
+
+template <typename T>
+__global__ void layernorm_backward_wide_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                               const T* __restrict__ gamma, const float* __restrict__ mean,
+                                               const float* __restrict__ rstd, T* __restrict__ dx,
+                                               float* __restrict__ partial, int64_t rows, int C) {
+  __shared__ float scratch[32];
+  float* pg = partial + int64_t(blockIdx.x) * 2 * C;
+  float* pb = pg + C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) pg[c] = pb[c] = 0.0f;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * C;
+    const T* dyr = dy + row * C;
+    const float m = mean[row], rs = rstd[row];
+    float sg = 0.0f, sgx = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      const float xh = (to_f32(xr[c]) - m) * rs, d = to_f32(dyr[c]), g = d * to_f32(gamma[c]);
+      sg += g;
+      sgx += g * xh;
+      pg[c] += d * xh;
+      pb[c] += d;
+    }
+    const float mg = block_sum(sg, scratch) / C;
+    const float mgx = block_sum(sgx, scratch) / C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      const float xh = (to_f32(xr[c]) - m) * rs;
+      dx[row * C + c] = from_f32<T>(rs * (to_f32(dyr[c]) * to_f32(gamma[c]) - mg - xh * mgx));
+    }
+  }
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -181,18 +241,29 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tens
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {
     const int vec = norm::vec_width<T>(C, {x.data(), y.data(), gamma.data(), beta.data()});
-    const norm::RowConfig cfg = norm::choose_config("layernorm_forward", C, vec);
-    const unsigned grid = unsigned(ceil_div(rows, cfg.rows_per_block()));
-    auto launch = [&](auto vec_c, auto vpt_c) {
-      constexpr int VEC = decltype(vec_c)::value, VPT = decltype(vpt_c)::value;
-      layernorm_forward_kernel<T, VEC, VPT><<<grid, cfg.block(), 0, ctx.stream>>>(
-          x.data_as<T>(), gamma.data_as<T>(), beta.data_as<T>(), y.data_as<T>(), mean.data_as<float>(),
-          rstd.data_as<float>(), rows, int(C), cfg.tpr, eps);
+    auto run = [&](auto vec_c) {
+      constexpr int VEC = decltype(vec_c)::value;
+      auto kernel_of = [](int vpt) -> const void* {
+        RL_NORM_DISPATCH_VPT(vpt, V, return reinterpret_cast<const void*>(layernorm_forward_kernel<T, VEC, V>));
+        return nullptr;
+      };
+      const norm::RowConfig cfg = norm::choose_config(C, VEC, kernel_of);
+      if (cfg.tpr == 0) {
+        layernorm_forward_wide_kernel<T><<<grid_for(rows * norm::kWideThreads, norm::kWideThreads, ctx.device),
+                                           norm::kWideThreads, 0, ctx.stream>>>(
+            x.data_as<T>(), gamma.data_as<T>(), beta.data_as<T>(), y.data_as<T>(), mean.data_as<float>(),
+            rstd.data_as<float>(), rows, int(C), eps);
+        return;
+      }
+      const unsigned grid = unsigned(ceil_div(rows, cfg.rows_per_block()));
+      RL_NORM_DISPATCH_VPT(cfg.vpt, VPT, {
+        layernorm_forward_kernel<T, VEC, VPT><<<grid, cfg.block(), 0, ctx.stream>>>(
+            x.data_as<T>(), gamma.data_as<T>(), beta.data_as<T>(), y.data_as<T>(), mean.data_as<float>(),
+            rstd.data_as<float>(), rows, int(C), cfg.tpr, eps);
+      });
     };
-    RL_NORM_DISPATCH_VPT(cfg.vpt, V, {
-      if (vec == 1) launch(std::integral_constant<int, 1>{}, std::integral_constant<int, V>{});
-      else launch(std::integral_constant<int, Pack<T>::kN>{}, std::integral_constant<int, V>{});
-    });
+    if (vec == 1) run(std::integral_constant<int, 1>{});
+    else run(std::integral_constant<int, Pack<T>::kN>{});
   });
   CUDA_CHECK_LAUNCH();
   return {y, mean, rstd};
@@ -209,24 +280,39 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {
     const int vec = norm::vec_width<T>(C, {x.data(), dy.data(), dx.data(), gamma.data()});
-    const norm::RowConfig cfg = norm::choose_config("layernorm_backward", C, vec);
-    const size_t smem = cfg.rows_per_block() > 1 ? size_t(2 * C) * sizeof(float) : 0;
-    const int64_t groups = ceil_div(rows, cfg.rows_per_block());
-    auto launch = [&](auto vec_c, auto vpt_c) {
-      constexpr int VEC = decltype(vec_c)::value, VPT = decltype(vpt_c)::value;
-      auto kernel = layernorm_backward_kernel<T, VEC, VPT>;
-      const int grid = norm::persistent_grid(kernel, cfg.block(), smem, groups, ctx.device);
-      Tensor partial = Tensor::empty({grid, 2, C}, DType::Float32, x.device());
-      kernel<<<grid, cfg.block(), smem, ctx.stream>>>(dy.data_as<T>(), x.data_as<T>(), gamma.data_as<T>(),
-                                                      mean.data_as<float>(), rstd.data_as<float>(), dx.data_as<T>(),
-                                                      partial.data_as<float>(), rows, int(C), cfg.tpr);
-      CUDA_CHECK_LAUNCH();
-      norm::reduce_partials(partial, grid, 2, C, dgamma, &dbeta, ctx.stream);
+    auto run = [&](auto vec_c) {
+      constexpr int VEC = decltype(vec_c)::value;
+      auto kernel_of = [](int vpt) -> const void* {
+        RL_NORM_DISPATCH_VPT(vpt, V, return reinterpret_cast<const void*>(layernorm_backward_kernel<T, VEC, V>));
+        return nullptr;
+      };
+      const norm::RowConfig cfg = norm::choose_config(C, VEC, kernel_of);
+      if (cfg.tpr == 0) {
+        auto kernel = layernorm_backward_wide_kernel<T>;
+        const int grid = norm::persistent_grid(kernel, norm::kWideThreads, 0, rows, ctx.device);
+        Tensor partial = Tensor::empty({grid, 2, C}, DType::Float32, x.device());
+        kernel<<<grid, norm::kWideThreads, 0, ctx.stream>>>(dy.data_as<T>(), x.data_as<T>(), gamma.data_as<T>(),
+                                                            mean.data_as<float>(), rstd.data_as<float>(),
+                                                            dx.data_as<T>(), partial.data_as<float>(), rows, int(C));
+        CUDA_CHECK_LAUNCH();
+        norm::reduce_partials(partial, grid, 2, C, dgamma, &dbeta, ctx.stream);
+        return;
+      }
+      const size_t smem = cfg.rows_per_block() > 1 ? size_t(2 * C) * sizeof(float) : 0;
+      const int64_t groups = ceil_div(rows, cfg.rows_per_block());
+      RL_NORM_DISPATCH_VPT(cfg.vpt, VPT, {
+        auto kernel = layernorm_backward_kernel<T, VEC, VPT>;
+        const int grid = norm::persistent_grid(kernel, cfg.block(), smem, groups, ctx.device);
+        Tensor partial = Tensor::empty({grid, 2, C}, DType::Float32, x.device());
+        kernel<<<grid, cfg.block(), smem, ctx.stream>>>(dy.data_as<T>(), x.data_as<T>(), gamma.data_as<T>(),
+                                                        mean.data_as<float>(), rstd.data_as<float>(), dx.data_as<T>(),
+                                                        partial.data_as<float>(), rows, int(C), cfg.tpr);
+        CUDA_CHECK_LAUNCH();
+        norm::reduce_partials(partial, grid, 2, C, dgamma, &dbeta, ctx.stream);
+      });
     };
-    RL_NORM_DISPATCH_VPT(cfg.vpt, V, {
-      if (vec == 1) launch(std::integral_constant<int, 1>{}, std::integral_constant<int, V>{});
-      else launch(std::integral_constant<int, Pack<T>::kN>{}, std::integral_constant<int, V>{});
-    });
+    if (vec == 1) run(std::integral_constant<int, 1>{});
+    else run(std::integral_constant<int, Pack<T>::kN>{});
   });
   return dx;
 }

@@ -14,13 +14,12 @@
 // dgamma/dbeta. The result is bitwise reproducible on a given device.
 #pragma once
 #include <initializer_list>
+#include <map>
+#include <mutex>
 
 #include "ops/cuda/common.cuh"
 
 namespace ringloom::cuda::norm {
-
-// Largest VPT instantiated; rows wider than kMaxVpt * 1024 * VEC elements are refused.
-constexpr int kMaxVpt = 8;
 
 struct RowConfig {
   int vec = 1;   // elements per vector: 16 / sizeof(T) when aligned, else 1
@@ -30,21 +29,46 @@ struct RowConfig {
   int block() const { return tpr == 32 ? 256 : tpr; }
 };
 
+inline int round_vpt(int64_t v) { return v <= 4 ? int(v) : 8; }
+
+// The largest block a kernel can be launched with, given its registers (cached).
+inline int max_block(const void* kernel) {
+  static std::mutex mu;
+  static std::map<const void*, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(kernel);
+  if (it != cache.end()) return it->second;
+  cudaFuncAttributes a;
+  CUDA_CHECK(cudaFuncGetAttributes(&a, kernel));
+  return cache[kernel] = a.maxThreadsPerBlock;
+}
+
 // Picks the thread layout for rows of C elements: the fewest threads per row that keep
-// VPT <= 4 (more threads per row would only add reduction steps), VPT up to 8 at 1024.
-inline RowConfig choose_config(const char* op, int64_t C, int vec) {
-  RowConfig cfg;
-  cfg.vec = vec;
+// VPT <= 4 (more threads per row would only add reduction steps), else VPT 8; among those,
+// only blocks the kernel's register use allows (a backward kernel holding 3 row arrays
+// cannot run 1024 threads). kernel_of(vpt) gives the kernel instance for a VPT.
+// Rows with no such layout (wider than ~8K elements without 16-byte vectors, ~16-32K with)
+// return tpr = 0 and go to the wide-row kernels, which re-read the row from L2 instead.
+template <typename KernelOf>
+RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
   const int64_t nvec = ceil_div(C, vec);
-  int tpr = 32;
-  while (tpr < 1024 && nvec > int64_t(tpr) * 4) tpr *= 2;
-  int64_t vpt = ceil_div(nvec, tpr);
-  RL_CHECK(vpt <= kMaxVpt, Value, op, ": rows of ", C, " elements are wider than the CUDA kernel supports (",
-           int64_t(kMaxVpt) * 1024 * vec, " here; a multiple of 8 with aligned data allows more)");
-  if (vpt > 4) vpt = 8;
-  cfg.tpr = tpr;
-  cfg.vpt = int(vpt);
-  return cfg;
+  RowConfig best;
+  best.vec = vec;
+  best.tpr = 0;
+  for (int pass = 0; pass < 2 && best.tpr == 0; ++pass) {
+    for (int tpr = 32; tpr <= 1024; tpr *= 2) {
+      const int64_t need = ceil_div(nvec, tpr);
+      if (need > (pass == 0 ? 4 : 8)) continue;
+      RowConfig c;
+      c.vec = vec;
+      c.tpr = tpr;
+      c.vpt = round_vpt(need);
+      if (c.block() > max_block(kernel_of(c.vpt))) continue;
+      best = c;
+      break;
+    }
+  }
+  return best;  // tpr == 0: too wide for the register kernels; the caller uses the wide-row kernels
 }
 
 // 16-byte vectors when C is a multiple of the pack width and every row starts aligned.
@@ -96,6 +120,8 @@ inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int
   });
   CUDA_CHECK_LAUNCH();
 }
+
+constexpr int kWideThreads = 256;  // block size of the wide-row kernels
 
 // Persistent grid for a backward kernel: blocks resident at once, no more than the work.
 template <typename Kernel>

@@ -134,6 +134,48 @@ __global__ void rmsnorm_backward_kernel(const T* __restrict__ dy, const T* __res
 }
 
 
+// Rows too wide for the register kernels: see layernorm.cu's wide-row kernels.
+template <typename T>
+__global__ void rmsnorm_forward_wide_kernel(const T* __restrict__ x, const T* __restrict__ gamma, T* __restrict__ y,
+                                            float* __restrict__ rstd_out, int64_t rows, int C, float eps) {
+  __shared__ float scratch[32];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * C;
+    float q = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      const float v = to_f32(xr[c]);
+      q += v * v;
+    }
+    const float rstd = rsqrtf(block_sum(q, scratch) / C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+      y[row * C + c] = from_f32<T>(to_f32(xr[c]) * rstd * to_f32(gamma[c]));
+    if (threadIdx.x == 0) rstd_out[row] = rstd;
+  }
+}
+
+template <typename T>
+__global__ void rmsnorm_backward_wide_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                             const T* __restrict__ gamma, const float* __restrict__ rstd,
+                                             T* __restrict__ dx, float* __restrict__ partial, int64_t rows, int C) {
+  __shared__ float scratch[32];
+  float* pg = partial + int64_t(blockIdx.x) * C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) pg[c] = 0.0f;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * C;
+    const T* dyr = dy + row * C;
+    const float rs = rstd[row];
+    float sgx = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      const float xv = to_f32(xr[c]), d = to_f32(dyr[c]);
+      sgx += d * to_f32(gamma[c]) * xv;
+      pg[c] += d * xv * rs;
+    }
+    const float k = rs * rs * block_sum(sgx, scratch) / C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+      dx[row * C + c] = from_f32<T>(rs * (to_f32(dyr[c]) * to_f32(gamma[c]) - to_f32(xr[c]) * k));
+  }
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma, float eps) {
@@ -145,17 +187,27 @@ std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma,
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {
     const int vec = norm::vec_width<T>(C, {x.data(), y.data(), gamma.data()});
-    const norm::RowConfig cfg = norm::choose_config("rmsnorm_forward", C, vec);
-    const unsigned grid = unsigned(ceil_div(rows, cfg.rows_per_block()));
-    auto launch = [&](auto vec_c, auto vpt_c) {
-      constexpr int VEC = decltype(vec_c)::value, VPT = decltype(vpt_c)::value;
-      rmsnorm_forward_kernel<T, VEC, VPT><<<grid, cfg.block(), 0, ctx.stream>>>(
-          x.data_as<T>(), gamma.data_as<T>(), y.data_as<T>(), rstd.data_as<float>(), rows, int(C), cfg.tpr, eps);
+    auto run = [&](auto vec_c) {
+      constexpr int VEC = decltype(vec_c)::value;
+      auto kernel_of = [](int vpt) -> const void* {
+        RL_NORM_DISPATCH_VPT(vpt, V, return reinterpret_cast<const void*>(rmsnorm_forward_kernel<T, VEC, V>));
+        return nullptr;
+      };
+      const norm::RowConfig cfg = norm::choose_config(C, VEC, kernel_of);
+      if (cfg.tpr == 0) {
+        rmsnorm_forward_wide_kernel<T><<<grid_for(rows * norm::kWideThreads, norm::kWideThreads, ctx.device),
+                                         norm::kWideThreads, 0, ctx.stream>>>(
+            x.data_as<T>(), gamma.data_as<T>(), y.data_as<T>(), rstd.data_as<float>(), rows, int(C), eps);
+        return;
+      }
+      const unsigned grid = unsigned(ceil_div(rows, cfg.rows_per_block()));
+      RL_NORM_DISPATCH_VPT(cfg.vpt, VPT, {
+        rmsnorm_forward_kernel<T, VEC, VPT><<<grid, cfg.block(), 0, ctx.stream>>>(
+            x.data_as<T>(), gamma.data_as<T>(), y.data_as<T>(), rstd.data_as<float>(), rows, int(C), cfg.tpr, eps);
+      });
     };
-    RL_NORM_DISPATCH_VPT(cfg.vpt, V, {
-      if (vec == 1) launch(std::integral_constant<int, 1>{}, std::integral_constant<int, V>{});
-      else launch(std::integral_constant<int, Pack<T>::kN>{}, std::integral_constant<int, V>{});
-    });
+    if (vec == 1) run(std::integral_constant<int, 1>{});
+    else run(std::integral_constant<int, Pack<T>::kN>{});
   });
   CUDA_CHECK_LAUNCH();
   return {y, rstd};
@@ -169,24 +221,39 @@ Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, 
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {
     const int vec = norm::vec_width<T>(C, {x.data(), dy.data(), dx.data(), gamma.data()});
-    const norm::RowConfig cfg = norm::choose_config("rmsnorm_backward", C, vec);
-    const size_t smem = cfg.rows_per_block() > 1 ? size_t(C) * sizeof(float) : 0;
-    const int64_t groups = ceil_div(rows, cfg.rows_per_block());
-    auto launch = [&](auto vec_c, auto vpt_c) {
-      constexpr int VEC = decltype(vec_c)::value, VPT = decltype(vpt_c)::value;
-      auto kernel = rmsnorm_backward_kernel<T, VEC, VPT>;
-      const int grid = norm::persistent_grid(kernel, cfg.block(), smem, groups, ctx.device);
-      Tensor partial = Tensor::empty({grid, C}, DType::Float32, x.device());
-      kernel<<<grid, cfg.block(), smem, ctx.stream>>>(dy.data_as<T>(), x.data_as<T>(), gamma.data_as<T>(),
-                                                      rstd.data_as<float>(), dx.data_as<T>(),
-                                                      partial.data_as<float>(), rows, int(C), cfg.tpr);
-      CUDA_CHECK_LAUNCH();
-      norm::reduce_partials(partial, grid, 1, C, dgamma, nullptr, ctx.stream);
+    auto run = [&](auto vec_c) {
+      constexpr int VEC = decltype(vec_c)::value;
+      auto kernel_of = [](int vpt) -> const void* {
+        RL_NORM_DISPATCH_VPT(vpt, V, return reinterpret_cast<const void*>(rmsnorm_backward_kernel<T, VEC, V>));
+        return nullptr;
+      };
+      const norm::RowConfig cfg = norm::choose_config(C, VEC, kernel_of);
+      if (cfg.tpr == 0) {
+        auto kernel = rmsnorm_backward_wide_kernel<T>;
+        const int grid = norm::persistent_grid(kernel, norm::kWideThreads, 0, rows, ctx.device);
+        Tensor partial = Tensor::empty({grid, C}, DType::Float32, x.device());
+        kernel<<<grid, norm::kWideThreads, 0, ctx.stream>>>(dy.data_as<T>(), x.data_as<T>(), gamma.data_as<T>(),
+                                                            rstd.data_as<float>(), dx.data_as<T>(),
+                                                            partial.data_as<float>(), rows, int(C));
+        CUDA_CHECK_LAUNCH();
+        norm::reduce_partials(partial, grid, 1, C, dgamma, nullptr, ctx.stream);
+        return;
+      }
+      const size_t smem = cfg.rows_per_block() > 1 ? size_t(C) * sizeof(float) : 0;
+      const int64_t groups = ceil_div(rows, cfg.rows_per_block());
+      RL_NORM_DISPATCH_VPT(cfg.vpt, VPT, {
+        auto kernel = rmsnorm_backward_kernel<T, VEC, VPT>;
+        const int grid = norm::persistent_grid(kernel, cfg.block(), smem, groups, ctx.device);
+        Tensor partial = Tensor::empty({grid, C}, DType::Float32, x.device());
+        kernel<<<grid, cfg.block(), smem, ctx.stream>>>(dy.data_as<T>(), x.data_as<T>(), gamma.data_as<T>(),
+                                                        rstd.data_as<float>(), dx.data_as<T>(),
+                                                        partial.data_as<float>(), rows, int(C), cfg.tpr);
+        CUDA_CHECK_LAUNCH();
+        norm::reduce_partials(partial, grid, 1, C, dgamma, nullptr, ctx.stream);
+      });
     };
-    RL_NORM_DISPATCH_VPT(cfg.vpt, V, {
-      if (vec == 1) launch(std::integral_constant<int, 1>{}, std::integral_constant<int, V>{});
-      else launch(std::integral_constant<int, Pack<T>::kN>{}, std::integral_constant<int, V>{});
-    });
+    if (vec == 1) run(std::integral_constant<int, 1>{});
+    else run(std::integral_constant<int, Pack<T>::kN>{});
   });
   return dx;
 }
