@@ -134,6 +134,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                                                                     "(default: %(default)s)")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="compute dtype; auto = float32 on CPU, bfloat16 on GPU")
+    g.add_argument("--threads", type=nonneg_int, default=0, metavar="N",
+                   help="CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the "
+                        "machine is idle, else 1 (default: %(default)s)")
 
     _add_data_args(p)
 
@@ -246,7 +249,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train.trainer import run_training
-        return run_training(args) or 0
+        result = run_training(args)  # a summary dict; an int is an exit status
+        return result if isinstance(result, int) else 0
     if args.command == "sample":
         from .train.sampling import sample_from_dir
         return sample_from_dir(args) or 0

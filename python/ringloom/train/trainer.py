@@ -34,6 +34,25 @@ def _resolve_device(cfg: TrainConfig) -> tuple[str, str]:
     return device, dtype
 
 
+def cpu_threads(requested: int = 0) -> int:
+    """The CPU ops' thread count for --threads ``requested`` (0 = auto).
+
+    Auto takes every core only when the 1-minute load average says they are free, and one
+    thread otherwise. Threads that must wait for cores busy with other processes stall
+    every fork-join and GEMM: on our 2-core machine the tiny preset ran 1.6x faster on 2
+    threads than on 1 when idle, but 2.5x slower under a load of 4 (bench_train_cpu.py
+    --threads); one thread is never far from the best and never that bad.
+    """
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform: assume a busy machine
+        busy = float(cores)
+    return cores if busy < 0.5 else 1
+
+
 def _refuse_unsupported(cfg: TrainConfig) -> None:
     """Options the CLI accepts but this version cannot honour yet fail loudly, never silently."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -56,6 +75,8 @@ class Trainer:
         self.cfg = cfg
         _refuse_unsupported(cfg)
         self.device, self.dtype = _resolve_device(cfg)
+        self.threads = cpu_threads(cfg.threads)
+        _C.set_num_threads(self.threads)  # the CPU ops; also the host-side work of a GPU run
         if cfg.out:
             os.makedirs(cfg.out, exist_ok=True)
         self.tokenizer, self.data = prepare_data(cfg.data, cfg.tokenizer, val_fraction=cfg.val_fraction,
@@ -112,7 +133,8 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     tr = Trainer(cfg)
     log = MetricsLogger(cfg.out) if cfg.out else None
     bar = tqdm(total=cfg.steps, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
-    summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps}
+    summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps,
+                               "threads": tr.threads}
     t_last, tokens_since, loss = time.perf_counter(), 0, float("nan")
     val_loss = None
     try:
