@@ -4,7 +4,8 @@
 // while after its work is done. On a machine whose cores are busy with other processes
 // (or with the other pool) a spinning or descheduled thread stalls every fork-join and
 // every GEMM: on our shared 2-core machine under a load of ~4, the tiny GPT-2 step took
-// 5-7x longer with 2 threads than with 1 (measured in benchmarks/bench_train_cpu.py).
+// 7x longer with 2 spinning threads than with 1, and still 1.5-2.5x longer with passive
+// waits (python/ringloom/__init__.py), which make 2 threads 1.6x faster on an idle machine.
 // So the caller that knows the machine (the trainer: --threads) sets both at once.
 #pragma once
 
