@@ -52,7 +52,14 @@ def test_gpu_and_cpu_loss_curves_agree(preset, overrides):
     # The trained weights stay close too (bf16 rounding of the compute copies).
     w_cpu = cpu_model.state_dict()
     w_gpu = gpu_model.state_dict()
+    hd = config.n_embd // config.n_head
+    q, k = config.n_head * hd, (config.n_kv_head or config.n_head) * hd
     for name in w_cpu:
         a, b = w_cpu[name].astype(np.float64), w_gpu[name].astype(np.float64)
+        if name.endswith("attn.qkv.bias"):
+            # The key bias adds the same value to every score of a query row, which softmax
+            # cancels: its true gradient is 0, so both runs' Adam steps there are rounding
+            # noise amplified to full size (differently on each device). Compare q and v.
+            a, b = np.concatenate([a[:q], a[q + k:]]), np.concatenate([b[:q], b[q + k:]])
         err = np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)
         assert err < 5e-2, f"{name}: weights differ by {err:.3e} after {STEPS} steps"
