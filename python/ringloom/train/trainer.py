@@ -90,6 +90,7 @@ class Trainer:
 
         self.cfg = cfg
         _refuse_unsupported(cfg)
+        preset = get_preset(cfg.preset)  # an unknown preset fails before any data work
         self.world_size, self.dp, self.pp = _layout(cfg)
         self.parallel = self.world_size > 1 or (cfg.micro_batches or 1) > 1
         self.device, self.dtype = _resolve_device(cfg)
@@ -114,7 +115,6 @@ class Trainer:
                                                  corpus_bytes=cfg.corpus_bytes)
         if self.pg is not None and self.is_main:
             self.pg.barrier()
-        preset = get_preset(cfg.preset)
         if cfg.seq_len > preset.max_seq_len:
             raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {cfg.preset!r} preset's maximum sequence "
                              f"length {preset.max_seq_len}")
