@@ -152,6 +152,16 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
                    help="resume from a checkpoint (default when given without a value: the "
                         "latest in --out)")
+    g.add_argument("--keep-checkpoints", type=nonneg_int, default=3, metavar="K",
+                   help="keep the newest K complete checkpoints, 0 = all (default: %(default)s)")
+    g.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
+                   help="when a step's loss or gradients are NaN/inf: stop with an error, or "
+                        "skip the update (default: %(default)s)")
+    g.add_argument("--peak-tflops", type=positive_float, default=None, metavar="TFLOPS",
+                   help="peak FLOP/s for MFU (default: 989, an H100's dense BF16, on GPU; no "
+                        "MFU on CPU)")
+    g.add_argument("--no-tensorboard", action="store_true",
+                   help="no TensorBoard event files in --out/tb")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     g = p.add_argument_group("samples")

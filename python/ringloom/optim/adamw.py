@@ -43,10 +43,16 @@ class AdamW:
         self._wd = [self.weight_decay if p.decay else 0.0 for _, p in self.named]
         self.last_grad_norm = None  # a 1-element device tensor
 
-    def step(self, lr: float | None = None) -> None:
-        """One update with the gradients currently in the parameters' grad tensors."""
+    def compute_grad_norm(self) -> Any:
+        """The global gradient norm as a 1-element device tensor (no host sync); pass it to
+        step() to avoid computing it twice (the trainer checks it for non-finite values)."""
+        return ops.grad_norm(self._grads)
+
+    def step(self, lr: float | None = None, grad_norm: Any = None) -> None:
+        """One update with the gradients currently in the parameters' grad tensors.
+        grad_norm: compute_grad_norm() of these gradients, if the caller already has it."""
         self.step_count += 1
-        norm = ops.grad_norm(self._grads)
+        norm = ops.grad_norm(self._grads) if grad_norm is None else grad_norm
         self.last_grad_norm = norm
         ops.adamw_step(self._masters, self._grads, self._m, self._v, self._wd, lr=self.lr if lr is None else lr,
                        beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, step=self.step_count,

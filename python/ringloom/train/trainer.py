@@ -8,7 +8,6 @@ Single-process today; the parallel layouts (dp x pp) plug in through the same lo
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
@@ -40,9 +39,8 @@ def _refuse_unsupported(cfg: TrainConfig) -> None:
     if cfg.pp > 1 or (cfg.dp or 1) > 1 or world > 1:
         raise ValueError("data/pipeline parallel training (--dp/--pp, or a launch with WORLD_SIZE > 1) is not "
                          "available in this version yet; run a single process")
-    if cfg.resume or cfg.save_every:
-        raise ValueError("--save-every/--resume checkpoints are not available in this version yet; the final "
-                         "model is saved to --out")
+    if (cfg.resume or cfg.save_every) and not cfg.out:
+        raise ValueError("--save-every/--resume need an output directory (--out) for the checkpoints")
 
 
 class Trainer:
@@ -72,14 +70,24 @@ class Trainer:
         self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
         self.val_loader = ValLoader(self.data.val_path, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
         self.step = 0
+        self.skipped_steps = 0        # steps dropped for a non-finite loss/gradient (--on-nonfinite skip)
+        self.last_grad_norm = float("nan")
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
 
     def train_step(self) -> float:
+        from .nonfinite import host_scalar, step_is_finite
+
         inputs, targets = self.train_loader.next_batch()
         self.model.zero_grad()
         loss = self.model.forward_backward(inputs, targets)
-        self.optimizer.step(lr=self.schedule(self.step))
+        lr = self.schedule(self.step)
         self.step += 1
+        norm = self.optimizer.compute_grad_norm()
+        self.last_grad_norm = host_scalar(norm)
+        if step_is_finite(loss, self.last_grad_norm, self.step, self.cfg.on_nonfinite):
+            self.optimizer.step(lr=lr, grad_norm=norm)
+        else:
+            self.skipped_steps += 1
         return loss
 
     def evaluate(self) -> float:
@@ -105,51 +113,60 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     """Trains as configured; returns a summary (final loss, val loss, tokens/s, sample)."""
     from tqdm.auto import tqdm
 
-    from .metrics import MetricsLogger
+    from .checkpointing import restore_trainer, resume_path, save_trainer
+    from .telemetry import Telemetry
 
     if not isinstance(cfg, TrainConfig):
         cfg = TrainConfig.from_args(cfg)
     tr = Trainer(cfg)
-    log = MetricsLogger(cfg.out) if cfg.out else None
-    bar = tqdm(total=cfg.steps, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
+    # -- resume: train/checkpointing.py ("latest" with no checkpoint yet is a fresh start)
+    ckpt = resume_path(cfg)
+    start = restore_trainer(tr, ckpt) if ckpt else 0
+    if cfg.progress and cfg.resume:
+        print(f"resuming from {ckpt} at step {start}" if ckpt else "no checkpoint to resume from: starting at step 0")
+    telemetry = Telemetry(cfg.out, tr.device, tr.model.num_parameters(), cfg.peak_tflops, cfg.tensorboard,
+                          resume_step=start if ckpt else None)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
     summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps}
     t_last, tokens_since, loss = time.perf_counter(), 0, float("nan")
     val_loss = None
     try:
-        for _ in range(cfg.steps):
+        for _ in range(start, cfg.steps):
             loss = tr.train_step()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {tr.step}; lower --lr or check the data")
             tokens_since += tr.tokens_per_step
             record: dict[str, Any] | None = None
             if tr.step % cfg.log_every == 0 or tr.step == cfg.steps:
                 now = time.perf_counter()
                 tps = tokens_since / max(now - t_last, 1e-9)
                 t_last, tokens_since = now, 0
-                record = {"step": tr.step, "loss": loss, "tokens_per_s": tps, "lr": tr.schedule(tr.step - 1),
-                          "grad_norm": tr.optimizer.grad_norm()}
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+                record = telemetry.enrich({"step": tr.step, "loss": loss, "tokens_per_s": tps,
+                                           "lr": tr.schedule(tr.step - 1), "grad_norm": tr.last_grad_norm,
+                                           "skipped_steps": tr.skipped_steps})
+                bar.set_postfix(telemetry.postfix(record), refresh=False)
             if (cfg.eval_every and tr.step % cfg.eval_every == 0) or tr.step == cfg.steps:
                 val_loss = tr.evaluate()
                 record = record or {"step": tr.step, "loss": loss}
                 record["val_loss"] = val_loss
                 bar.write(f"step {tr.step}: loss {loss:.4f}  val_loss {val_loss:.4f}")
                 t_last = time.perf_counter()  # evaluation time is not training throughput
-            if record and log:
-                log.log(**record)
+            if record:
+                telemetry.log(record)
             if cfg.sample_every and tr.step % cfg.sample_every == 0:
                 bar.write(tr.sample())
+            # -- checkpoints: every --save-every steps and at the end
+            if cfg.out and ((cfg.save_every and tr.step % cfg.save_every == 0) or tr.step == cfg.steps):
+                save_trainer(tr)
+                t_last = time.perf_counter()
             bar.update(1)
     finally:
         bar.close()
-        if log:
-            log.close()
+        telemetry.close()
     tr.save()
     sample = tr.sample() if cfg.sample_len > 0 else ""
     if cfg.progress and sample:
         print("---- sample ----")
         print(sample)
-    summary.update({"loss": loss, "val_loss": val_loss, "sample": sample})
+    summary.update({"loss": loss, "val_loss": val_loss, "sample": sample, "skipped_steps": tr.skipped_steps})
     if cfg.out:
         with open(os.path.join(cfg.out, "summary.json"), "w") as f:
             json.dump({k: v for k, v in summary.items() if k != "sample"}, f, indent=2)
