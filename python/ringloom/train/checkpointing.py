@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint.manager import (CheckpointError, open_checkpoint, resolve_resume, step_dir_name, finalize,
+from ..checkpoint.manager import (CheckpointError, finalize, open_checkpoint, resolve_resume, step_dir_name,
                                   write_rank_files)
+from ..models import param_specs
 
 # TrainConfig fields that must match to resume (they change what the run computes);
 # a difference in the others in _WARN is reported but allowed (e.g. training for longer).
@@ -119,8 +120,11 @@ def restore_trainer(tr: Any, ckpt_path: str, rank: int | None = None) -> int:
     rank = getattr(tr, "rank", 0) if rank is None else rank
     ck = open_checkpoint(ckpt_path)
     _check_config(ckpt_path, ck.config, tr)
-    names = {n for n, _ in tr.model.parameters()}
-    model_state = {k: v for k, v in ck.model_state().items() if k in names or not _is_param_name(k)}
+    # A pipeline stage keeps its own share of the merged tensors; names that belong to no
+    # parameter of this model configuration stay in, so load_state_dict reports them.
+    mine = {n for n, _ in tr.model.parameters()}
+    full = {n for n, _, _ in param_specs(tr.model_config)}
+    model_state = {k: v for k, v in ck.model_state().items() if k in mine or k not in full}
     try:
         tr.model.load_state_dict(model_state)
         tr.optimizer.load_state_dict(ck.optim_state())
@@ -138,13 +142,6 @@ def restore_trainer(tr: Any, ckpt_path: str, rank: int | None = None) -> int:
                               f"trainer state's {st['optimizer_step']}")
     set_rng_state(st["rng"])
     return tr.step
-
-
-def _is_param_name(name: str) -> bool:
-    # A pipeline stage holds some of the blocks: tensors of other stages are expected in a merged
-    # state and skipped; anything that is not a parameter name of this architecture is passed
-    # through so that load_state_dict reports it as unexpected.
-    return name.startswith(("embedding.", "blocks.", "head."))
 
 
 def resume_path(cfg: Any) -> str | None:
