@@ -4,10 +4,12 @@
     ringloom sample --model DIR [--prompt TEXT] [--length N] ...
     ringloom launch -n 4 script.py [args ...]        (see ringloom.launch)
     ringloom prepare [--data PATH ...] [--tokenizer byte] --out DIR
+    ringloom plot RUN_DIR [--out DIR]                 loss.png, throughput.png
 
 This module only parses and checks arguments; the work is done by
 ``ringloom.train.trainer.run_training(args)``, ``ringloom.train.sampling.sample_from_dir(args)``,
-``ringloom.launch.main(argv)`` and ``ringloom.data.prepare_dataset``, imported when used.
+``ringloom.launch.main(argv)``, ``ringloom.data.prepare_dataset`` and
+``ringloom.train.plot.plot_run``, imported when used.
 A ValueError or missing-file error from them is a user error: one line on stderr, exit 2.
 """
 from __future__ import annotations
@@ -208,6 +210,16 @@ def _prepare_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _plot_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("plot", help="plot a run's loss and throughput",
+                       description="Write loss.png and throughput.png from RUN_DIR/metrics.jsonl "
+                                   "(needs matplotlib).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a ringloom train --out directory")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write the PNGs "
+                                                              "(default: RUN_DIR)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(
@@ -220,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("launch", help="start one process per rank: ringloom launch -n N "
                                   "script.py|-m module [args ...]", add_help=False)
     parser.commands["prepare"] = _prepare_parser(sub)
+    parser.commands["plot"] = _plot_parser(sub)
     return parser
 
 
@@ -256,12 +269,18 @@ def _prepare(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train.trainer import run_training
-        return run_training(args) or 0
+        result = run_training(args)  # the summary dict; an int is an exit code
+        return result if isinstance(result, int) else 0
     if args.command == "sample":
         from .train.sampling import sample_from_dir
         return sample_from_dir(args) or 0
     if args.command == "prepare":
         return _prepare(args)
+    if args.command == "plot":
+        from .train.plot import plot_run
+        for path in plot_run(args.run_dir, args.out):
+            print(f"wrote {path}")
+        return 0
     raise AssertionError(args.command)
 
 
