@@ -1,5 +1,6 @@
 // Where a tensor lives: "cpu" or "cuda:N".
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace ringloom {

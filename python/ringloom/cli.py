@@ -55,6 +55,16 @@ def _float_in(low: float, high: float | None = None, low_open: bool = False
 
 
 positive_int = _int_at_least(1)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every entry must be at least 1, got {text!r}")
+    return values
 nonneg_int = _int_at_least(0)
 positive_float = _float_in(0.0, low_open=True)
 nonneg_float = _float_in(0.0)
@@ -177,10 +187,20 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="data-parallel ranks (default: world size / pp)")
     g.add_argument("--pp", type=positive_int, default=1, help="pipeline stages "
                                                               "(default: %(default)s)")
-    g.add_argument("--schedule", default="1f1b",
-                   help="pipeline schedule, e.g. gpipe, 1f1b, zb (default: %(default)s)")
+    g.add_argument("--schedule", default="1f1b", choices=["gpipe", "1f1b", "interleaved", "zb-h1", "zb"],
+                   help="pipeline schedule; zb = zb-h1, the zero-bubble schedule (default: %(default)s)")
     g.add_argument("--micro-batches", type=positive_int, default=None, metavar="M",
                    help="micro-batches per step and rank (default: pp)")
+    g.add_argument("--chunks", type=positive_int, default=None, metavar="V",
+                   help="virtual stages per rank for --schedule interleaved (default: 2)")
+    g.add_argument("--stage-layers", type=_int_list, default=None, metavar="N,N,...",
+                   help="layers per (virtual) stage, e.g. 3,2,2 (default: balanced by parameter count)")
+    g.add_argument("--zero", action="store_true",
+                   help="ZeRO-1: shard the optimizer state over the data-parallel ranks")
+    g.add_argument("--bucket-mb", type=positive_float, default=25.0, metavar="MB",
+                   help="gradient all-reduce bucket size (default: %(default)s)")
+    g.add_argument("--trace", default=None, metavar="PATH",
+                   help="write a Chrome trace JSON of every rank's compute and communication")
     g.add_argument("--backend", default=None,
                    help="collective backend: nccl, ring or tree (default: nccl on GPU, ring "
                         "on CPU)")
@@ -269,8 +289,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train.trainer import run_training
-        result = run_training(args)  # the summary dict; an int is an exit code
-        return result if isinstance(result, int) else 0
+        rc = run_training(args)  # the summary dict on success, which is not an exit code
+        return rc if isinstance(rc, int) else 0
     if args.command == "sample":
         from .train.sampling import sample_from_dir
         return sample_from_dir(args) or 0

@@ -12,11 +12,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tests/ on the path: the reference math lives in tests/reference/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ringloom as rl  # noqa: E402
 import ringloom.distributed as dist  # noqa: E402
-from reference import DTYPES, FLOATS, check_reduced, make_input  # noqa: E402
+from reference.collectives import DTYPES, FLOATS, check_reduced, make_input  # noqa: E402
 
 SEED = int(os.environ.get("RL_TEST_SEED", "1234"))
 

@@ -1,7 +1,111 @@
-// TODO(cuda helper): replaced by the real kernels.
+// CUDA attention entry points: pick the kernel, allocate outputs and scratch, launch on the
+// device's current stream. bf16 with D = 64 or 128 runs the tensor-core flash kernels
+// (attention_fwd.cu, attention_bwd.cu); everything else (fp32, other head dims up to 256)
+// the simple kernels (attention_simple.cu). Inputs are validated in ops/attention.cpp.
+//
+// Backward is deterministic on request: RINGLOOM_ATTN_DETERMINISTIC=1 in the environment
+// replaces the fp32 atomic accumulation of dq by a separate dq pass (about 1.4x the
+// backward's matrix work). dk/dv are always deterministic; the simple kernels always are.
+// RINGLOOM_ATTN_FWD_VARIANT / RINGLOOM_ATTN_BWD_VARIANT pick other tile shapes (benchmarks).
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/cuda/check.h"
+#include "core/cuda/context.h"
 #include "ops/attention.h"
+#include "ops/cuda/attention/params.h"
 
 namespace ringloom::cuda {
-std::pair<Tensor, Tensor> attention_forward(const Tensor&, int64_t, int64_t, bool, float) { fail(ErrorKind::NotImplemented, "not implemented on CUDA yet"); }
-Tensor attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, bool, float) { fail(ErrorKind::NotImplemented, "not implemented on CUDA yet"); }
+
+namespace {
+
+constexpr int kMaxSimpleDim = 256;
+
+bool use_flash(const Tensor& qkv) {
+  return qkv.dtype() == DType::BFloat16 && (qkv.size(3) == 64 || qkv.size(3) == 128);
+}
+
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::atoi(v) : 0;
+}
+bool deterministic_requested() { return env_int("RINGLOOM_ATTN_DETERMINISTIC") != 0; }
+// Tile-shape variants for the benchmark's sweep; 0 (unset) is the tuned default.
+int fwd_variant() { return env_int("RINGLOOM_ATTN_FWD_VARIANT"); }
+int bwd_variant() { return env_int("RINGLOOM_ATTN_BWD_VARIANT"); }
+
+attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
+                         float scale) {
+  attn::Params p;
+  p.B = int(qkv.size(0));
+  p.T = int(qkv.size(1));
+  p.Hq = int(n_head);
+  p.Hkv = int(n_kv_head);
+  p.D = int(qkv.size(3));
+  p.group = p.Hq / p.Hkv;
+  p.causal = causal;
+  p.scale = scale > 0.f ? scale : 1.f / std::sqrt(float(p.D));
+  p.scale_log2 = p.scale * 1.4426950408889634f;
+  p.qkv = qkv.data();
+  RL_CHECK(use_flash(qkv) || p.D <= kMaxSimpleDim, Value, op, ": head dim ", p.D, " of qkv (", qkv.describe(),
+           ") is not supported on CUDA (64 or 128 in bf16, or at most ", kMaxSimpleDim, ")");
+  RL_CHECK(int64_t(p.B) * p.Hq <= 65535 && qkv.size(1) < (int64_t(1) << 30), Value, op, ": qkv (",
+           qkv.describe(), ") has too many batch*heads (at most 65535) or tokens for one launch");
+  return p;
+}
+
+}  // namespace
+
+std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
+                                            float scale) {
+  attn::Params p = make_params("attention_forward", qkv, n_head, n_kv_head, causal, scale);
+  Tensor out = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, qkv.dtype(), qkv.device());
+  Tensor lse = Tensor::empty({qkv.size(0), n_head, qkv.size(1)}, DType::Float32, qkv.device());
+  if (qkv.numel() == 0) return {out, lse};
+  const int dev = qkv.device().index;
+  DeviceGuard guard(dev);
+  p.out = out.data();
+  p.lse = lse.data_as<float>();
+  cudaStream_t s = current_stream(dev);
+  if (use_flash(qkv)) attn::flash_forward(p, fwd_variant(), s);
+  else attn::simple_forward(p, qkv.dtype() == DType::BFloat16, s);
+  return {out, lse};
+}
+
+Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale) {
+  attn::Params p = make_params("attention_backward", qkv, n_head, n_kv_head, causal, scale);
+  Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
+  if (qkv.numel() == 0) return dqkv;
+  const int dev = qkv.device().index;
+  DeviceGuard guard(dev);
+  cudaStream_t s = current_stream(dev);
+  const bool bf16 = qkv.dtype() == DType::BFloat16;
+  p.out = out.data();
+  p.lse = lse.data_as<float>();
+  p.dout = dout.data();
+  p.dqkv = dqkv.data();
+  if (!use_flash(qkv)) {
+    Tensor dvec = Tensor::empty({qkv.size(0), n_head, qkv.size(1)}, DType::Float32, qkv.device());
+    p.dvec = dvec.data_as<float>();
+    attn::backward_dvec(p, bf16, s);
+    attn::simple_backward(p, bf16, s);
+    return dqkv;
+  }
+  // dvec and lse2, each [B, Hq, T_pad] fp32, in one scratch block.
+  p.T_pad = (p.T + 63) / 64 * 64;
+  Tensor stats = Tensor::empty({2, qkv.size(0), n_head, p.T_pad}, DType::Float32, qkv.device());
+  p.dvec = stats.data_as<float>();
+  p.lse2 = p.dvec + qkv.size(0) * n_head * p.T_pad;
+  const bool deterministic = deterministic_requested();
+  Tensor dq_accum;  // fp32 [B, T, Hq, D], summed into with atomics by the key-block kernel
+  if (!deterministic) {
+    dq_accum = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, DType::Float32, qkv.device());
+    p.dq_accum = dq_accum.data_as<float>();
+  }
+  attn::flash_backward(p, deterministic, bwd_variant(), s);
+  return dqkv;
+}
+
 }  // namespace ringloom::cuda

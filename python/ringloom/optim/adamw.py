@@ -44,13 +44,14 @@ class AdamW:
         self.last_grad_norm = None  # a 1-element device tensor
 
     def compute_grad_norm(self) -> Any:
-        """The global gradient norm as a 1-element device tensor (no host sync); pass it to
-        step() to avoid computing it twice (the trainer checks it for non-finite values)."""
+        """The global gradient norm of these gradients as a 1-element device tensor (no host
+        sync); the trainer checks it for non-finite values, then passes it to step()."""
         return ops.grad_norm(self._grads)
 
     def step(self, lr: float | None = None, grad_norm: Any = None) -> None:
         """One update with the gradients currently in the parameters' grad tensors.
-        grad_norm: compute_grad_norm() of these gradients, if the caller already has it."""
+        ``grad_norm``: a 1-element fp32 tensor on the parameters' device to clip by instead
+        of these gradients' own norm (parallel training: the norm over every rank's share)."""
         self.step_count += 1
         norm = ops.grad_norm(self._grads) if grad_norm is None else grad_norm
         self.last_grad_norm = norm

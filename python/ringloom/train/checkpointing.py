@@ -7,8 +7,8 @@ steps, and the Python/NumPy global RNG states (the trainer itself draws no rando
 during training: data order and initialisation come from seeded generators; the global ones
 are saved for user code and callbacks that do).
 
-Used by run_training as ``save_trainer(tr)`` / ``restore_trainer(tr, path)``; a parallel
-trainer passes its rank, world size and which ranks hold distinct weights.
+Used by run_training as ``save_trainer(tr)`` / ``restore_trainer(tr, path)``, on every rank
+of a parallel run (see _Parts for who writes what).
 """
 from __future__ import annotations
 
@@ -58,36 +58,75 @@ def run_config(tr: Any, world_size: int = 1) -> dict:
             "layout": {"world_size": world_size, "dp": getattr(tr, "dp", 1), "pp": getattr(tr, "pp", 1)}}
 
 
-def trainer_state(tr: Any) -> dict:
-    return {"step": int(tr.step), "optimizer_step": int(tr.optimizer.step_count),
+class _Parts:
+    """Where a trainer keeps what a checkpoint holds, single-process or parallel.
+
+    Single process: tr.model and tr.optimizer. Parallel (tr.engine, ringloom.parallel): the
+    engine's chunks (this rank's stages) and its AdamW; the ranks of data-parallel index 0
+    write the weights (the other replicas are equal to them), every rank writes its state
+    file, rank 0 finalizes after a barrier. ZeRO-sharded optimizer state is not saved yet.
+    """
+
+    def __init__(self, tr: Any):
+        eng = getattr(tr, "engine", None)
+        if eng is None:
+            self.models, self.optimizer = [tr.model], tr.optimizer
+            self.rank, self.world, self.holds, self.barrier = 0, 1, True, None
+            self.engine = None
+            return
+        if eng.sharded is not None:
+            raise CheckpointError("checkpoints of --zero runs (sharded optimizer state) are not available yet; "
+                                  "train without --zero to save and resume")
+        self.models, self.optimizer, self.engine = eng.chunks, eng.optimizer, eng
+        self.rank, self.world = tr.pg.rank, tr.pg.size
+        self.holds = eng.mesh.dp_index == 0
+        self.barrier = tr.pg.barrier
+
+    def model_state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for m in self.models:
+            out.update(m.state_dict())
+        return out
+
+
+def supported(tr: Any) -> str | None:
+    """None when this trainer can save checkpoints, else why not."""
+    try:
+        _Parts(tr)
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
+def trainer_state(tr: Any, optimizer_step: int) -> dict:
+    return {"step": int(tr.step), "optimizer_step": int(optimizer_step),
             "skipped_steps": int(getattr(tr, "skipped_steps", 0)), "loader": tr.train_loader.state_dict(),
             "rng": rng_state()}
 
 
-def save_trainer(tr: Any, rank: int | None = None, world_size: int | None = None,
-                 holds_weights: bool | None = None, barrier: Any = None) -> str:
-    """Write this rank's files for step tr.step; rank 0 finalizes after ``barrier()`` (a
-    callable, required when world_size > 1). Returns the checkpoint directory.
-
-    Arguments left None are read from the trainer when it has them (a parallel trainer sets
-    ``rank``, ``world_size``, ``holds_weights`` — False on data-parallel replicas other than
-    the first, whose weights equal its — and a ``barrier()`` method), else 0, 1, True."""
-    rank = getattr(tr, "rank", 0) if rank is None else rank
-    world_size = getattr(tr, "world_size", 1) if world_size is None else world_size
-    holds_weights = getattr(tr, "holds_weights", True) if holds_weights is None else holds_weights
-    barrier = getattr(tr, "barrier", None) if barrier is None else barrier
+def save_trainer(tr: Any) -> str | None:
+    """Write a checkpoint of step tr.step (every rank calls this; see _Parts). Returns the
+    directory, or None when this layout cannot be checkpointed and none was asked for
+    (--save-every 0 and no --resume: the end-of-run checkpoint is skipped with a note)."""
+    reason = supported(tr)
+    if reason:
+        if tr.cfg.save_every or tr.cfg.resume:
+            raise CheckpointError(reason)
+        if getattr(tr, "is_main", True):
+            print(f"ringloom: no checkpoint written: {reason}", file=sys.stderr)
+        return None
+    parts = _Parts(tr)
     root = checkpoint_root(tr.cfg)
     ckpt_dir = os.path.join(root, step_dir_name(tr.step))
-    write_rank_files(ckpt_dir, rank, tr.model.state_dict() if holds_weights else None,
-                     tr.optimizer.state_dict() if holds_weights else None, trainer_state(tr))
-    if world_size > 1:
-        if barrier is None:
-            raise ValueError("save_trainer: world_size > 1 needs a barrier")
-        barrier()
-    if rank == 0:
-        finalize(root, tr.step, run_config(tr, world_size), world_size=world_size, keep=tr.cfg.keep_checkpoints)
-    if world_size > 1:
-        barrier()  # nobody goes on (and possibly saves again) before the manifest exists
+    write_rank_files(ckpt_dir, parts.rank, parts.model_state() if parts.holds else None,
+                     parts.optimizer.state_dict() if parts.holds else None,
+                     trainer_state(tr, parts.optimizer.step_count))
+    if parts.world > 1:
+        parts.barrier()
+    if parts.rank == 0:
+        finalize(root, tr.step, run_config(tr, parts.world), world_size=parts.world, keep=tr.cfg.keep_checkpoints)
+    if parts.world > 1:
+        parts.barrier()  # nobody goes on (and possibly saves again) before the manifest exists
     return ckpt_dir
 
 
@@ -109,40 +148,49 @@ def _check_config(ckpt_path: str, saved: dict, tr: Any) -> None:
         raise CheckpointError(f"{ckpt_path}: cannot continue this run exactly with different settings "
                               f"({'; '.join(bad)})")
     changed = [f"{k} {train.get(k)!r} -> {cfg[k]!r}" for k in _WARN if k in train and train.get(k) != cfg[k]]
-    if changed:
+    if changed and getattr(tr, "is_main", True):
         print(f"ringloom: resuming {ckpt_path} with changed settings: {', '.join(changed)}", file=sys.stderr)
 
 
-def restore_trainer(tr: Any, ckpt_path: str, rank: int | None = None) -> int:
+def restore_trainer(tr: Any, ckpt_path: str) -> int:
     """Load a verified checkpoint into the trainer; returns the step it continues from.
-    Every rank loads the merged weights of all rank files and keeps its own parameters, so
-    the checkpoint's layout need not match this run's."""
-    rank = getattr(tr, "rank", 0) if rank is None else rank
+    Every rank reads the weights of all rank files merged by name and keeps its own
+    parameters, so the checkpoint's layout (dp, pp, stage split) need not match this run's."""
+    parts = _Parts(tr)
     ck = open_checkpoint(ckpt_path)
     _check_config(ckpt_path, ck.config, tr)
-    # A pipeline stage keeps its own share of the merged tensors; names that belong to no
-    # parameter of this model configuration stay in, so load_state_dict reports them.
-    mine = {n for n, _ in tr.model.parameters()}
+    merged = ck.model_state()
+    # Each model (a pipeline stage) keeps its share of the merged tensors; names that belong
+    # to no parameter of this model configuration stay in, so load_state_dict reports them.
     full = {n for n, _, _ in param_specs(tr.model_config)}
-    model_state = {k: v for k, v in ck.model_state().items() if k in mine or k not in full}
     try:
-        tr.model.load_state_dict(model_state)
-        tr.optimizer.load_state_dict(ck.optim_state())
+        for m in parts.models:
+            mine = {n for n, _ in m.parameters()}
+            m.load_state_dict({k: v for k, v in merged.items() if k in mine or k not in full})
+        parts.optimizer.load_state_dict(ck.optim_state())
     except ValueError as e:
         raise CheckpointError(f"{ckpt_path}: does not fit this model: {e}") from None
-    st = ck.rank_state(rank)
+    st = ck.rank_state(parts.rank)
     try:
         tr.train_loader.load_state_dict(st["loader"])
     except ValueError as e:
         raise CheckpointError(f"{ckpt_path}: {e}") from None
     tr.step = int(st["step"])
     tr.skipped_steps = int(st.get("skipped_steps", 0))
-    if tr.optimizer.step_count != int(st["optimizer_step"]):
-        raise CheckpointError(f"{ckpt_path}: optimizer step {tr.optimizer.step_count} disagrees with the "
+    if parts.optimizer.step_count != int(st["optimizer_step"]):
+        raise CheckpointError(f"{ckpt_path}: optimizer step {parts.optimizer.step_count} disagrees with the "
                               f"trainer state's {st['optimizer_step']}")
+    if parts.engine is not None:
+        parts.engine.step_count = parts.optimizer.step_count
     set_rng_state(st["rng"])
     return tr.step
 
 
-def resume_path(cfg: Any) -> str | None:
+def resume_path(cfg: Any, tr: Any = None) -> str | None:
+    """The checkpoint to resume from (None: start fresh). With ``tr``, first refuse a
+    layout that cannot be checkpointed when --save-every/--resume ask for checkpoints."""
+    if tr is not None and (cfg.save_every or cfg.resume):
+        reason = supported(tr)
+        if reason:
+            raise CheckpointError(reason)
     return resolve_resume(cfg.resume, checkpoint_root(cfg)) if cfg.resume else None

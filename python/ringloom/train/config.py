@@ -38,8 +38,13 @@ class TrainConfig:
     # Parallel layout (issue: parallel training); 1 x 1 is single-process training.
     dp: int | None = None         # None: world size / pp
     pp: int = 1
-    schedule: str = "1f1b"        # pipeline schedule: gpipe | 1f1b | interleaved | zb-h1
-    micro_batches: int | None = None  # None: pp
+    schedule: str = "1f1b"        # pipeline schedule: gpipe | 1f1b | interleaved | zb-h1 (alias zb)
+    micro_batches: int | None = None  # per step and dp rank; None: pp
+    chunks: int | None = None     # virtual stages per rank (interleaved; default 2)
+    stage_layers: list[int] | None = None  # blocks per (virtual) stage; None: balanced by parameters
+    zero: bool = False            # ZeRO-1: optimizer state sharded over the dp ranks
+    bucket_mb: float = 25.0       # gradient all-reduce bucket size
+    trace: str | None = None      # Chrome trace JSON of every rank's compute and communication
     backend: str | None = None
     save_every: int = 0
     resume: str | None = None     # None, "latest" or a checkpoint path
@@ -50,9 +55,10 @@ class TrainConfig:
     tensorboard: bool = True      # event files in --out/tb
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches"):
+        for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
+                     "chunks"):
             v = getattr(self, name)
-            if v is None and name in ("dp", "micro_batches"):
+            if v is None and name in ("dp", "micro_batches", "chunks"):
                 continue
             if not isinstance(v, int) or v < (0 if name == "steps" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -66,6 +72,10 @@ class TrainConfig:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.min_lr is None:
             self.min_lr = self.lr / 10
+        if self.schedule == "zb":
+            self.schedule = "zb-h1"
+        if self.bucket_mb <= 0:
+            raise ValueError(f"bucket_mb must be positive, got {self.bucket_mb}")
 
     @classmethod
     def from_args(cls, args: Any) -> "TrainConfig":

@@ -3,7 +3,14 @@ logging, evaluation, samples and the saved model.
 
     run_training(config) -> summary dict
 
-Single-process today; the parallel layouts (dp x pp) plug in through the same loop.
+One process trains alone with Model.forward_backward; under a launcher (WORLD_SIZE > 1),
+or with --dp/--pp/--micro-batches, each rank drives a ringloom.parallel.ParallelEngine
+instead: its loader reads its dp rank's rows of the same global batch, the engine runs its
+pipeline stage, and rank 0 alone prints, logs metrics, samples and saves (the full model is
+gathered to it).
+
+Checkpoints (train/checkpointing.py), the non-finite guard (train/nonfinite.py) and the
+metrics sinks (train/telemetry.py) live in their own modules; the loop calls them.
 """
 from __future__ import annotations
 
@@ -33,12 +40,24 @@ def _resolve_device(cfg: TrainConfig) -> tuple[str, str]:
     return device, dtype
 
 
+def _layout(cfg: TrainConfig) -> tuple[int, int, int]:
+    """(world, dp, pp), checked against the launcher's WORLD_SIZE and the batch."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    pp = cfg.pp
+    if world % pp:
+        raise ValueError(f"--pp {pp} does not divide the world size {world} (ranks started by the launcher)")
+    dp = cfg.dp if cfg.dp is not None else world // pp
+    if dp * pp != world:
+        raise ValueError(f"--dp {dp} x --pp {pp} = {dp * pp} ranks, but the launcher started {world}; "
+                         f"start them with `ringloom launch -n {dp * pp} -m ringloom train ...`")
+    m = cfg.micro_batches or pp
+    if cfg.batch_size % (dp * m):
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by dp x micro-batches = {dp} x {m}")
+    return world, dp, pp
+
+
 def _refuse_unsupported(cfg: TrainConfig) -> None:
     """Options the CLI accepts but this version cannot honour yet fail loudly, never silently."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.pp > 1 or (cfg.dp or 1) > 1 or world > 1:
-        raise ValueError("data/pipeline parallel training (--dp/--pp, or a launch with WORLD_SIZE > 1) is not "
-                         "available in this version yet; run a single process")
     if (cfg.resume or cfg.save_every) and not cfg.out:
         raise ValueError("--save-every/--resume need an output directory (--out) for the checkpoints")
 
@@ -53,22 +72,53 @@ class Trainer:
 
         self.cfg = cfg
         _refuse_unsupported(cfg)
+        self.world_size, self.dp, self.pp = _layout(cfg)
+        self.parallel = self.world_size > 1 or (cfg.micro_batches or 1) > 1
         self.device, self.dtype = _resolve_device(cfg)
-        if cfg.out:
+        self.pg = self.mesh = self.engine = None
+        if self.parallel:
+            import ringloom.distributed as dist
+            from ..parallel import DeviceMesh
+
+            if self.device != "cpu" and self.device == "cuda:0":
+                self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(1, _C.cuda_device_count())}"
+            backend = cfg.backend or ("nccl" if self.device != "cpu" else "auto")
+            self.pg = dist.world() if dist.is_initialized() else dist.init(backend=backend)
+            self.mesh = DeviceMesh(self.dp, self.pp, self.pg)
+        self.is_main = self.pg is None or self.pg.rank == 0
+        if cfg.out and self.is_main:
             os.makedirs(cfg.out, exist_ok=True)
+        if self.pg is not None and not self.is_main:
+            self.pg.barrier()  # rank 0 tokenizes and caches the data first; the others reuse it
         self.tokenizer, self.data = prepare_data(cfg.data, cfg.tokenizer, val_fraction=cfg.val_fraction,
                                                  corpus_bytes=cfg.corpus_bytes)
+        if self.pg is not None and self.is_main:
+            self.pg.barrier()
         preset = get_preset(cfg.preset)
         if cfg.seq_len > preset.max_seq_len:
             raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {cfg.preset!r} preset's maximum sequence "
                              f"length {preset.max_seq_len}")
         self.model_config = get_preset(cfg.preset, vocab_size=self.data.vocab_size)
-        self.model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=cfg.seed)
-        self.optimizer = AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                               max_grad_norm=cfg.grad_clip)
         self.schedule = LRSchedule(cfg.lr_schedule, cfg.lr, cfg.steps, min(cfg.warmup, cfg.steps), cfg.min_lr)
-        self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
-        self.val_loader = ValLoader(self.data.val_path, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+        if self.parallel:
+            from ..parallel import ParallelEngine
+
+            self.model = self.optimizer = None
+            self.engine = ParallelEngine(self.model_config, self.mesh, device=self.device, dtype=self.dtype,
+                                         seed=cfg.seed, schedule=cfg.schedule, micro_batches=cfg.micro_batches,
+                                         chunks=cfg.chunks, stage_layers=cfg.stage_layers, zero=cfg.zero,
+                                         bucket_mb=cfg.bucket_mb, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         max_grad_norm=cfg.grad_clip, trace=cfg.trace is not None)
+            rank, world = self.mesh.dp_index, self.dp
+        else:
+            self.model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=cfg.seed)
+            self.optimizer = AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                   max_grad_norm=cfg.grad_clip)
+            rank, world = 0, 1
+        self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
+                                        rank=rank, world=world)
+        self.val_loader = ValLoader(self.data.val_path, cfg.batch_size, cfg.seq_len, cfg.eval_batches,
+                                    rank=rank, world=world)
         self.step = 0
         self.skipped_steps = 0        # steps dropped for a non-finite loss/gradient (--on-nonfinite skip)
         self.last_grad_norm = float("nan")
@@ -78,10 +128,16 @@ class Trainer:
         from .nonfinite import host_scalar, step_is_finite
 
         inputs, targets = self.train_loader.next_batch()
+        if self.engine is not None:
+            loss = self.engine.train_step(inputs, targets, lr=self.schedule(self.step))
+            self.step += 1
+            self.last_grad_norm = self.engine.last_grad_norm
+            return loss
         self.model.zero_grad()
         loss = self.model.forward_backward(inputs, targets)
         lr = self.schedule(self.step)
         self.step += 1
+        # -- non-finite guard (train/nonfinite.py): the update happens only on finite values
         norm = self.optimizer.compute_grad_norm()
         self.last_grad_norm = host_scalar(norm)
         if step_is_finite(loss, self.last_grad_norm, self.step, self.cfg.on_nonfinite):
@@ -91,43 +147,85 @@ class Trainer:
         return loss
 
     def evaluate(self) -> float:
+        if self.engine is not None:
+            return self.engine.evaluate(self.val_loader)
         losses = [self.model.loss(x, y) for x, y in self.val_loader]
         return float(np.mean(losses))
 
-    def sample(self) -> str:
+    def grad_norm(self) -> float:
+        """The global gradient norm of the last step (read on the host by train_step)."""
+        return self.last_grad_norm
+
+    def full_model(self):
+        """The whole model on rank 0 (gathered from the stages in a parallel run; a
+        collective there: every rank must call it); None on the other ranks."""
+        if self.engine is None:
+            return self.model
+        from ..models import build_model
+
+        state = self.engine.gather_full_state()
+        if state is None:
+            return None
+        model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=self.cfg.seed)
+        model.load_state_dict(state)
+        return model
+
+    def write_trace(self) -> dict | None:
+        """Each rank writes its timeline; rank 0 merges them into --trace and returns
+        {rank: measured bubble fraction}."""
+        from ..parallel import merge_traces, rank_path
+
+        if self.engine is None or self.engine.trace is None:
+            return None
+        path = self.cfg.trace
+        self.engine.trace.write(rank_path(path, self.pg.rank))
+        self.pg.barrier()
+        if not self.is_main:
+            return None
+        return merge_traces([rank_path(path, r) for r in range(self.pg.size)], path)
+
+    def sample(self, model=None) -> str:
         from .sampling import generate
 
+        model = model or self.model
         prompt = self.cfg.prompt or "\n"
-        ids = generate(self.model, self.tokenizer.encode(prompt), self.cfg.sample_len, self.cfg.temperature,
+        ids = generate(model, self.tokenizer.encode(prompt), self.cfg.sample_len, self.cfg.temperature,
                        self.cfg.top_k, seed=self.cfg.seed)
         return self.tokenizer.decode(ids)
 
-    def save(self) -> None:
+    def save(self, model=None) -> None:
         from .model_io import save_model
 
-        if self.cfg.out:
-            save_model(self.model, self.cfg.out, self.data.tokenizer_spec)
+        if self.cfg.out and self.is_main:
+            save_model(model or self.model, self.cfg.out, self.data.tokenizer_spec)
 
 
 def run_training(cfg: TrainConfig | Any) -> dict:
     """Trains as configured; returns a summary (final loss, val loss, tokens/s, sample)."""
     from tqdm.auto import tqdm
 
+    from ..models import param_specs
     from .checkpointing import restore_trainer, resume_path, save_trainer
     from .telemetry import Telemetry
 
     if not isinstance(cfg, TrainConfig):
         cfg = TrainConfig.from_args(cfg)
     tr = Trainer(cfg)
+    main = tr.is_main  # in a parallel run rank 0 alone prints, logs and saves
     # -- resume: train/checkpointing.py ("latest" with no checkpoint yet is a fresh start)
-    ckpt = resume_path(cfg)
+    ckpt = resume_path(cfg, tr)
     start = restore_trainer(tr, ckpt) if ckpt else 0
-    if cfg.progress and cfg.resume:
+    if cfg.progress and cfg.resume and main:
         print(f"resuming from {ckpt} at step {start}" if ckpt else "no checkpoint to resume from: starting at step 0")
-    telemetry = Telemetry(cfg.out, tr.device, tr.model.num_parameters(), cfg.peak_tflops, cfg.tensorboard,
+    n_params = sum(int(np.prod(shape)) for _, shape, _ in param_specs(tr.model_config))
+    telemetry = Telemetry(cfg.out if main else None, tr.device, n_params, cfg.peak_tflops, cfg.tensorboard,
                           resume_step=start if ckpt else None)
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and main), dynamic_ncols=True,
+               mininterval=1.0)
     summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps}
+    if tr.engine is not None:
+        summary.update({"dp": tr.dp, "pp": tr.pp, "schedule": cfg.schedule, "zero": cfg.zero,
+                        "micro_batches": tr.engine.micro_batches, "stage_layers": tr.engine.stage_layers})
     t_last, tokens_since, loss = time.perf_counter(), 0, float("nan")
     val_loss = None
     try:
@@ -140,20 +238,23 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 tps = tokens_since / max(now - t_last, 1e-9)
                 t_last, tokens_since = now, 0
                 record = telemetry.enrich({"step": tr.step, "loss": loss, "tokens_per_s": tps,
-                                           "lr": tr.schedule(tr.step - 1), "grad_norm": tr.last_grad_norm,
+                                           "lr": tr.schedule(tr.step - 1), "grad_norm": tr.grad_norm(),
                                            "skipped_steps": tr.skipped_steps})
                 bar.set_postfix(telemetry.postfix(record), refresh=False)
             if (cfg.eval_every and tr.step % cfg.eval_every == 0) or tr.step == cfg.steps:
                 val_loss = tr.evaluate()
                 record = record or {"step": tr.step, "loss": loss}
                 record["val_loss"] = val_loss
-                bar.write(f"step {tr.step}: loss {loss:.4f}  val_loss {val_loss:.4f}")
+                if main:
+                    bar.write(f"step {tr.step}: loss {loss:.4f}  val_loss {val_loss:.4f}")
                 t_last = time.perf_counter()  # evaluation time is not training throughput
             if record:
                 telemetry.log(record)
             if cfg.sample_every and tr.step % cfg.sample_every == 0:
-                bar.write(tr.sample())
-            # -- checkpoints: every --save-every steps and at the end
+                model = tr.full_model()
+                if main:
+                    bar.write(tr.sample(model))
+            # -- checkpoints: every --save-every steps and at the end (train/checkpointing.py)
             if cfg.out and ((cfg.save_every and tr.step % cfg.save_every == 0) or tr.step == cfg.steps):
                 save_trainer(tr)
                 t_last = time.perf_counter()
@@ -161,12 +262,21 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     finally:
         bar.close()
         telemetry.close()
-    tr.save()
-    sample = tr.sample() if cfg.sample_len > 0 else ""
+    bubbles = tr.write_trace() if cfg.trace else None
+    model = tr.full_model()
+    if not main:
+        return {**summary, "loss": loss, "val_loss": val_loss}
+    tr.save(model)
+    sample = tr.sample(model) if cfg.sample_len > 0 else ""
     if cfg.progress and sample:
         print("---- sample ----")
         print(sample)
     summary.update({"loss": loss, "val_loss": val_loss, "sample": sample, "skipped_steps": tr.skipped_steps})
+    if bubbles is not None:
+        summary["bubble_fraction"] = bubbles
+        if cfg.progress:
+            print("measured bubble fraction per rank: " + ", ".join(f"{r}: {b:.3f}" for r, b in bubbles.items())
+                  + f"  (trace: {cfg.trace})")
     if cfg.out:
         with open(os.path.join(cfg.out, "summary.json"), "w") as f:
             json.dump({k: v for k, v in summary.items() if k != "sample"}, f, indent=2)

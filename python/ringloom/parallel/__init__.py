@@ -1,0 +1,23 @@
+"""ringloom.parallel: data parallel, pipeline parallel and both (a dp x pp mesh).
+
+    import ringloom.distributed as dist
+    from ringloom.parallel import DeviceMesh, ParallelEngine
+    mesh = DeviceMesh(dp=2, pp=2, world=dist.init())
+    engine = ParallelEngine(config, mesh, schedule="zb-h1", micro_batches=8, lr=1e-3)
+    loss = engine.train_step(inputs, targets)   # this dp rank's rows of the global batch
+
+Modules: mesh (ranks and groups), partition (stage splits), schedules (per-rank action
+lists, checked by simulation), data_parallel (bucketed gradient reduction), zero (ZeRO-1
+sharded AdamW), engine (the executor), trace (Chrome trace timelines).
+"""
+from .data_parallel import DEFAULT_BUCKET_MB, GradReducer, broadcast_parameters
+from .engine import ParallelEngine
+from .mesh import DeviceMesh, mesh_coord, mesh_rank
+from .partition import balanced_split, check_split, stage_blocks
+from .schedules import SCHEDULES, Action, Schedule, ideal_bubble, make_schedule, simulate
+from .trace import Timeline, merge_traces, rank_path
+from .zero import ShardedAdamW
+
+__all__ = ["DEFAULT_BUCKET_MB", "GradReducer", "broadcast_parameters", "ParallelEngine", "DeviceMesh", "mesh_coord",
+           "mesh_rank", "balanced_split", "check_split", "stage_blocks", "SCHEDULES", "Action", "Schedule",
+           "ideal_bubble", "make_schedule", "simulate", "Timeline", "merge_traces", "rank_path", "ShardedAdamW"]

@@ -1,0 +1,145 @@
+"""Data parallel gradient reduction: buckets launched while backward is still running.
+
+The parameters of a rank are laid out in the order their gradients become final (the
+layers in reverse, chunk by chunk as the schedule finishes them) and cut into buckets of
+about ``bucket_bytes``. After the last micro-batch's weight gradient of a layer, the
+executor calls :meth:`GradReducer.layer_done`; once every parameter of a bucket is final the
+bucket's gradients are copied into its flat fp32 buffer and its collective is issued
+asynchronously, so the reduction of late layers overlaps the backward of early ones.
+Buckets are issued strictly in index order (all ranks of the group must issue collectives
+in the same order). Nothing is communicated for the earlier micro-batches of a step:
+gradient accumulation is free.
+
+Two modes:
+  "all_reduce"      sum over the group, copied back into each Param.grad (plain DP)
+  "reduce_scatter"  ZeRO-1: each bucket is padded to a multiple of the group size; rank k
+                    keeps the reduced segment [k L, (k+1) L) in ``bucket.shard`` (L = padded
+                    size / group size) and its own optimizer updates only that segment.
+
+The loss is scaled by 1 / (targets in the global batch) before backward, so the sum over
+ranks is exactly the gradient of the global mean loss (as one process on the whole batch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .. import _C
+
+DEFAULT_BUCKET_MB = 25.0
+
+
+@dataclass
+class Bucket:
+    params: list[tuple[str, Any]]   # (name, Param)
+    offsets: list[int]              # element offset of each param in the flat buffer
+    numel: int                      # sum of the params' sizes
+    padded: int                     # numel rounded up to a multiple of the group size
+    flat: Any                       # fp32 Tensor [padded]
+    shard: Any = None               # ZeRO: fp32 Tensor [padded / group size]
+    work: Any = None
+    pending: int = 0                # params not yet final this step
+    keys: list[int] = field(default_factory=list)
+
+
+def _key(p: Any) -> int:
+    return p.value.data_ptr()
+
+
+def flat_view(t: Any, start: int, length: int, shape: Sequence[int]) -> Any:
+    """The elements [start, start + length) of a 1-D tensor, viewed as ``shape``."""
+    return t.narrow0(start, length).reshape(*shape)
+
+
+class GradReducer:
+    """Bucketed gradient reduction over ``group`` for the parameters ``ordered`` (name,
+    Param) given in the order they become final; see the module docstring."""
+
+    def __init__(self, ordered: Sequence[tuple[str, Any]], group: Any, bucket_bytes: float = DEFAULT_BUCKET_MB * 2**20,
+                 mode: str = "all_reduce", trace: Any = None):
+        if mode not in ("all_reduce", "reduce_scatter"):
+            raise ValueError(f"GradReducer: mode must be all_reduce or reduce_scatter, got {mode!r}")
+        if bucket_bytes <= 0:
+            raise ValueError(f"GradReducer: bucket size must be positive, got {bucket_bytes} bytes")
+        self.group, self.mode, self.trace = group, mode, trace
+        n = group.size
+        self.buckets: list[Bucket] = []
+        self._bucket_of: dict[int, int] = {}
+        cur: list[tuple[str, Any]] = []
+        size = 0
+        limit = max(1, int(bucket_bytes // 4))
+        for name, p in ordered:
+            cur.append((name, p))
+            size += p.grad.numel()
+            if size >= limit:
+                self._add(cur, n)
+                cur, size = [], 0
+        if cur:
+            self._add(cur, n)
+        self._next = 0
+
+    def _add(self, params: list[tuple[str, Any]], n: int) -> None:
+        offsets, off = [], 0
+        for _, p in params:
+            offsets.append(off)
+            off += p.grad.numel()
+        padded = -(-off // n) * n
+        device = params[0][1].grad.device
+        b = Bucket(params, offsets, off, padded, _C.zeros([padded], "float32", device))
+        if self.mode == "reduce_scatter":
+            b.shard = _C.zeros([padded // n], "float32", device)
+        b.keys = [_key(p) for _, p in params]
+        for k in b.keys:
+            if k in self._bucket_of:
+                raise ValueError("GradReducer: a parameter is listed twice")
+            self._bucket_of[k] = len(self.buckets)
+        self.buckets.append(b)
+
+    # ---------------------------------------------------------------- per step
+    def reset(self) -> None:
+        for b in self.buckets:
+            b.pending, b.work = len(b.params), None
+        self._next = 0
+
+    def params_done(self, params: Sequence[Any]) -> None:
+        """These Params' gradients are final for this step; issue whatever buckets are ready."""
+        for p in params:
+            i = self._bucket_of.get(_key(p))
+            if i is not None:
+                self.buckets[i].pending -= 1
+        while self._next < len(self.buckets) and self.buckets[self._next].pending <= 0:
+            self._launch(self.buckets[self._next])
+            self._next += 1
+
+    def _launch(self, b: Bucket) -> None:
+        for (_, p), off in zip(b.params, b.offsets):
+            flat_view(b.flat, off, p.grad.numel(), p.grad.shape).copy_(p.grad)
+        if self.trace is not None:
+            self.trace.instant(f"{self.mode} bucket {self.buckets.index(b)}", "comm")
+        if self.mode == "all_reduce":
+            b.work = self.group.all_reduce(b.flat, op="sum", async_op=True)
+        else:
+            b.work = self.group.reduce_scatter(b.shard, b.flat, op="sum", async_op=True)
+
+    def finish(self) -> None:
+        """Issues the remaining buckets (in order), waits for all; in all_reduce mode copies
+        the sums back into the parameters' gradients."""
+        while self._next < len(self.buckets):
+            self._launch(self.buckets[self._next])
+            self._next += 1
+        for b in self.buckets:
+            span = self.trace.span(f"wait {self.mode}", "comm") if self.trace is not None else None
+            b.work.wait()
+            if span is not None:
+                span.close()
+            if self.mode == "all_reduce":
+                for (_, p), off in zip(b.params, b.offsets):
+                    p.grad.copy_(flat_view(b.flat, off, p.grad.numel(), p.grad.shape))
+
+
+def broadcast_parameters(named: Sequence[tuple[str, Any]], group: Any, src: int = 0) -> None:
+    """Every rank of ``group`` gets rank ``src``'s parameter values (one broadcast each)."""
+    if group is None or group.size == 1:
+        return
+    for _, p in named:
+        group.broadcast(p.value, src)

@@ -1,0 +1,384 @@
+"""ParallelEngine: one rank's share of dp x pp training, driven one optimizer step at a time.
+
+    pg = ringloom.distributed.init()
+    mesh = DeviceMesh(dp=2, pp=2, world=pg)
+    engine = ParallelEngine(config, mesh, schedule="1f1b", micro_batches=4, lr=1e-3)
+    loss = engine.train_step(inputs, targets)     # this dp rank's rows [B/dp, T] of the global batch
+
+A step: split the rows into micro-batches (in order: which sequences form the global batch
+never depends on the layout), run this pipeline rank's action list (schedules.py) on its
+chunk models, reduce gradients over the dp group in buckets while backward runs
+(data_parallel.py), sum the tied wte gradient between first and last stage, compute the
+global gradient norm, and step the optimizer (AdamW, or ZeRO-1's ShardedAdamW).
+
+Every micro-batch's loss is scaled by 1 / (targets in the whole global batch), so the
+gradients summed over micro-batches and dp ranks equal single-process training's on the
+whole batch, and the returned loss is the global batch's mean loss on every rank.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _C
+from ..models import ModelConfig, build_model
+from ..optim import AdamW
+from .data_parallel import DEFAULT_BUCKET_MB, GradReducer, broadcast_parameters
+from .mesh import DeviceMesh
+from .partition import balanced_split, check_split, stage_blocks
+from .schedules import make_schedule
+from .trace import Timeline
+from .zero import ShardedAdamW
+
+TIED = "embedding.wte.weight"
+
+
+def sum_f64(group: Any, values: Sequence[float]) -> np.ndarray:
+    """Exact-order float64 sum over a group: all-gather the bytes, add on the host in rank
+    order (so every rank gets bit-identical results)."""
+    a = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+    if group is None or group.size == 1:
+        return a
+    raw = a.view(np.uint8)
+    out = np.empty(raw.size * group.size, np.uint8)
+    group.all_gather(out, raw.copy())
+    return out.view(np.float64).reshape(group.size, -1).sum(axis=0)
+
+
+class ParallelEngine:
+    def __init__(self, config: ModelConfig, mesh: DeviceMesh, *, device: str = "cpu", dtype: Any = None,
+                 seed: int = 0, schedule: str = "1f1b", micro_batches: int | None = None, chunks: int | None = None,
+                 stage_layers: Sequence[int] | None = None, zero: bool = False,
+                 bucket_mb: float = DEFAULT_BUCKET_MB, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
+                 eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0, trace: bool = False,
+                 ignore_index: int = -100):
+        self.config, self.mesh = config, mesh
+        self.ignore_index = ignore_index
+        p, r = mesh.pp, mesh.pp_index
+        self.micro_batches = int(micro_batches or p)
+        v = 1 if schedule != "interleaved" else int(chunks or 2)
+        self.schedule = make_schedule(schedule, p, self.micro_batches, v)
+        self.actions = self.schedule.actions[r]
+        S = p * v
+        counts = check_split(config, stage_layers, S) if stage_layers else balanced_split(config, S)
+        self.stage_layers = counts
+        blocks = stage_blocks(counts)
+        # This rank's chunks: virtual stages r, r + p, r + 2p, ...
+        self.stages = [c * p + r for c in range(v)]
+        self.chunks = [build_model(config, device, dtype, seed, blocks=blocks[s], embedding=(s == 0),
+                                   head=(s == S - 1)) for s in self.stages]
+        self.device = self.chunks[0].device
+        self.S = S
+        sync = (lambda: _C.cuda_synchronize(int(self.device.split(":")[1]))) if self.device != "cpu" else None
+        self.trace = Timeline(mesh.rank, sync) if trace else None
+
+        named = [x for m in self.chunks for x in m.parameters()]
+        self.named = named
+        # The same starting point everywhere: dp rank 0's weights, and the first stage's wte in
+        # the last stage's tied copy.
+        broadcast_parameters(named, mesh.dp_group, 0)
+        self.tied_param = None
+        if p > 1 and config.tie_embeddings and (mesh.is_first_stage or mesh.is_last_stage):
+            self.tied_param = dict(named)[TIED]
+            mesh.tied_group.broadcast(self.tied_param.value, 0)
+
+        # Gradient buckets in the order gradients become final: chunks by their last W, each
+        # chunk's layers in reverse.
+        last_w = {}
+        for i, a in enumerate(self.actions):
+            if a.kind == "W":
+                last_w[a.chunk] = i
+        order = sorted(range(v), key=lambda c: last_w[c])
+        ptr_name = {p_.value.data_ptr(): n for n, p_ in named}
+        self._layer_params = []  # per chunk, per layer: [Param]
+        final_order: list[tuple[str, Any]] = []
+        for c, m in enumerate(self.chunks):
+            self._layer_params.append([[q for q in layer.params()] for layer in m.layers()])
+        for c in order:
+            for params in reversed(self._layer_params[c]):
+                final_order += [(ptr_name[q.value.data_ptr()], q) for q in params]
+        bucket_bytes = bucket_mb * 2**20
+        self.zero = bool(zero) and mesh.dp > 1
+        dp_group = mesh.dp_group
+        opt_kw = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
+        self.max_grad_norm = float(max_grad_norm)
+        self.reducers: list[GradReducer] = []
+        self.sharded = None
+        self.optimizer = None
+        if self.zero:
+            # The tied wte copy is summed between stages after the dp reduction, which needs
+            # the whole tensor: it stays replicated (all-reduce + plain AdamW).
+            shard = [(n, q) for n, q in final_order if not (self.tied_param is not None and n == TIED)]
+            repl = [(n, q) for n, q in final_order if self.tied_param is not None and n == TIED]
+            rs = GradReducer(shard, dp_group, bucket_bytes, "reduce_scatter", self.trace)
+            self.reducers.append(rs)
+            self.sharded = ShardedAdamW(rs, **opt_kw)
+            if repl:
+                self.reducers.append(GradReducer(repl, dp_group, bucket_bytes, "all_reduce", self.trace))
+                self.optimizer = AdamW(repl, **opt_kw)
+        else:
+            if mesh.dp > 1:
+                self.reducers.append(GradReducer(final_order, dp_group, bucket_bytes, "all_reduce", self.trace))
+            self.optimizer = AdamW(named, **opt_kw)
+        self.step_count = 0
+        self.last_grad_norm = float("nan")
+
+    # ---------------------------------------------------------------- parameters
+    def parameters(self) -> list[tuple[str, Any]]:
+        return list(self.named)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """This rank's parameters (fp32 NumPy copies), by name."""
+        out: dict[str, np.ndarray] = {}
+        for m in self.chunks:
+            out.update(m.state_dict())
+        return out
+
+    def _names_of(self, pp_index: int) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of the parameters pipeline rank ``pp_index`` holds, the tied wte
+        copy of the last stage left out, sorted by name."""
+        from ..models import param_specs
+
+        p, S = self.mesh.pp, self.S
+        blocks = set()
+        emb = head = False
+        for c in range(len(self.stages)):
+            s = c * p + pp_index
+            blocks.update(stage_blocks(self.stage_layers)[s])
+            emb |= s == 0
+            head |= s == S - 1
+        out = []
+        for name, shape, _ in param_specs(self.config):
+            part = name.split(".")[0]
+            if (part == "embedding" and emb) or (part == "head" and head) or \
+                    (part == "blocks" and int(name.split(".")[1]) in blocks):
+                out.append((name, tuple(shape)))
+        return sorted(out)
+
+    def gather_full_state(self) -> dict[str, np.ndarray] | None:
+        """Every parameter of the model, fp32 NumPy, on world rank 0 (None elsewhere): dp
+        rank 0 of each stage sends its share. A collective: every rank must call it."""
+        mesh = self.mesh
+        if mesh.world.size == 1:
+            return self.state_dict()
+        mine = self.state_dict()
+        if mesh.rank == 0:
+            state = dict(mine)
+            for r in range(1, mesh.pp):
+                src = mesh.pp_ranks(0)[r]
+                for name, shape in self._names_of(r):
+                    if name in state:
+                        continue
+                    buf = np.empty(shape, np.float32)
+                    mesh.world.recv(buf, src)
+                    state[name] = buf
+            return state
+        if mesh.dp_index == 0:
+            works = [mesh.world.send(np.ascontiguousarray(mine[name], np.float32), 0, async_op=True)
+                     for name, _ in self._names_of(mesh.pp_index)]
+            for w in works:
+                w.wait()
+        return None
+
+    # ---------------------------------------------------------------- one step
+    def _global_count(self, targets: np.ndarray) -> int:
+        local = int(np.count_nonzero(np.asarray(targets) != self.ignore_index))
+        return int(round(sum_f64(self.mesh.dp_group, [local])[0]))
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray, lr: float | None = None) -> float:
+        """One optimizer step on this dp rank's rows [B/dp, T] of the global batch (every
+        stage of a replica passes the same rows). Returns the global batch's mean loss."""
+        from ..data import split_micro_batches
+
+        mesh, m = self.mesh, self.micro_batches
+        micro = split_micro_batches(np.asarray(inputs), np.asarray(targets), m)
+        tl = self.trace
+        if tl is not None:
+            tl.step_begin()
+        local_count = int(np.count_nonzero(np.asarray(targets) != self.ignore_index))
+        count = self._global_count(targets) if mesh.is_last_stage else 0
+        scale = 1.0 / max(count, 1)
+        for mdl in self.chunks:
+            mdl.zero_grad()
+        for red in self.reducers:
+            red.reset()
+        loss_sum = self._run_schedule(micro, scale)
+        with _maybe(tl, "grad sync", "comm"):
+            for red in self.reducers:
+                red.finish()
+            if self.tied_param is not None:
+                mesh.tied_group.all_reduce(self.tied_param.grad, op="sum")
+        norm_t = self._grad_norm()
+        with _maybe(tl, "optimizer", "comm"):
+            if self.sharded is not None:
+                self.sharded.step(lr=lr, grad_norm=norm_t)
+            if self.optimizer is not None:
+                self.optimizer.step(lr=lr, grad_norm=norm_t)
+        self.step_count += 1
+        # The loss lives on the last stage; every rank learns the global mean.
+        total = sum_f64(mesh.world, [loss_sum, local_count] if mesh.is_last_stage else [0.0, 0.0])
+        if tl is not None:
+            tl.step_end(self.step_count)
+        return float(total[0] / total[1]) if total[1] else 0.0
+
+    def _grad_norm(self) -> Any:
+        """The global gradient norm as a 1-element fp32 tensor on the device. Each logical
+        gradient element is counted once: replicated ones by dp rank 0 only, ZeRO shards by
+        their owner, the tied wte by the first stage only."""
+        mesh = self.mesh
+        sq = 0.0
+        if self.sharded is not None:
+            sq += self.sharded.local_sq_norm()
+        if mesh.dp_index == 0:
+            grads = []
+            if self.sharded is None:
+                grads = [q.grad for n, q in self.named if not (n == TIED and self.tied_param is not None
+                                                              and not mesh.is_first_stage)]
+            elif self.tied_param is not None and mesh.is_first_stage:
+                grads = [self.tied_param.grad]
+            if grads:
+                g = float(np.asarray(_C.ops.grad_norm(grads).numpy()).reshape(-1)[0])
+                sq += g * g
+        total = sum_f64(mesh.world, [sq])[0]
+        self.last_grad_norm = float(np.sqrt(total))
+        t = _C.from_numpy(np.array([self.last_grad_norm], np.float32))
+        return t if self.device == "cpu" else t.to(self.device)
+
+    def _run_schedule(self, micro: list[tuple[np.ndarray, np.ndarray]], scale: float) -> float:
+        mesh, tl = self.mesh, self.trace
+        p, S, r = mesh.pp, self.S, mesh.pp_index
+        C = self.config.n_embd
+        acts = self.actions
+        out_f: dict[tuple[int, int], Any] = {}   # activations waiting to be sent
+        in_f: dict[tuple[int, int], Any] = {}    # received activations
+        in_b: dict[tuple[int, int], Any] = {}    # received output gradients
+        out_b: dict[tuple[int, int], Any] = {}   # input gradients waiting to be sent
+        w_done = [0] * len(self.chunks)
+        fused: set[tuple[int, int]] = set()
+        sends: list[Any] = []
+        loss_sum = 0.0
+        dtype = self.chunks[0].dtype
+        for i, a in enumerate(acts):
+            key = (a.mb, a.chunk)
+            model = self.chunks[a.chunk]
+            s = self.stages[a.chunk]
+            if a.kind == "F":
+                ids, tgt = micro[a.mb]
+                x = ids if s == 0 else in_f.pop(key)
+                with _maybe(tl, f"F{a.mb}" + (f".{a.chunk}" if a.chunk else ""), "compute"):
+                    y = model.stage_forward(a.mb, x, targets=tgt if s == S - 1 else None, grad_scale=scale,
+                                            ignore_index=self.ignore_index)
+                if s == S - 1:
+                    loss_sum += float(np.asarray(y if y.device == "cpu" else y.cpu(), dtype=np.float64).sum())
+                else:
+                    out_f[key] = y
+            elif a.kind == "SEND_F":
+                sends.append(mesh.pp_fwd_group.send(out_f.pop(key), a.peer, async_op=True))
+            elif a.kind == "RECV_F":
+                b, T = micro[a.mb][0].shape
+                buf = _C.empty([b, T, C], dtype, self.device)
+                with _maybe(tl, f"recv act {a.mb}", "comm"):
+                    mesh.pp_fwd_group.recv(buf, a.peer)
+                in_f[key] = buf
+            elif a.kind == "RECV_B":
+                b, T = micro[a.mb][0].shape
+                buf = _C.empty([b, T, C], dtype, self.device)
+                with _maybe(tl, f"recv grad {a.mb}", "comm"):
+                    mesh.pp_bwd_group.recv(buf, a.peer)
+                in_b[key] = buf
+            elif a.kind == "SEND_B":
+                sends.append(mesh.pp_bwd_group.send(out_b.pop(key), a.peer, async_op=True))
+            elif a.kind == "B":
+                dy = in_b.pop(key, None)
+                nxt = acts[i + 1] if i + 1 < len(acts) else None
+                name = f"B{a.mb}" + (f".{a.chunk}" if a.chunk else "")
+                if nxt is not None and nxt.kind == "W" and (nxt.mb, nxt.chunk) == key:
+                    # B directly followed by its own W: one per-layer backward, so each layer's
+                    # gradients are final (and its bucket can go) as early as possible.
+                    fused.add(key)
+                    last = w_done[a.chunk] == self.micro_batches - 1
+                    with _maybe(tl, name + "+W", "compute"):
+                        layers = model.layers()
+                        for li in range(len(layers) - 1, -1, -1):
+                            dy = layers[li].backward(a.mb, dy)
+                            if last:
+                                self._layer_final(a.chunk, li)
+                    w_done[a.chunk] += 1
+                else:
+                    with _maybe(tl, name, "compute"):
+                        dy = model.stage_backward_input(a.mb, dy)
+                if s > 0:
+                    out_b[key] = dy
+            elif a.kind == "W":
+                if key in fused:
+                    fused.discard(key)
+                    continue
+                last = w_done[a.chunk] == self.micro_batches - 1
+                with _maybe(tl, f"W{a.mb}" + (f".{a.chunk}" if a.chunk else ""), "compute"):
+                    layers = model.layers()
+                    for li in range(len(layers) - 1, -1, -1):
+                        layers[li].backward_weight(a.mb)
+                        if last:
+                            self._layer_final(a.chunk, li)
+                w_done[a.chunk] += 1
+            else:
+                raise AssertionError(a)
+        for w in sends:
+            w.wait()
+        return loss_sum
+
+    def _layer_final(self, chunk: int, layer: int) -> None:
+        for red in self.reducers:
+            red.params_done(self._layer_params[chunk][layer])
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, batches) -> float:
+        """Mean over ``batches`` (this dp rank's rows of each global val batch) of each
+        global batch's mean loss; forward only, the same on every rank."""
+        mesh = self.mesh
+        p, S = mesh.pp, self.S
+        C = self.config.n_embd
+        sums: list[float] = []
+        counts: list[float] = []
+        sends: list[Any] = []
+        for ids, tgt in batches:
+            ids, tgt = np.asarray(ids), np.asarray(tgt)
+            loss, cnt = 0.0, 0
+            for c, model in enumerate(self.chunks):
+                s = self.stages[c]
+                if s == 0:
+                    x = model._tokens(ids, "ids")
+                    x = model.embedding.infer(x)
+                else:
+                    x = _C.empty([ids.shape[0], ids.shape[1], C], model.dtype, self.device)
+                    mesh.pp_fwd_group.recv(x, (s - 1) % p)
+                for blk in model.blocks:
+                    x = blk.infer(x)
+                if s == S - 1:
+                    t = model._tokens(tgt, "targets", self.ignore_index)
+                    losses = model.head.loss(x, t, self.ignore_index)
+                    loss = float(np.asarray(losses if losses.device == "cpu" else losses.cpu(), np.float64).sum())
+                    cnt = int(np.count_nonzero(tgt != self.ignore_index))
+                else:
+                    sends.append(mesh.pp_fwd_group.send(x, (s + 1) % p, async_op=True))
+            sums.append(loss)
+            counts.append(cnt)
+        for w in sends:
+            w.wait()
+        tot = sum_f64(mesh.world, sums + counts)
+        n = len(sums)
+        means = [tot[i] / tot[n + i] for i in range(n) if tot[n + i]]
+        return float(np.mean(means)) if means else float("nan")
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _maybe(tl: Timeline | None, name: str, cat: str):
+    return tl.span(name, cat) if tl is not None else _Null()
