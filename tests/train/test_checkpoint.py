@@ -71,7 +71,11 @@ def test_resume_is_bit_exact(uninterrupted, train_config, tmp_path, monkeypatch,
     assert len(read_metrics(cfg.out)) == crash_at - 1
 
     resumed = train_config(out=cfg.out, save_every=3, keep_checkpoints=2, resume="latest")
+    steps_run = []
+    original = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self: (steps_run.append(self.step + 1), original(self))[1])
     run_training(resumed)
+    assert steps_run == [4, 5, 6, 7]  # it continued from the step-3 checkpoint
 
     straight = _losses(uninterrupted.out)
     assert [s for s, _ in straight] == list(range(1, 8))

@@ -1,0 +1,106 @@
+"""Checkpoints of parallel runs: every rank writes its files, rank 0 the manifest; resuming
+with the same layout continues bit for bit, and a checkpoint resumes under another layout
+(pipeline split <-> data parallel <-> one process) to the same result within fp32 rounding
+(summation order differs between layouts, as in test_equivalence)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ringloom.checkpoint.manager import open_checkpoint
+
+pytestmark = pytest.mark.multiproc
+
+COMMON = ["--preset", "tiny", "--steps", "4", "--batch-size", "8", "--seq-len", "24", "--corpus-bytes", "200000",
+          "--eval-every", "0", "--eval-batches", "2", "--log-every", "1", "--no-progress", "--sample-len", "0",
+          "--lr", "1e-3", "--warmup", "0", "--save-every", "2", "--keep-checkpoints", "0", "--no-tensorboard"]
+PP2 = ["--pp", "2", "--micro-batches", "2", "--schedule", "1f1b"]
+DP2 = ["--dp", "2", "--micro-batches", "2"]
+
+
+def _env() -> dict[str, str]:
+    import ringloom
+    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RINGLOOM_JOB_TOKEN")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _train(out: str, layout: list[str], *extra: str, n: int = 2) -> None:
+    cmd = [sys.executable, "-m", "ringloom", "train", *COMMON, *layout, *extra, "--out", out]
+    if n > 1:
+        cmd = [sys.executable, "-m", "ringloom", "launch", "-n", str(n), "-m", *cmd[2:]]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+
+
+def _losses(out: str) -> dict[int, float]:
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f)}
+
+
+def _step(out: str, step: int):
+    return open_checkpoint(os.path.join(out, "checkpoints", f"step_{step:08d}"))
+
+
+def _resume_from(src_ckpt: str, out: str) -> None:
+    """A fresh --out holding only the given checkpoint, so that --resume latest picks it."""
+    os.makedirs(os.path.join(out, "checkpoints"))
+    shutil.copytree(src_ckpt, os.path.join(out, "checkpoints", os.path.basename(src_ckpt)))
+
+
+@pytest.fixture(scope="module")
+def pp2_run(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("pp2") / "run")
+    _train(out, PP2)
+    return out
+
+
+def test_rank_files_and_manifest(pp2_run):
+    ck = _step(pp2_run, 2)
+    assert ck.world_size == 2 and ck.config["layout"] == {"world_size": 2, "dp": 1, "pp": 2}
+    files = set(ck.manifest["files"])
+    for r in (0, 1):
+        assert {f"model.rank{r:05d}.safetensors", f"optim.rank{r:05d}.safetensors",
+                f"state.rank{r:05d}.json"} <= files
+    from ringloom.checkpoint import load_safetensors
+    names0 = set(load_safetensors(os.path.join(ck.path, "model.rank00000.safetensors"))[0])
+    names1 = set(load_safetensors(os.path.join(ck.path, "model.rank00001.safetensors"))[0])
+    assert any(n.startswith("blocks.0.") for n in names0) and not any(n.startswith("blocks.0.") for n in names1)
+    assert "head.norm.weight" in names1 and "head.norm.weight" not in names0
+
+
+def test_same_layout_resume_is_bit_exact(pp2_run, tmp_path):
+    out = str(tmp_path / "resumed")
+    _resume_from(_step(pp2_run, 2).path, out)
+    _train(out, PP2, "--resume")
+    want, got = _losses(pp2_run), _losses(out)
+    assert sorted(got) == [3, 4]  # it did start from the checkpoint
+    assert [got[s] for s in (3, 4)] == [want[s] for s in (3, 4)]
+    a, b = _step(pp2_run, 4), _step(out, 4)
+    for x, y in ((a.model_state(), b.model_state()), (a.optim_state(), b.optim_state())):
+        assert sorted(x) == sorted(y)
+        for k in x:
+            assert np.array_equal(x[k], y[k]), k
+
+
+@pytest.mark.parametrize("layout,n", [([], 1), (DP2, 2)], ids=["single", "dp2"])
+def test_resume_under_another_layout(pp2_run, tmp_path, layout, n):
+    out = str(tmp_path / "other")
+    _resume_from(_step(pp2_run, 2).path, out)
+    _train(out, layout, "--resume", n=n)
+    want, got = _losses(pp2_run), _losses(out)
+    assert sorted(got) == [3, 4]
+    np.testing.assert_allclose([got[s] for s in (3, 4)], [want[s] for s in (3, 4)], rtol=1e-5)
+    a, b = _step(pp2_run, 4).model_state(), _step(out, 4).model_state()
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-6, err_msg=k)
