@@ -104,3 +104,27 @@ def test_resume_under_another_layout(pp2_run, tmp_path, layout, n):
     assert sorted(a) == sorted(b)
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_killed_rank_restarts_and_resumes(pp2_run, tmp_path):
+    """launch --max-restarts 1: rank 1 is SIGKILLed after step 3 (the newest checkpoint is
+    step 2); the launcher ends rank 0, restarts the group, `--resume` picks step 2 up, and
+    the run ends with the weights of the run that was never killed, bit for bit."""
+    out = str(tmp_path / "killed")
+    here = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, "-m", "ringloom", "launch", "-n", "2", "--max-restarts", "1",
+           os.path.join(here, "kill_script.py"), "1", "3", *COMMON, *PP2, "--resume", "--out", out]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    # Rank 0 may notice its dead peer (a closed connection) and fail before the launcher polls rank 1.
+    assert "exited with code" in res.stderr and "restarting the group (1/1)" in res.stderr
+    with open(os.path.join(out, "steps.rank1.txt")) as f:
+        ran = [tuple(map(int, line.split())) for line in f]
+    assert ran == [(0, 1), (0, 2), (0, 3), (1, 3), (1, 4)]  # the restart continued after step 2
+    want, got = _losses(pp2_run), _losses(out)
+    assert got == want  # steps 1-4 once each, the same losses
+    a, b = _step(pp2_run, 4), _step(out, 4)
+    for x, y in ((a.model_state(), b.model_state()), (a.optim_state(), b.optim_state())):
+        assert sorted(x) == sorted(y)
+        for k in x:
+            assert np.array_equal(x[k], y[k]), k

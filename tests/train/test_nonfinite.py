@@ -80,3 +80,11 @@ def test_policy_validation():
     from ringloom.train.config import TrainConfig
     with pytest.raises(ValueError, match="on_nonfinite must be stop or skip, got 'warn'"):
         TrainConfig(on_nonfinite="warn")
+
+
+def test_parallel_check_stops_whatever_the_policy():
+    from ringloom.train.nonfinite import check_after_update
+    check_after_update(2.5, 0.1, 3)
+    for loss, norm in ((float("nan"), 1.0), (1.0, float("inf"))):
+        with pytest.raises(NonFiniteError, match="step 9: .*cannot skip"):
+            check_after_update(loss, norm, 9)
