@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 import ringloom as rl  # noqa: E402
-from common import batch_ms, print_table, write_json  # noqa: E402
+from common import print_table, time_ms, write_json  # noqa: E402
 
 SHAPES = [  # B, H, S, D, causal
     (8, 12, 1024, 64, True),
@@ -124,13 +124,13 @@ def main():
                              "ours_determ": {"RINGLOOM_ATTN_DETERMINISTIC": "1"}})
             for label, env in variants.items():
                 os.environ.update(env)
-                row[f"{label}_ms"] = batch_ms(ofb if bwd else ofwd, rl_sync)
+                row[f"{label}_ms"] = time_ms(lambda i, f=(ofb if bwd else ofwd): f())
                 for k in env:
                     del os.environ[k]
             for peer, backend in PEERS.items():
                 try:
                     pf, pfb = torch_fns(qkv, dout, H, causal, backend)
-                    row[f"{peer}_ms"] = batch_ms(pfb if bwd else pf, torch.cuda.synchronize)
+                    row[f"{peer}_ms"] = time_ms(lambda i, f=(pfb if bwd else pf): f())
                 except RuntimeError as e:  # backend not available for this shape/build
                     print(f"  {peer} unavailable for {name}: {str(e).splitlines()[0][:120]}")
                     row[f"{peer}_ms"] = None

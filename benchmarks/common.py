@@ -1,58 +1,115 @@
-"""Timing helpers shared by the benchmarks: ours vs a peer, in the same run.
+"""Timing and reporting shared by the benchmarks (ours vs a peer, measured in one run).
 
-ringloom launches its kernels on its own per-device stream, which torch's CUDA events
-cannot see, so both sides are timed the same way: a batch of back-to-back calls between
-two device synchronisations, timed on the host. With the batch sized to tens of
-milliseconds the launch queue stays full and the batch time is the GPU time; the median
-over several batches is reported. Where only torch work is timed, cuda_event_ms gives the
-plain CUDA-event median.
+ringloom's CUDA ops run on ringloom's own stream and PyTorch's on PyTorch's, so CUDA events
+recorded on one stream would not bracket the other's work. Both sides are therefore timed
+the same way: a device-wide synchronize (torch.cuda.synchronize waits for every stream of
+the device), a host clock around `n` back-to-back iterations, another device-wide
+synchronize; time per iteration = elapsed / n. With n chosen so that a repetition lasts
+>= 20 ms, launch latency is amortised and the host runs ahead of the GPU as long as one
+iteration's GPU work outlasts its Python overhead (true for every shape benchmarked here).
+Report the median of several repetitions after a warm-up.
+
+Inputs are rotated over several copies (`fn(i)` gets the iteration index) where one copy
+would fit in L2, so repeated iterations do not measure the cache (METHOD.md).
 """
 from __future__ import annotations
 
+import argparse
 import json
-import statistics
+import os
+import subprocess
 import time
+from dataclasses import asdict, dataclass, field
+from statistics import median
 from typing import Callable
 
 
-def batch_ms(fn: Callable[[], object], sync: Callable[[], None], *, warmup: int = 3, batches: int = 7,
-             target_ms: float = 40.0) -> float:
-    """Median milliseconds per call of fn, from batches of back-to-back calls."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    one = max((time.perf_counter() - t0) * 1e3, 1e-3)
-    n = max(1, min(1000, int(target_ms / one)))
-    times = []
-    for _ in range(batches):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3 / n)
-    return statistics.median(times)
-
-
-def cuda_event_ms(fn: Callable[[], object], *, warmup: int = 3, reps: int = 20) -> float:
-    """Median milliseconds of fn on torch's current stream, by CUDA events."""
+def device_sync() -> None:
     import torch
 
-    for _ in range(warmup):
-        fn()
     torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[int], object], warmup: int = 10, reps: int = 7, min_rep_s: float = 0.02) -> float:
+    """Median milliseconds per call of fn(i) (see the module docstring)."""
+    for i in range(warmup):
+        fn(i)
+    device_sync()
+    # Calibrate the iteration count on one timed pass.
+    t0 = time.perf_counter()
+    fn(0)
+    device_sync()
+    one = max(time.perf_counter() - t0, 1e-6)
+    n = max(3, min(2000, int(min_rep_s / one) + 1))
     times = []
     for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+        device_sync()
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        device_sync()
+        times.append((time.perf_counter() - t0) * 1e3 / n)
+    return median(times)
+
+
+@dataclass
+class Row:
+    shape: str
+    ours_ms: float
+    peer_ms: float
+    work: float = 0.0  # bytes (unit "GB/s") or flops ("TFLOP/s") per call of ours
+    unit: str = "GB/s"
+    note: str = ""
+    ratio: float = field(init=False)
+    ours_rate: float = field(init=False)
+    peer_rate: float = field(init=False)
+
+    def __post_init__(self):
+        self.ratio = self.peer_ms / self.ours_ms
+        scale = 1e9 if self.unit == "GB/s" else 1e12
+        self.ours_rate = self.work / (self.ours_ms * 1e-3) / scale if self.work else 0.0
+        self.peer_rate = self.work / (self.peer_ms * 1e-3) / scale if self.work else 0.0
+
+
+def device_info() -> dict:
+    import torch
+
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    except Exception:  # the device copy of the tree carries no .git
+        info["commit"] = os.environ.get("RINGLOOM_COMMIT", "unknown")
+    info["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return info
+
+
+def report(title: str, peer: str, rows: list[Row], json_path: str | None) -> None:
+    """Prints `shape | ours ms | peer ms | ratio (peer/ours) | rate` and writes JSON."""
+    info = device_info()
+    print(f"\n{title}  ({info['device']}, torch {info['torch']}, commit {info['commit']})")
+    head = f"{'shape':<34} | {'ours ms':>9} | {peer + ' ms':>12} | {'ratio':>6} | {'ours':>8} | {'peer':>8} |"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r.shape:<34} | {r.ours_ms:9.4f} | {r.peer_ms:12.4f} | {r.ratio:5.2f}x | "
+              f"{r.ours_rate:8.1f} | {r.peer_rate:8.1f} | {r.unit} {r.note}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"title": title, "peer": peer, **info, "rows": [asdict(r) for r in rows]}, f, indent=1)
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--json", default=None, help="write the results here")
+    return ap.parse_args()
+
+
+def rl_view(t):
+    """A zero-copy ringloom view of a torch CUDA tensor (synchronised before use)."""
+    import ringloom as rl
+
+    return rl.from_dlpack(t.contiguous())
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.multiproc
 
 COMMON = ["--preset", "tiny", "--steps", "4", "--batch-size", "8", "--seq-len", "24", "--corpus-bytes", "200000",
           "--eval-every", "0", "--eval-batches", "2", "--log-every", "1", "--no-progress", "--sample-len", "0",
-          "--lr", "1e-3", "--warmup", "0", "--save-every", "2", "--keep-checkpoints", "0", "--no-tensorboard"]
+          "--lr", "1e-3", "--warmup", "0", "--save-every", "2", "--keep-checkpoints", "0", "--no-tensorboard", "--threads", "1"]
 PP2 = ["--pp", "2", "--micro-batches", "2", "--schedule", "1f1b"]
 DP2 = ["--dp", "2", "--micro-batches", "2"]
 

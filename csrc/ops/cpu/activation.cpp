@@ -3,13 +3,16 @@
 // (a row is [gate F | up F]) so every inner loop is contiguous.
 //
 // GELU uses the identity 0.5 (1 + tanh u) = sigmoid(2u), so y = x sigmoid(2u) and
-// 0.5 (1 - tanh^2 u) = 2 sigmoid(2u) (1 - sigmoid(2u)): one expf instead of a tanhf, which
-// in glibc is several times slower, and no 1 - tanh cancellation. In the tails exp
-// overflows to inf and sigmoid goes to exactly 0, the right limit.
+// 0.5 (1 - tanh^2 u) = 2 sigmoid(2u) (1 - sigmoid(2u)): one exp instead of a tanhf, which
+// in glibc is several times slower, and no 1 - tanh cancellation. sigmoid is the
+// vectorisable one of activation_math.h (about 8x faster than one built on std::exp); in
+// the far negative tail it is exactly 0, the right limit.
 #include "ops/activation.h"
 
 #include <algorithm>
 #include <cmath>
+
+#include "ops/cpu/activation_math.h"
 
 namespace ringloom::cpu {
 
@@ -17,8 +20,6 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 14;  // elements; smaller problems stay on one thread
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluCubic = 0.044715f;
-
-float sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
 }  // namespace
 
 Tensor gelu_forward(const Tensor& x) {

@@ -67,18 +67,23 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
     const float* gr = g + r * C;
     const float* xr = xp + r * C;
     const float m = mp[r], s = rp[r];
+    float* dxr = dxp + r * C;
     double sum_g = 0.0, sum_gx = 0.0;
+    // g = dy * gamma is rounded once and kept in dx, so that the second loop subtracts
+    // mean(g) from the very values it was summed from: recomputing dy * gamma there lets the
+    // compiler fuse it into an FMA (-march=native), whose unrounded product no longer
+    // cancels against the mean (C = 1 gave dx ~ 1e-6 instead of 0).
 #pragma omp simd reduction(+ : sum_g, sum_gx)
     for (int64_t c = 0; c < C; ++c) {
       const float gc = gr[c] * w[c];
+      dxr[c] = gc;
       sum_g += gc;
       sum_gx += gc * ((xr[c] - m) * s);
     }
     const float mean_g = float(sum_g / double(C)), mean_gx = float(sum_gx / double(C));
-    float* dxr = dxp + r * C;
     for (int64_t c = 0; c < C; ++c) {
       const float xhat = (xr[c] - m) * s;
-      dxr[c] = s * (gr[c] * w[c] - mean_g - xhat * mean_gx);
+      dxr[c] = s * (dxr[c] - mean_g - xhat * mean_gx);
     }
   }
 

@@ -32,8 +32,10 @@ Tensor matmul_backward_input(const Tensor& dy, const Tensor& w) {
   const int64_t N = w.size(0), K = w.size(1), M = dy.numel() / std::max<int64_t>(N, 1);
   Shape shape = dy.shape();
   shape.back() = K;
-  Tensor dx = Tensor::zeros(shape, DType::Float32);
-  if (N > 0) sgemm(false, false, M, K, N, 1.0f, dy.data_as<float>(), N, w.data_as<float>(), K, 0.0f, dx.data_as<float>(), K);
+  // beta = 0 GEMM overwrites dx, so only the empty sum (N == 0) needs the zero fill.
+  if (N == 0) return Tensor::zeros(shape, DType::Float32);
+  Tensor dx = Tensor::empty(shape, DType::Float32);
+  sgemm(false, false, M, K, N, 1.0f, dy.data_as<float>(), N, w.data_as<float>(), K, 0.0f, dx.data_as<float>(), K);
   return dx;
 }
 

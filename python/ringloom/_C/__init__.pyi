@@ -8,7 +8,7 @@ import typing_extensions
 from . import ops
 from . import layers
 from . import comm
-__all__: list[str] = ['DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'has_cuda_build', 'layers', 'ops', 'zeros']
+__all__: list[str] = ['DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'layers', 'ops', 'set_num_threads', 'zeros']
 class DType:
     """
     Members:
@@ -158,6 +158,14 @@ def from_dlpack(obj: typing.Any) -> Tensor:
 def from_numpy(array: typing.Any) -> Tensor:
     """
     Zero-copy view of a C-contiguous NumPy array (float32, bfloat16, float16, int32, int64, uint8)
+    """
+def get_num_threads() -> int:
+    """
+    Threads the CPU ops use (OpenMP loops and OpenBLAS GEMMs).
+    """
+def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    Set the threads of the CPU ops: OpenMP (for the calling thread) and OpenBLAS (process-wide) together. n >= 1.
     """
 def zeros(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any = 'float32', device: typing.Any = 'cpu') -> Tensor:
     ...

@@ -101,7 +101,7 @@ def supported(tr: Any) -> str | None:
 def trainer_state(tr: Any, optimizer_step: int) -> dict:
     return {"step": int(tr.step), "optimizer_step": int(optimizer_step),
             "skipped_steps": int(getattr(tr, "skipped_steps", 0)), "loader": tr.train_loader.state_dict(),
-            "rng": rng_state()}
+            "rng": rng_state(), "threads": getattr(tr, "threads", None)}
 
 
 def save_trainer(tr: Any) -> str | None:
@@ -183,6 +183,11 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
     if parts.engine is not None:
         parts.engine.step_count = parts.optimizer.step_count
     set_rng_state(st["rng"])
+    mine = getattr(tr, "threads", None)
+    if st.get("threads") is not None and mine is not None and st["threads"] != mine and getattr(tr, "is_main", True):
+        print(f"ringloom: the checkpoint was written with {st['threads']} CPU threads, this run uses {mine}: the "
+              "continuation may differ from an uninterrupted run in the last bits (pass --threads to fix it)",
+              file=sys.stderr)
     return tr.step
 
 

@@ -24,6 +24,7 @@ class TrainConfig:
     log_every: int = 10
     device: str = "cpu"
     dtype: str = "auto"           # auto: float32 on cpu, bfloat16 on cuda
+    threads: int = 0              # CPU threads of the ops, 0 = auto (trainer.cpu_threads)
     out: str | None = None
     data: list[str] = field(default_factory=list)  # empty: the built-in corpus
     tokenizer: str = "byte"

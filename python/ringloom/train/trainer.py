@@ -56,6 +56,25 @@ def _layout(cfg: TrainConfig) -> tuple[int, int, int]:
     return world, dp, pp
 
 
+def cpu_threads(requested: int = 0) -> int:
+    """The CPU ops' thread count for --threads ``requested`` (0 = auto).
+
+    Auto takes every core only when the 1-minute load average says they are free, and one
+    thread otherwise. Threads that must wait for cores busy with other processes stall
+    every fork-join and GEMM: on our 2-core machine the tiny preset ran 1.6x faster on 2
+    threads than on 1 when idle, but 2.5x slower under a load of 4 (bench_train_cpu.py
+    --threads); one thread is never far from the best and never that bad.
+    """
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform: assume a busy machine
+        busy = float(cores)
+    return cores if busy < 0.5 else 1
+
+
 def _refuse_unsupported(cfg: TrainConfig) -> None:
     """Options the CLI accepts but this version cannot honour yet fail loudly, never silently."""
     if (cfg.resume or cfg.save_every) and not cfg.out:
@@ -75,6 +94,8 @@ class Trainer:
         self.world_size, self.dp, self.pp = _layout(cfg)
         self.parallel = self.world_size > 1 or (cfg.micro_batches or 1) > 1
         self.device, self.dtype = _resolve_device(cfg)
+        self.threads = cpu_threads(cfg.threads)
+        _C.set_num_threads(self.threads)  # the CPU ops; also the host-side work of a GPU run
         self.pg = self.mesh = self.engine = None
         if self.parallel:
             import ringloom.distributed as dist
@@ -223,7 +244,8 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                           resume_step=start if ckpt else None)
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and main), dynamic_ncols=True,
                mininterval=1.0)
-    summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps}
+    summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps,
+                               "threads": tr.threads}
     if tr.engine is not None:
         summary.update({"dp": tr.dp, "pp": tr.pp, "schedule": cfg.schedule, "zero": cfg.zero,
                         "micro_batches": tr.engine.micro_batches, "stage_layers": tr.engine.stage_layers})

@@ -1,0 +1,147 @@
+// Shared machinery of the LayerNorm and RMSNorm kernels (layernorm.cu, rmsnorm.cu).
+//
+// A row of C elements is held in registers while it is normalised, so each pass reads x
+// (and dy) from memory exactly once: forward reads x, writes y and the fp32 statistics;
+// backward reads x and dy, writes dx. A row is spread over `tpr` threads (threads per
+// row): 32 (one warp; a 256-thread block then holds 8 rows) or 64..1024 (one block per
+// row). Each thread holds VPT vectors of VEC elements, vector j of lane l at column
+// (l + j * tpr) * VEC, so a warp's loads are contiguous.
+//
+// Parameter gradients (dgamma, dbeta) are not accumulated with atomics: the backward grid
+// is persistent (as many blocks as fit on the device at once), each block sums its rows'
+// contributions in registers in a fixed order and writes one fp32 partial row per block to
+// a scratch buffer; a second small kernel adds the partials, again in a fixed order, into
+// dgamma/dbeta. The result is bitwise reproducible on a given device.
+#pragma once
+#include <initializer_list>
+#include <map>
+#include <mutex>
+
+#include "ops/cuda/common.cuh"
+
+namespace ringloom::cuda::norm {
+
+struct RowConfig {
+  int vec = 1;   // elements per vector: 16 / sizeof(T) when aligned, else 1
+  int tpr = 32;  // threads per row
+  int vpt = 1;   // vectors per thread, one of 1, 2, 3, 4, 8
+  int rows_per_block() const { return tpr == 32 ? 8 : 1; }
+  int block() const { return tpr == 32 ? 256 : tpr; }
+};
+
+inline int round_vpt(int64_t v) { return v <= 4 ? int(v) : 8; }
+
+// The largest block a kernel can be launched with, given its registers (cached).
+inline int max_block(const void* kernel) {
+  static std::mutex mu;
+  static std::map<const void*, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(kernel);
+  if (it != cache.end()) return it->second;
+  cudaFuncAttributes a;
+  CUDA_CHECK(cudaFuncGetAttributes(&a, kernel));
+  return cache[kernel] = a.maxThreadsPerBlock;
+}
+
+// Picks the thread layout for rows of C elements: the fewest threads per row that keep
+// VPT <= 4 (more threads per row would only add reduction steps), else VPT 8; among those,
+// only blocks the kernel's register use allows (a backward kernel holding 3 row arrays
+// cannot run 1024 threads). kernel_of(vpt) gives the kernel instance for a VPT.
+// Rows with no such layout (wider than ~8K elements without 16-byte vectors, ~16-32K with)
+// return tpr = 0 and go to the wide-row kernels, which re-read the row from L2 instead.
+template <typename KernelOf>
+RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
+  const int64_t nvec = ceil_div(C, vec);
+  RowConfig best;
+  best.vec = vec;
+  best.tpr = 0;
+  for (int pass = 0; pass < 2 && best.tpr == 0; ++pass) {
+    for (int tpr = 32; tpr <= 1024; tpr *= 2) {
+      const int64_t need = ceil_div(nvec, tpr);
+      if (need > (pass == 0 ? 4 : 8)) continue;
+      RowConfig c;
+      c.vec = vec;
+      c.tpr = tpr;
+      c.vpt = round_vpt(need);
+      if (c.block() > max_block(kernel_of(c.vpt))) continue;
+      best = c;
+      break;
+    }
+  }
+  return best;  // tpr == 0: too wide for the register kernels; the caller uses the wide-row kernels
+}
+
+// 16-byte vectors when C is a multiple of the pack width and every row starts aligned.
+template <typename T>
+int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
+  if (C % Pack<T>::kN != 0) return 1;
+  for (const void* p : ptrs)
+    if (!aligned16(p)) return 1;
+  return Pack<T>::kN;
+}
+
+// Sum over the tpr threads of one row; every thread of the row gets the result.
+// tpr == 32: shuffles inside the warp. tpr > 32: the block is the row.
+__device__ __forceinline__ float row_sum(float v, int tpr, float* scratch) {
+  if (tpr == 32) return warp_sum(v);
+  return block_sum(v, scratch);
+}
+
+// dparam[k][c] (+)= sum over b of partial[b][k][c], for k < nparams, in order of b
+// (accumulate = false overwrites). Also used for matmul's dbias (column sums of dy).
+// Block (32, 16): 32 columns, 16 slices of the partial rows, combined in shared memory.
+template <typename P>
+__global__ void reduce_partials_kernel(const float* partial, int nblocks, int nparams, int64_t C, P* d0, P* d1,
+                                       bool accumulate) {
+  __shared__ float s[16][33];
+  const int tx = threadIdx.x, ty = threadIdx.y, k = blockIdx.y;
+  const int64_t c = blockIdx.x * 32LL + tx;
+  float acc = 0.0f;
+  if (c < C)
+    for (int b = ty; b < nblocks; b += 16) acc += partial[(int64_t(b) * nparams + k) * C + c];
+  s[ty][tx] = acc;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    float total = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) total += s[i][tx];
+    P* d = k == 0 ? d0 : d1;
+    d[c] = from_f32<P>(accumulate ? to_f32(d[c]) + total : total);
+  }
+}
+
+// Adds the [nblocks, nparams, C] partials into the parameter gradients (fp32 or bf16).
+inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int64_t C, Tensor& d0, Tensor* d1,
+                            cudaStream_t stream, bool accumulate = true) {
+  dim3 block(32, 16), grid(unsigned(ceil_div(C, 32)), unsigned(nparams));
+  RL_DISPATCH_FLOAT(d0.dtype(), P, {
+    reduce_partials_kernel<P><<<grid, block, 0, stream>>>(partial.data_as<float>(), nblocks, nparams, C,
+                                                          d0.data_as<P>(), d1 ? d1->data_as<P>() : nullptr, accumulate);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+constexpr int kWideThreads = 256;  // block size of the wide-row kernels
+
+// Persistent grid for a backward kernel: blocks resident at once, no more than the work.
+template <typename Kernel>
+int persistent_grid(Kernel kernel, int block, size_t smem, int64_t work_blocks, int device) {
+  int per_sm = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem));
+  const int64_t cap = int64_t(std::max(per_sm, 1)) * sm_count(device);
+  return int(std::max<int64_t>(1, std::min(cap, work_blocks)));
+}
+
+}  // namespace ringloom::cuda::norm
+
+// RL_NORM_DISPATCH_VPT(vpt, V, ...): the body with constexpr int V = vpt (1, 2, 3, 4, 8).
+#define RL_NORM_DISPATCH_VPT(vpt, V, ...)        \
+  do {                                           \
+    switch (vpt) {                               \
+      case 1: { constexpr int V = 1; __VA_ARGS__; break; } \
+      case 2: { constexpr int V = 2; __VA_ARGS__; break; } \
+      case 3: { constexpr int V = 3; __VA_ARGS__; break; } \
+      case 4: { constexpr int V = 4; __VA_ARGS__; break; } \
+      default: { constexpr int V = 8; __VA_ARGS__; break; } \
+    }                                            \
+  } while (0)
