@@ -57,11 +57,27 @@ def _resume_from(src_ckpt: str, out: str) -> None:
     shutil.copytree(src_ckpt, os.path.join(out, "checkpoints", os.path.basename(src_ckpt)))
 
 
+ZERO = ["--dp", "2", "--micro-batches", "2", "--zero", "--bucket-mb", "0.05"]  # several buckets
+LAYOUTS = {"pp2": PP2, "dp2-zero": ZERO}
+
+
 @pytest.fixture(scope="module")
-def pp2_run(tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("pp2") / "run")
-    _train(out, PP2)
-    return out
+def runs(tmp_path_factory):
+    """layout name -> --out of an uninterrupted 4-step run (launched on first use)."""
+    done: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name not in done:
+            out = str(tmp_path_factory.mktemp(name) / "run")
+            _train(out, LAYOUTS[name])
+            done[name] = out
+        return done[name]
+    return get
+
+
+@pytest.fixture
+def pp2_run(runs) -> str:
+    return runs("pp2")
 
 
 def test_rank_files_and_manifest(pp2_run):
@@ -78,21 +94,35 @@ def test_rank_files_and_manifest(pp2_run):
     assert "head.norm.weight" in names1 and "head.norm.weight" not in names0
 
 
-def test_same_layout_resume_is_bit_exact(pp2_run, tmp_path):
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_same_layout_resume_is_bit_exact(runs, tmp_path, layout):
+    base = runs(layout)
     out = str(tmp_path / "resumed")
-    _resume_from(_step(pp2_run, 2).path, out)
-    _train(out, PP2, "--resume")
-    want, got = _losses(pp2_run), _losses(out)
+    _resume_from(_step(base, 2).path, out)
+    _train(out, LAYOUTS[layout], "--resume")
+    want, got = _losses(base), _losses(out)
     assert sorted(got) == [3, 4]  # it did start from the checkpoint
     assert [got[s] for s in (3, 4)] == [want[s] for s in (3, 4)]
-    a, b = _step(pp2_run, 4), _step(out, 4)
+    a, b = _step(base, 4), _step(out, 4)
     for x, y in ((a.model_state(), b.model_state()), (a.optim_state(), b.optim_state())):
         assert sorted(x) == sorted(y)
         for k in x:
             assert np.array_equal(x[k], y[k]), k
 
 
-@pytest.mark.parametrize("layout,n", [([], 1), (DP2, 2)], ids=["single", "dp2"])
+def test_zero_checkpoint_is_whole(runs):
+    """ZeRO's sharded moments are saved gathered, by parameter name, like AdamW's."""
+    ck = _step(runs("dp2-zero"), 2)
+    opt = ck.optim_state()
+    weights = ck.model_state()
+    assert set(opt) == {"step"} | {f"{k}.{n}" for n in weights for k in ("m", "v")}
+    assert all(opt[f"v.{n}"].shape == w.shape for n, w in weights.items())
+    assert all(np.any(opt[f"v.{n}"] > 0) for n in weights if not n.endswith("bias"))
+    assert {"model.rank00000.safetensors", "optim.rank00000.safetensors", "state.rank00001.json"} <= \
+        set(ck.manifest["files"]) and "model.rank00001.safetensors" not in ck.manifest["files"]
+
+
+@pytest.mark.parametrize("layout,n", [([], 1), (DP2, 2), (ZERO, 2)], ids=["single", "dp2", "dp2-zero"])
 def test_resume_under_another_layout(pp2_run, tmp_path, layout, n):
     out = str(tmp_path / "other")
     _resume_from(_step(pp2_run, 2).path, out)

@@ -62,25 +62,29 @@ class _Parts:
     """Where a trainer keeps what a checkpoint holds, single-process or parallel.
 
     Single process: tr.model and tr.optimizer. Parallel (tr.engine, ringloom.parallel): the
-    engine's chunks (this rank's stages) and its AdamW; the ranks of data-parallel index 0
-    write the weights (the other replicas are equal to them), every rank writes its state
-    file, rank 0 finalizes after a barrier. ZeRO-sharded optimizer state is not saved yet.
+    engine's chunks (this rank's stages) and its optimizers: AdamW, or under --zero the
+    ZeRO-1 ShardedAdamW (whose state is gathered whole, by parameter name, so a checkpoint
+    does not depend on the dp size) plus an AdamW for the replicated tied embedding. The
+    ranks of data-parallel index 0 write the weights and optimizer state (the other
+    replicas hold the same values), every rank writes its state file, rank 0 finalizes.
     """
 
     def __init__(self, tr: Any):
         eng = getattr(tr, "engine", None)
+        self.engine = eng
         if eng is None:
-            self.models, self.optimizer = [tr.model], tr.optimizer
+            self.models, self.optimizers = [tr.model], [tr.optimizer]
             self.rank, self.world, self.holds, self.barrier = 0, 1, True, None
-            self.engine = None
             return
-        if eng.sharded is not None:
-            raise CheckpointError("checkpoints of --zero runs (sharded optimizer state) are not available yet; "
-                                  "train without --zero to save and resume")
-        self.models, self.optimizer, self.engine = eng.chunks, eng.optimizer, eng
+        self.models = eng.chunks
+        self.optimizers = [o for o in (eng.sharded, eng.optimizer) if o is not None]
         self.rank, self.world = tr.pg.rank, tr.pg.size
         self.holds = eng.mesh.dp_index == 0
         self.barrier = tr.pg.barrier
+
+    @property
+    def step_count(self) -> int:
+        return self.optimizers[0].step_count
 
     def model_state(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -88,9 +92,20 @@ class _Parts:
             out.update(m.state_dict())
         return out
 
+    def optim_state(self) -> dict[str, Any]:
+        """A collective under ZeRO (the shards are gathered): every rank calls it."""
+        out: dict[str, Any] = {}
+        for o in self.optimizers:
+            out.update(o.state_dict())
+        return out
+
+    def load_optim_state(self, state: dict[str, Any]) -> None:
+        for o in self.optimizers:
+            o.load_state_dict(state)
+
 
 def supported(tr: Any) -> str | None:
-    """None when this trainer can save checkpoints, else why not."""
+    """None when this trainer can save checkpoints, else why not (every layout can now)."""
     try:
         _Parts(tr)
     except CheckpointError as e:
@@ -118,9 +133,9 @@ def save_trainer(tr: Any) -> str | None:
     parts = _Parts(tr)
     root = checkpoint_root(tr.cfg)
     ckpt_dir = os.path.join(root, step_dir_name(tr.step))
+    optim = parts.optim_state()  # every rank: a collective under ZeRO
     write_rank_files(ckpt_dir, parts.rank, parts.model_state() if parts.holds else None,
-                     parts.optimizer.state_dict() if parts.holds else None,
-                     trainer_state(tr, parts.optimizer.step_count))
+                     optim if parts.holds else None, trainer_state(tr, parts.step_count))
     if parts.world > 1:
         parts.barrier()
     if parts.rank == 0:
@@ -167,7 +182,7 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
         for m in parts.models:
             mine = {n for n, _ in m.parameters()}
             m.load_state_dict({k: v for k, v in merged.items() if k in mine or k not in full})
-        parts.optimizer.load_state_dict(ck.optim_state())
+        parts.load_optim_state(ck.optim_state())  # after the weights: ZeRO refreshes its masters from them
     except ValueError as e:
         raise CheckpointError(f"{ckpt_path}: does not fit this model: {e}") from None
     st = ck.rank_state(parts.rank)
@@ -177,11 +192,11 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
         raise CheckpointError(f"{ckpt_path}: {e}") from None
     tr.step = int(st["step"])
     tr.skipped_steps = int(st.get("skipped_steps", 0))
-    if parts.optimizer.step_count != int(st["optimizer_step"]):
-        raise CheckpointError(f"{ckpt_path}: optimizer step {parts.optimizer.step_count} disagrees with the "
+    if parts.step_count != int(st["optimizer_step"]):
+        raise CheckpointError(f"{ckpt_path}: optimizer step {parts.step_count} disagrees with the "
                               f"trainer state's {st['optimizer_step']}")
     if parts.engine is not None:
-        parts.engine.step_count = parts.optimizer.step_count
+        parts.engine.step_count = parts.step_count
     set_rng_state(st["rng"])
     mine = getattr(tr, "threads", None)
     if st.get("threads") is not None and mine is not None and st["threads"] != mine and getattr(tr, "is_main", True):
