@@ -26,8 +26,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-
+# Uses the ringloom that is importable (installed, or the dev tree through PYTHONPATH=python).
 import ringloom as rl  # noqa: E402
 from ringloom.models import build_model, get_preset  # noqa: E402
 from ringloom.optim import AdamW  # noqa: E402
