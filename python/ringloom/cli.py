@@ -4,10 +4,12 @@
     ringloom sample --model DIR [--prompt TEXT] [--length N] ...
     ringloom launch -n 4 script.py [args ...]        (see ringloom.launch)
     ringloom prepare [--data PATH ...] [--tokenizer byte] --out DIR
+    ringloom plot RUN_DIR [--out DIR]                 loss.png, throughput.png
 
 This module only parses and checks arguments; the work is done by
 ``ringloom.train.trainer.run_training(args)``, ``ringloom.train.sampling.sample_from_dir(args)``,
-``ringloom.launch.main(argv)`` and ``ringloom.data.prepare_dataset``, imported when used.
+``ringloom.launch.main(argv)``, ``ringloom.data.prepare_dataset`` and
+``ringloom.train.plot.plot_run``, imported when used.
 A ValueError or missing-file error from them is a user error: one line on stderr, exit 2.
 """
 from __future__ import annotations
@@ -165,6 +167,16 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
                    help="resume from a checkpoint (default when given without a value: the "
                         "latest in --out)")
+    g.add_argument("--keep-checkpoints", type=nonneg_int, default=3, metavar="K",
+                   help="keep the newest K complete checkpoints, 0 = all (default: %(default)s)")
+    g.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
+                   help="when a step's loss or gradients are NaN/inf: stop with an error, or "
+                        "skip the update (default: %(default)s)")
+    g.add_argument("--peak-tflops", type=positive_float, default=None, metavar="TFLOPS",
+                   help="peak FLOP/s for MFU (default: 989, an H100's dense BF16, on GPU; no "
+                        "MFU on CPU)")
+    g.add_argument("--no-tensorboard", action="store_true",
+                   help="no TensorBoard event files in --out/tb")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     g = p.add_argument_group("samples")
@@ -221,6 +233,16 @@ def _prepare_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _plot_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("plot", help="plot a run's loss and throughput",
+                       description="Write loss.png and throughput.png from RUN_DIR/metrics.jsonl "
+                                   "(needs matplotlib).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a ringloom train --out directory")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write the PNGs "
+                                                              "(default: RUN_DIR)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(
@@ -233,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("launch", help="start one process per rank: ringloom launch -n N "
                                   "script.py|-m module [args ...]", add_help=False)
     parser.commands["prepare"] = _prepare_parser(sub)
+    parser.commands["plot"] = _plot_parser(sub)
     return parser
 
 
@@ -276,6 +299,11 @@ def _run(args: argparse.Namespace) -> int:
         return sample_from_dir(args) or 0
     if args.command == "prepare":
         return _prepare(args)
+    if args.command == "plot":
+        from .train.plot import plot_run
+        for path in plot_run(args.run_dir, args.out):
+            print(f"wrote {path}")
+        return 0
     raise AssertionError(args.command)
 
 

@@ -43,6 +43,11 @@ class AdamW:
         self._wd = [self.weight_decay if p.decay else 0.0 for _, p in self.named]
         self.last_grad_norm = None  # a 1-element device tensor
 
+    def compute_grad_norm(self) -> Any:
+        """The global gradient norm of these gradients as a 1-element device tensor (no host
+        sync); the trainer checks it for non-finite values, then passes it to step()."""
+        return ops.grad_norm(self._grads)
+
     def step(self, lr: float | None = None, grad_norm: Any = None) -> None:
         """One update with the gradients currently in the parameters' grad tensors.
         ``grad_norm``: a 1-element fp32 tensor on the parameters' device to clip by instead

@@ -77,3 +77,51 @@ class ShardedAdamW:
             for (_, p), off in zip(b.params, b.offsets):
                 src = flat_view(g, off, p.value.numel(), p.value.shape)
                 p.value.copy_(src if p.value.dtype == _C.DType.float32 else src.to(p.value.dtype))
+
+    # ---------------------------------------------------------------- checkpoints
+    def _gather(self, shards: list[Any]) -> list[np.ndarray]:
+        """Every bucket's [padded] buffer from the ranks' [L] shards, as host arrays."""
+        outs = [_C.zeros([b.padded], "float32", b.flat.device) for b in self.reducer.buckets]
+        works = [self.group.all_gather(o, s, async_op=True) for o, s in zip(outs, shards)]
+        for w in works:
+            w.wait()
+        return [np.array(o.numpy() if o.device == "cpu" else o.cpu().numpy(), copy=True) for o in outs]
+
+    def _mixed(self) -> bool:
+        return any(p.value.dtype != _C.DType.float32 for b in self.reducer.buckets for _, p in b.params)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole, unsharded state by parameter name, as AdamW.state_dict() has it (m.<name>,
+        v.<name>, master.<name> when the parameters are not fp32, "step"), so a checkpoint
+        does not depend on the dp size. A collective: every rank of the group calls it."""
+        state: dict[str, Any] = {"step": self.step_count}
+        kinds = [("m", self._m), ("v", self._v)] + ([("master", self._masters)] if self._mixed() else [])
+        for kind, shards in kinds:
+            for b, flat in zip(self.reducer.buckets, self._gather(shards)):
+                for (name, p), off in zip(b.params, b.offsets):
+                    state[f"{kind}.{name}"] = flat[off:off + p.value.numel()].reshape(tuple(p.value.shape))
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take this rank's shard of a state_dict() (saved under any dp size). Load the model
+        weights first: without master.<name> entries the masters are refreshed from them."""
+        n, k = self.group.size, self.group.rank
+        for b, master, m, v in zip(self.reducer.buckets, self._masters, self._m, self._v):
+            L = b.padded // n
+            lo, hi = k * L, (k + 1) * L
+            for (name, p), off in zip(b.params, b.offsets):
+                a, e = max(lo, off), min(hi, off + p.value.numel())
+                if a >= e:
+                    continue
+                for key, dst in ((f"m.{name}", m), (f"v.{name}", v), (f"master.{name}", master)):
+                    if key in state:
+                        src = np.ascontiguousarray(np.asarray(state[key], np.float32).reshape(-1)[a - off:e - off])
+                    elif key.startswith("master."):
+                        value = p.value if p.value.dtype == _C.DType.float32 else p.value.to(_C.DType.float32)
+                        dst.narrow0(a - lo, e - a).copy_(value.reshape(p.value.numel()).narrow0(a - off, e - a))
+                        continue
+                    else:
+                        raise ValueError(f"ShardedAdamW.load_state_dict: missing {key}")
+                    t = _C.from_numpy(src)
+                    dst.narrow0(a - lo, e - a).copy_(t if dst.device == "cpu" else t.to(dst.device))
+        self.step_count = int(state["step"])

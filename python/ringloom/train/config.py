@@ -49,6 +49,11 @@ class TrainConfig:
     backend: str | None = None
     save_every: int = 0
     resume: str | None = None     # None, "latest" or a checkpoint path
+    # Checkpoints, failures, metrics (docs/training.md).
+    keep_checkpoints: int = 3     # newest complete checkpoints kept; 0 = all
+    on_nonfinite: str = "stop"    # stop | skip (train/nonfinite.py)
+    peak_tflops: float | None = None  # MFU denominator; None: 989 on GPU, no MFU on CPU
+    tensorboard: bool = True      # event files in --out/tb
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
@@ -58,6 +63,12 @@ class TrainConfig:
                 continue
             if not isinstance(v, int) or v < (0 if name == "steps" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
+        if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints must be an integer >= 0, got {self.keep_checkpoints!r}")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.min_lr is None:
@@ -74,4 +85,6 @@ class TrainConfig:
         kw = {k: v for k, v in vars(args).items() if k in names and v is not None}
         if getattr(args, "no_progress", False):
             kw["progress"] = False
+        if getattr(args, "no_tensorboard", False):
+            kw["tensorboard"] = False
         return cls(**kw)

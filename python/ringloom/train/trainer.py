@@ -8,11 +8,13 @@ or with --dp/--pp/--micro-batches, each rank drives a ringloom.parallel.Parallel
 instead: its loader reads its dp rank's rows of the same global batch, the engine runs its
 pipeline stage, and rank 0 alone prints, logs metrics, samples and saves (the full model is
 gathered to it).
+
+Checkpoints (train/checkpointing.py), the non-finite guard (train/nonfinite.py) and the
+metrics sinks (train/telemetry.py) live in their own modules; the loop calls them.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
@@ -75,9 +77,8 @@ def cpu_threads(requested: int = 0) -> int:
 
 def _refuse_unsupported(cfg: TrainConfig) -> None:
     """Options the CLI accepts but this version cannot honour yet fail loudly, never silently."""
-    if cfg.resume or cfg.save_every:
-        raise ValueError("--save-every/--resume checkpoints are not available in this version yet; the final "
-                         "model is saved to --out")
+    if (cfg.resume or cfg.save_every) and not cfg.out:
+        raise ValueError("--save-every/--resume need an output directory (--out) for the checkpoints")
 
 
 class Trainer:
@@ -140,18 +141,31 @@ class Trainer:
         self.val_loader = ValLoader(self.data.val_path, cfg.batch_size, cfg.seq_len, cfg.eval_batches,
                                     rank=rank, world=world)
         self.step = 0
+        self.skipped_steps = 0        # steps dropped for a non-finite loss/gradient (--on-nonfinite skip)
+        self.last_grad_norm = float("nan")
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
 
     def train_step(self) -> float:
+        from .nonfinite import check_after_update, host_scalar, step_is_finite
+
         inputs, targets = self.train_loader.next_batch()
         if self.engine is not None:
             loss = self.engine.train_step(inputs, targets, lr=self.schedule(self.step))
             self.step += 1
+            self.last_grad_norm = self.engine.last_grad_norm
+            check_after_update(loss, self.last_grad_norm, self.step)
             return loss
         self.model.zero_grad()
         loss = self.model.forward_backward(inputs, targets)
-        self.optimizer.step(lr=self.schedule(self.step))
+        lr = self.schedule(self.step)
         self.step += 1
+        # -- non-finite guard (train/nonfinite.py): the update happens only on finite values
+        norm = self.optimizer.compute_grad_norm()
+        self.last_grad_norm = host_scalar(norm)
+        if step_is_finite(loss, self.last_grad_norm, self.step, self.cfg.on_nonfinite):
+            self.optimizer.step(lr=lr, grad_norm=norm)
+        else:
+            self.skipped_steps += 1
         return loss
 
     def evaluate(self) -> float:
@@ -161,7 +175,8 @@ class Trainer:
         return float(np.mean(losses))
 
     def grad_norm(self) -> float:
-        return self.engine.last_grad_norm if self.engine is not None else self.optimizer.grad_norm()
+        """The global gradient norm of the last step (read on the host by train_step)."""
+        return self.last_grad_norm
 
     def full_model(self):
         """The whole model on rank 0 (gathered from the stages in a parallel run; a
@@ -211,14 +226,24 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     """Trains as configured; returns a summary (final loss, val loss, tokens/s, sample)."""
     from tqdm.auto import tqdm
 
-    from .metrics import MetricsLogger
+    from ..models import param_specs
+    from .checkpointing import restore_trainer, resume_path, save_trainer
+    from .telemetry import Telemetry
 
     if not isinstance(cfg, TrainConfig):
         cfg = TrainConfig.from_args(cfg)
     tr = Trainer(cfg)
     main = tr.is_main  # in a parallel run rank 0 alone prints, logs and saves
-    log = MetricsLogger(cfg.out) if cfg.out and main else None
-    bar = tqdm(total=cfg.steps, disable=not (cfg.progress and main), dynamic_ncols=True, mininterval=1.0)
+    # -- resume: train/checkpointing.py ("latest" with no checkpoint yet is a fresh start)
+    ckpt = resume_path(cfg, tr)
+    start = restore_trainer(tr, ckpt) if ckpt else 0
+    if cfg.progress and cfg.resume and main:
+        print(f"resuming from {ckpt} at step {start}" if ckpt else "no checkpoint to resume from: starting at step 0")
+    n_params = sum(int(np.prod(shape)) for _, shape, _ in param_specs(tr.model_config))
+    telemetry = Telemetry(cfg.out if main else None, tr.device, n_params, cfg.peak_tflops, cfg.tensorboard,
+                          resume_step=start if ckpt else None)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and main), dynamic_ncols=True,
+               mininterval=1.0)
     summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps,
                                "threads": tr.threads}
     if tr.engine is not None:
@@ -227,19 +252,18 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     t_last, tokens_since, loss = time.perf_counter(), 0, float("nan")
     val_loss = None
     try:
-        for _ in range(cfg.steps):
+        for _ in range(start, cfg.steps):
             loss = tr.train_step()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {tr.step}; lower --lr or check the data")
             tokens_since += tr.tokens_per_step
             record: dict[str, Any] | None = None
             if tr.step % cfg.log_every == 0 or tr.step == cfg.steps:
                 now = time.perf_counter()
                 tps = tokens_since / max(now - t_last, 1e-9)
                 t_last, tokens_since = now, 0
-                record = {"step": tr.step, "loss": loss, "tokens_per_s": tps, "lr": tr.schedule(tr.step - 1),
-                          "grad_norm": tr.grad_norm()}
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+                record = telemetry.enrich({"step": tr.step, "loss": loss, "tokens_per_s": tps,
+                                           "lr": tr.schedule(tr.step - 1), "grad_norm": tr.grad_norm(),
+                                           "skipped_steps": tr.skipped_steps})
+                bar.set_postfix(telemetry.postfix(record), refresh=False)
             if (cfg.eval_every and tr.step % cfg.eval_every == 0) or tr.step == cfg.steps:
                 val_loss = tr.evaluate()
                 record = record or {"step": tr.step, "loss": loss}
@@ -247,17 +271,20 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 if main:
                     bar.write(f"step {tr.step}: loss {loss:.4f}  val_loss {val_loss:.4f}")
                 t_last = time.perf_counter()  # evaluation time is not training throughput
-            if record and log:
-                log.log(**record)
+            if record:
+                telemetry.log(record)
             if cfg.sample_every and tr.step % cfg.sample_every == 0:
                 model = tr.full_model()
                 if main:
                     bar.write(tr.sample(model))
+            # -- checkpoints: every --save-every steps and at the end (train/checkpointing.py)
+            if cfg.out and ((cfg.save_every and tr.step % cfg.save_every == 0) or tr.step == cfg.steps):
+                save_trainer(tr)
+                t_last = time.perf_counter()
             bar.update(1)
     finally:
         bar.close()
-        if log:
-            log.close()
+        telemetry.close()
     bubbles = tr.write_trace() if cfg.trace else None
     model = tr.full_model()
     if not main:
@@ -267,7 +294,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     if cfg.progress and sample:
         print("---- sample ----")
         print(sample)
-    summary.update({"loss": loss, "val_loss": val_loss, "sample": sample})
+    summary.update({"loss": loss, "val_loss": val_loss, "sample": sample, "skipped_steps": tr.skipped_steps})
     if bubbles is not None:
         summary["bubble_fraction"] = bubbles
         if cfg.progress:

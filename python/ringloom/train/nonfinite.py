@@ -1,0 +1,58 @@
+"""What a step does when its loss or gradients are not finite (--on-nonfinite).
+
+``stop`` (the default) raises NonFiniteError naming the step and what went wrong, before the
+optimizer touches anything. ``skip`` drops the step: weights, AdamW moments and the AdamW
+step count (its bias correction) stay as they were; the batch is consumed and the trainer
+step and LR schedule advance, so a skipped step is counted (``skipped_steps`` in the metrics)
+and the run still ends at --steps.
+
+The check costs one read of the global gradient norm on the host per step (the loss is read
+anyway), and the same norm tensor then feeds the optimizer's clipping.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+POLICIES = ("stop", "skip")
+
+
+class NonFiniteError(FloatingPointError):
+    """A step produced a NaN/inf loss or gradient under --on-nonfinite stop."""
+
+
+def host_scalar(t: Any) -> float:
+    """A 1-element device tensor -> Python float."""
+    a = t.numpy() if t.device == "cpu" else t.cpu().numpy()
+    return float(np.asarray(a, dtype=np.float64).reshape(-1)[0])
+
+
+def step_is_finite(loss: float, grad_norm: float, step: int, policy: str) -> bool:
+    """True: apply the update. False: skip it (policy "skip"). Raises NonFiniteError for
+    "stop". ``step`` is the 1-based number of the step being taken."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return True
+    if policy not in POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {POLICIES}, got {policy!r}")
+    what = []
+    if not math.isfinite(loss):
+        what.append(f"loss is {loss}")
+    if not math.isfinite(grad_norm):
+        what.append(f"gradient norm is {grad_norm}")
+    if policy == "skip":
+        return False
+    raise NonFiniteError(f"step {step}: {' and '.join(what)}; stopped before the update (weights and optimizer "
+                         "state are those of the previous step). Lower --lr, check the data, or pass "
+                         "--on-nonfinite skip to skip such steps")
+
+
+def check_after_update(loss: float, grad_norm: float, step: int) -> None:
+    """The parallel engine applies its update inside its step, so its non-finite values can
+    only stop the run (whatever the policy), naming the step."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    raise NonFiniteError(f"step {step}: loss {loss}, gradient norm {grad_norm}; stopped (a parallel run cannot "
+                         "skip the step yet: its update was already applied). Lower --lr, check the data, or "
+                         "resume from the last checkpoint")

@@ -1,0 +1,90 @@
+"""--on-nonfinite: stop names the step; skip leaves weights and optimizer state untouched and
+counts the skipped step."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ringloom import _C
+from ringloom.models.model import Model
+from ringloom.train.metrics import read_metrics
+from ringloom.train.nonfinite import NonFiniteError, step_is_finite
+from ringloom.train.trainer import Trainer, run_training
+
+
+def _poison(monkeypatch, at_call: int, where: str, value: float = np.nan) -> None:
+    """The at_call-th forward_backward (1-based) returns a non-finite loss or leaves a
+    non-finite value in one gradient element."""
+    original = Model.forward_backward
+    calls = [0]
+
+    def forward_backward(self, *args, **kw):
+        loss = original(self, *args, **kw)
+        calls[0] += 1
+        if calls[0] != at_call:
+            return loss
+        if where == "loss":
+            return float(value)
+        _, p = self.parameters()[3]
+        g = np.array(p.grad.numpy(), copy=True)
+        g.flat[g.size // 3] = value
+        p.grad.copy_(_C.from_numpy(np.ascontiguousarray(g, dtype=np.float32)))
+        return loss
+
+    monkeypatch.setattr(Model, "forward_backward", forward_backward)
+
+
+@pytest.mark.parametrize("where,value,needle", [("loss", np.nan, "loss is nan"),
+                                                ("grad", np.inf, "gradient norm is inf"),
+                                                ("grad", np.nan, "gradient norm is nan")])
+def test_stop_names_the_step(train_config, monkeypatch, where, value, needle):
+    _poison(monkeypatch, 4, where, value)
+    with pytest.raises(NonFiniteError, match=f"step 4: {needle}.*--on-nonfinite skip"):
+        run_training(train_config())
+
+
+@pytest.mark.parametrize("where", ["loss", "grad"])
+def test_skip_leaves_state_untouched(train_config, monkeypatch, where):
+    tr = Trainer(train_config(on_nonfinite="skip"))
+    tr.train_step()
+    tr.train_step()
+    weights, opt = tr.model.state_dict(), tr.optimizer.state_dict()
+    _poison(monkeypatch, 1, where)
+    tr.train_step()  # step 3: skipped
+    assert tr.step == 3 and tr.skipped_steps == 1 and tr.optimizer.step_count == 2
+    after_w, after_o = tr.model.state_dict(), tr.optimizer.state_dict()
+    for k in weights:
+        assert np.array_equal(weights[k], after_w[k]), k
+    for k in opt:
+        assert np.array_equal(opt[k], after_o[k]), k
+    tr.train_step()  # step 4 updates again
+    assert tr.optimizer.step_count == 3
+    assert not np.array_equal(weights["embedding.wte.weight"], tr.model.state_dict()["embedding.wte.weight"])
+
+
+def test_skip_is_counted_in_metrics(train_config, monkeypatch):
+    _poison(monkeypatch, 3, "loss")
+    cfg = train_config(on_nonfinite="skip", steps=5)
+    summary = run_training(cfg)
+    records = read_metrics(cfg.out)
+    assert summary["skipped_steps"] == 1
+    assert [r["skipped_steps"] for r in records] == [0, 0, 1, 1, 1]
+    assert records[2]["loss"] is None  # the NaN loss, written as null
+    assert all(np.isfinite(r["loss"]) for r in records if r["step"] != 3)
+
+
+def test_policy_validation():
+    assert step_is_finite(1.0, 2.0, 1, "anything")  # finite: no policy consulted
+    with pytest.raises(ValueError, match="on_nonfinite must be one of"):
+        step_is_finite(float("nan"), 1.0, 1, "ignore")
+    from ringloom.train.config import TrainConfig
+    with pytest.raises(ValueError, match="on_nonfinite must be stop or skip, got 'warn'"):
+        TrainConfig(on_nonfinite="warn")
+
+
+def test_parallel_check_stops_whatever_the_policy():
+    from ringloom.train.nonfinite import check_after_update
+    check_after_update(2.5, 0.1, 3)
+    for loss, norm in ((float("nan"), 1.0), (1.0, float("inf"))):
+        with pytest.raises(NonFiniteError, match="step 9: .*cannot skip"):
+            check_after_update(loss, norm, 9)
