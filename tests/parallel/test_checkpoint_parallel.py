@@ -13,6 +13,9 @@ import sys
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import child_env  # noqa: E402
+
 from ringloom.checkpoint.manager import open_checkpoint
 
 pytestmark = pytest.mark.multiproc
@@ -24,21 +27,13 @@ PP2 = ["--pp", "2", "--micro-batches", "2", "--schedule", "1f1b"]
 DP2 = ["--dp", "2", "--micro-batches", "2"]
 
 
-def _env() -> dict[str, str]:
-    import ringloom
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RINGLOOM_JOB_TOKEN")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def _train(out: str, layout: list[str], *extra: str, n: int = 2) -> None:
     cmd = [sys.executable, "-m", "ringloom", "train", *COMMON, *layout, *extra, "--out", out]
     if n > 1:
         cmd = [sys.executable, "-m", "ringloom", "launch", "-n", str(n), "-m", *cmd[2:]]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
 
 
@@ -144,7 +139,7 @@ def test_killed_rank_restarts_and_resumes(pp2_run, tmp_path):
     here = os.path.dirname(os.path.abspath(__file__))
     cmd = [sys.executable, "-m", "ringloom", "launch", "-n", "2", "--max-restarts", "1",
            os.path.join(here, "kill_script.py"), "1", "3", *COMMON, *PP2, "--resume", "--out", out]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     # Rank 0 may notice its dead peer (a closed connection) and fail before the launcher polls rank 1.
     assert "exited with code" in res.stderr and "restarting the group (1/1)" in res.stderr

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import reference_run  # noqa: E402
+from common import child_env, reference_run  # noqa: E402
 
 pytestmark = pytest.mark.multiproc
 
@@ -40,14 +40,6 @@ CONFIGS = {
 ALL = [(n, c) for n, cs in CONFIGS.items() for c in cs]
 
 
-def _child_env() -> dict[str, str]:
-    import ringloom
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RINGLOOM_JOB_TOKEN")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +54,7 @@ def runs(tmp_path_factory):
                 c.setdefault("steps", STEPS)
             cmd = [sys.executable, "-m", "ringloom.launch", "-n", str(world), os.path.join(HERE, "worker.py"), out,
                    json.dumps(CONFIGS[world])]
-            res = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=180)
+            res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=180)
             assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
             done[world] = out
         return done[world]

@@ -11,6 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import child_env  # noqa: E402
+
 from ringloom.train.config import TrainConfig
 from ringloom.train.trainer import _layout
 
@@ -20,18 +23,10 @@ COMMON = ["--preset", "tiny", "--steps", "3", "--batch-size", "8", "--seq-len", 
           "--lr", "1e-3", "--warmup", "0"]
 
 
-def _env() -> dict[str, str]:
-    import ringloom
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RINGLOOM_JOB_TOKEN")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def _run(cmd: list[str]) -> None:
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
 
 
