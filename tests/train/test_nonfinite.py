@@ -82,9 +82,34 @@ def test_policy_validation():
         TrainConfig(on_nonfinite="warn")
 
 
-def test_parallel_check_stops_whatever_the_policy():
-    from ringloom.train.nonfinite import check_after_update
-    check_after_update(2.5, 0.1, 3)
-    for loss, norm in ((float("nan"), 1.0), (1.0, float("inf"))):
-        with pytest.raises(NonFiniteError, match="step 9: .*cannot skip"):
-            check_after_update(loss, norm, 9)
+def test_parallel_engine_skips_before_the_update(train_config, monkeypatch):
+    """With micro-batches the trainer runs the parallel engine (here on one process): a
+    non-finite gradient is caught after the gradient sync and before the optimizer, so
+    skip leaves every weight and moment as it was, and stop names the step."""
+    tr = Trainer(train_config(on_nonfinite="skip", micro_batches=2, batch_size=4))
+    assert tr.engine is not None
+    tr.train_step()
+    weights = tr.engine.gather_full_state()
+    original = tr.engine._grad_norm
+    calls = [0]
+
+    def poisoned():
+        # An inf lands in one gradient after the sync, as an overflow in backward would.
+        calls[0] += 1
+        if calls[0] == 1:
+            _, p = tr.engine.named[3]
+            g = np.array(p.grad.numpy(), copy=True)
+            g.flat[0] = np.inf
+            p.grad.copy_(_C.from_numpy(np.ascontiguousarray(g, dtype=np.float32)))
+        return original()
+
+    monkeypatch.setattr(tr.engine, "_grad_norm", poisoned)
+    tr.train_step()  # step 2: skipped
+    assert tr.step == 2 and tr.skipped_steps == 1 and tr.engine.last_step_skipped
+    after = tr.engine.gather_full_state()
+    for k in weights:
+        assert np.array_equal(weights[k], after[k]), k
+    calls[0] = 0
+    tr.cfg.on_nonfinite = "stop"
+    with pytest.raises(NonFiniteError, match="step 3: gradient norm is inf"):
+        tr.train_step()

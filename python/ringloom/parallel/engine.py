@@ -17,7 +17,7 @@ whole batch, and the returned loss is the global batch's mean loss on every rank
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -123,6 +123,7 @@ class ParallelEngine:
             self.optimizer = AdamW(named, **opt_kw)
         self.step_count = 0
         self.last_grad_norm = float("nan")
+        self.last_step_skipped = False
 
     # ---------------------------------------------------------------- parameters
     def parameters(self) -> list[tuple[str, Any]]:
@@ -186,9 +187,14 @@ class ParallelEngine:
         local = int(np.count_nonzero(np.asarray(targets) != self.ignore_index))
         return int(round(sum_f64(self.mesh.dp_group, [local])[0]))
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, lr: float | None = None) -> float:
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray, lr: float | None = None,
+                   accept: Callable[[float, float], bool] | None = None) -> float:
         """One optimizer step on this dp rank's rows [B/dp, T] of the global batch (every
-        stage of a replica passes the same rows). Returns the global batch's mean loss."""
+        stage of a replica passes the same rows). Returns the global batch's mean loss.
+
+        ``accept(loss, grad_norm)`` decides, before any update, whether the step is applied
+        (it may raise to stop the run); every rank sees the same global loss and norm, so
+        all ranks decide alike. ``self.last_step_skipped`` says what happened."""
         from ..data import split_micro_batches
 
         mesh, m = self.mesh, self.micro_batches
@@ -210,17 +216,20 @@ class ParallelEngine:
             if self.tied_param is not None:
                 mesh.tied_group.all_reduce(self.tied_param.grad, op="sum")
         norm_t = self._grad_norm()
-        with _maybe(tl, "optimizer", "comm"):
-            if self.sharded is not None:
-                self.sharded.step(lr=lr, grad_norm=norm_t)
-            if self.optimizer is not None:
-                self.optimizer.step(lr=lr, grad_norm=norm_t)
-        self.step_count += 1
-        # The loss lives on the last stage; every rank learns the global mean.
+        # The loss lives on the last stage; every rank learns the global mean before updating.
         total = sum_f64(mesh.world, [loss_sum, local_count] if mesh.is_last_stage else [0.0, 0.0])
+        loss = float(total[0] / total[1]) if total[1] else 0.0
+        self.last_step_skipped = accept is not None and not accept(loss, self.last_grad_norm)
+        if not self.last_step_skipped:
+            with _maybe(tl, "optimizer", "comm"):
+                if self.sharded is not None:
+                    self.sharded.step(lr=lr, grad_norm=norm_t)
+                if self.optimizer is not None:
+                    self.optimizer.step(lr=lr, grad_norm=norm_t)
+        self.step_count += 1
         if tl is not None:
             tl.step_end(self.step_count)
-        return float(total[0] / total[1]) if total[1] else 0.0
+        return loss
 
     def _grad_norm(self) -> Any:
         """The global gradient norm as a 1-element fp32 tensor on the device. Each logical

@@ -46,13 +46,3 @@ def step_is_finite(loss: float, grad_norm: float, step: int, policy: str) -> boo
     raise NonFiniteError(f"step {step}: {' and '.join(what)}; stopped before the update (weights and optimizer "
                          "state are those of the previous step). Lower --lr, check the data, or pass "
                          "--on-nonfinite skip to skip such steps")
-
-
-def check_after_update(loss: float, grad_norm: float, step: int) -> None:
-    """The parallel engine applies its update inside its step, so its non-finite values can
-    only stop the run (whatever the policy), naming the step."""
-    if math.isfinite(loss) and math.isfinite(grad_norm):
-        return
-    raise NonFiniteError(f"step {step}: loss {loss}, gradient norm {grad_norm}; stopped (a parallel run cannot "
-                         "skip the step yet: its update was already applied). Lower --lr, check the data, or "
-                         "resume from the last checkpoint")

@@ -146,14 +146,16 @@ class Trainer:
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
 
     def train_step(self) -> float:
-        from .nonfinite import check_after_update, host_scalar, step_is_finite
+        from .nonfinite import host_scalar, step_is_finite
 
         inputs, targets = self.train_loader.next_batch()
         if self.engine is not None:
-            loss = self.engine.train_step(inputs, targets, lr=self.schedule(self.step))
-            self.step += 1
+            step = self.step + 1
+            loss = self.engine.train_step(inputs, targets, lr=self.schedule(self.step),
+                                          accept=lambda l, n: step_is_finite(l, n, step, self.cfg.on_nonfinite))
+            self.step = step
             self.last_grad_norm = self.engine.last_grad_norm
-            check_after_update(loss, self.last_grad_norm, self.step)
+            self.skipped_steps += int(self.engine.last_step_skipped)
             return loss
         self.model.zero_grad()
         loss = self.model.forward_backward(inputs, targets)
