@@ -306,3 +306,42 @@ def test_local_sgd_equals_replicas_averaging(dp_runs, name, steps, H, moments):
     assert list(d["comm_bytes"]) == [every if (k + 1) % H == 0 else 0 for k in range(steps)]
     # It is not data parallel: the replicas drifted apart between averagings.
     assert _rel(_params(d)["blocks.0.mlp.fc.weight"], _reference(steps)[1]["blocks.0.mlp.fc.weight"]) > 1e-4
+
+
+# ---------------------------------------------------------------- the CLI
+CLI = ["--preset", "tiny", "--steps", "4", "--batch-size", "8", "--seq-len", "24", "--corpus-bytes", "200000",
+       "--eval-every", "0", "--eval-batches", "2", "--log-every", "1", "--no-progress", "--sample-len", "0",
+       "--lr", "1e-3", "--warmup", "0", "--threads", "1", "--no-tensorboard"]
+
+
+@pytest.mark.parametrize("args", [["--compression", "topk:0.05"], ["--local-sgd", "2", "--local-sgd-moments"]],
+                         ids=["topk", "local-sgd"])
+def test_cli_options_log_comm_bytes(tmp_path, args):
+    out = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "ringloom", "launch", "-n", "2", "-m", "ringloom", "train", *CLI, *args, "--out", out]
+    res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        recs = [json.loads(line) for line in f if '"loss"' in line]
+    steps = [r for r in recs if "comm_bytes" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in steps)
+    b = [r["comm_bytes"] for r in steps]
+    if "--local-sgd" in args:
+        assert b[0] == 0 and b[2] == 0 and b[1] == b[3] > 0
+    else:
+        assert len(set(b)) == 1 and b[0] > 0
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["compression"] == (args[1] if args[0] == "--compression" else "none")
+
+
+def test_config_errors():
+    from ringloom.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="unknown compression 'gzip'"):
+        TrainConfig(compression="gzip")
+    with pytest.raises(ValueError, match="cannot be combined with zero or compression"):
+        TrainConfig(local_sgd=4, zero=True)
+    with pytest.raises(ValueError, match="local_sgd must be an integer >= 0"):
+        TrainConfig(local_sgd=-1)
