@@ -202,6 +202,14 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="ZeRO-1: shard the optimizer state over the data-parallel ranks")
     g.add_argument("--bucket-mb", type=positive_float, default=25.0, metavar="MB",
                    help="gradient all-reduce bucket size (default: %(default)s)")
+    g.add_argument("--compression", default="none", metavar="SPEC",
+                   help="compress the data-parallel gradient reduction: none, bf16, topk:RATIO (error "
+                        "feedback) or powersgd:RANK (default: %(default)s)")
+    g.add_argument("--local-sgd", type=int, default=0, metavar="H",
+                   help="local SGD: replicas step alone and average their weights every H steps, "
+                        "0 = off (default: %(default)s)")
+    g.add_argument("--local-sgd-moments", action="store_true",
+                   help="with --local-sgd, average AdamW's moments too")
     g.add_argument("--trace", default=None, metavar="PATH",
                    help="write a Chrome trace JSON of every rank's compute and communication")
     g.add_argument("--backend", default=None,

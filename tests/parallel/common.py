@@ -33,6 +33,21 @@ def global_batch(step: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     return rows[:, :-1].copy(), rows[:, 1:].copy()
 
 
+def learnable_batch(step: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """A stream a tiny model learns in a few dozen steps: each row follows
+    x[t+1] = (5 x[t] + 3) mod VOCAB from a random start, with 1 in 8 tokens replaced by
+    noise (the loss cannot reach zero, so compressed runs are judged against a floor)."""
+    g = np.random.default_rng([seed, step, 1])
+    rows = np.empty((BATCH, SEQ + 1), np.int64)
+    rows[:, 0] = g.integers(0, VOCAB, BATCH)
+    for t in range(SEQ):
+        rows[:, t + 1] = (5 * rows[:, t] + 3) % VOCAB
+    noise = g.random(rows.shape) < 0.125
+    rows[noise] = g.integers(0, VOCAB, int(noise.sum()))
+    rows = rows.astype(np.int32)
+    return rows[:, :-1].copy(), rows[:, 1:].copy()
+
+
 VAL_STEPS = (100, 101)  # the val batches: global_batch(k) for these k
 
 

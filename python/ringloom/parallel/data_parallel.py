@@ -18,6 +18,12 @@ Two modes:
 
 The loss is scaled by 1 / (targets in the global batch) before backward, so the sum over
 ranks is exactly the gradient of the global mean loss (as one process on the whole batch).
+
+``compression`` (all_reduce mode; compression.py: bf16, topk:RATIO, powersgd:RANK) replaces
+each bucket's fp32 all-reduce by a compressed exchange. Compressed buckets are reduced in
+:meth:`finish`, in bucket order, after backward (no overlap: the host-side compression is
+the cost these modes pay). ``bytes_last_step`` is the payload this rank handed to the
+collectives in the last step (4 bytes per element uncompressed).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import _C
+from .compression import Compressor, parse_compression
 
 DEFAULT_BUCKET_MB = 25.0
 
@@ -56,9 +63,14 @@ class GradReducer:
     Param) given in the order they become final; see the module docstring."""
 
     def __init__(self, ordered: Sequence[tuple[str, Any]], group: Any, bucket_bytes: float = DEFAULT_BUCKET_MB * 2**20,
-                 mode: str = "all_reduce", trace: Any = None):
+                 mode: str = "all_reduce", trace: Any = None, compression: "str | Compressor | None" = None):
         if mode not in ("all_reduce", "reduce_scatter"):
             raise ValueError(f"GradReducer: mode must be all_reduce or reduce_scatter, got {mode!r}")
+        self.compressor = parse_compression(compression)
+        if self.compressor is not None and mode != "all_reduce":
+            raise ValueError(f"GradReducer: compression {self.compressor} needs mode all_reduce (not ZeRO's "
+                             f"reduce_scatter)")
+        self.bytes_last_step = 0
         if bucket_bytes <= 0:
             raise ValueError(f"GradReducer: bucket size must be positive, got {bucket_bytes} bytes")
         self.group, self.mode, self.trace = group, mode, trace
@@ -100,6 +112,7 @@ class GradReducer:
         for b in self.buckets:
             b.pending, b.work = len(b.params), None
         self._next = 0
+        self.bytes_last_step = 0
 
     def params_done(self, params: Sequence[Any]) -> None:
         """These Params' gradients are final for this step; issue whatever buckets are ready."""
@@ -114,8 +127,11 @@ class GradReducer:
     def _launch(self, b: Bucket) -> None:
         for (_, p), off in zip(b.params, b.offsets):
             flat_view(b.flat, off, p.grad.numel(), p.grad.shape).copy_(p.grad)
+        if self.compressor is not None:
+            return   # reduced in finish()
         if self.trace is not None:
             self.trace.instant(f"{self.mode} bucket {self.buckets.index(b)}", "comm")
+        self.bytes_last_step += 4 * b.padded
         if self.mode == "all_reduce":
             b.work = self.group.all_reduce(b.flat, op="sum", async_op=True)
         else:
@@ -127,9 +143,13 @@ class GradReducer:
         while self._next < len(self.buckets):
             self._launch(self.buckets[self._next])
             self._next += 1
-        for b in self.buckets:
+        for i, b in enumerate(self.buckets):
             span = self.trace.span(f"wait {self.mode}", "comm") if self.trace is not None else None
-            b.work.wait()
+            if self.compressor is not None:
+                layout = [(off, tuple(p.grad.shape)) for (_, p), off in zip(b.params, b.offsets)]
+                self.bytes_last_step += self.compressor.reduce(i, b.flat, b.numel, layout, self.group)
+            else:
+                b.work.wait()
             if span is not None:
                 span.close()
             if self.mode == "all_reduce":

@@ -14,6 +14,14 @@ global gradient norm, and step the optimizer (AdamW, or ZeRO-1's ShardedAdamW).
 Every micro-batch's loss is scaled by 1 / (targets in the whole global batch), so the
 gradients summed over micro-batches and dp ranks equal single-process training's on the
 whole batch, and the returned loss is the global batch's mean loss on every rank.
+
+Beyond plain all-reduce (issue 7): ``compression`` (parallel/compression.py) compresses the
+dp gradient reduction; ``local_sgd=H`` drops the per-step gradient reduction instead: each
+dp replica steps alone on its own rows (its local mean loss, its own clipping norm) and
+the replicas average their parameters (and, with ``local_sgd_moments``, AdamW's m and v)
+every H steps (Stich 2019, "Local SGD converges fast and communicates little"; Lin et al.
+2020, post-local SGD). ``comm_bytes_last_step``: the payload this rank handed to the dp
+collectives in the last step.
 """
 from __future__ import annotations
 
@@ -52,7 +60,8 @@ class ParallelEngine:
                  stage_layers: Sequence[int] | None = None, zero: bool = False,
                  bucket_mb: float = DEFAULT_BUCKET_MB, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
                  eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0, trace: bool = False,
-                 ignore_index: int = -100):
+                 ignore_index: int = -100, compression: str | None = None, local_sgd: int = 0,
+                 local_sgd_moments: bool = False):
         self.config, self.mesh = config, mesh
         self.ignore_index = ignore_index
         p, r = mesh.pp, mesh.pp_index
@@ -100,6 +109,17 @@ class ParallelEngine:
                 final_order += [(ptr_name[q.value.data_ptr()], q) for q in params]
         bucket_bytes = bucket_mb * 2**20
         self.zero = bool(zero) and mesh.dp > 1
+        self.local_sgd = int(local_sgd) if mesh.dp > 1 else 0
+        self.local_sgd_moments = bool(local_sgd_moments)
+        self.comm_bytes_last_step = 0
+        if int(local_sgd) < 0:
+            raise ValueError(f"ParallelEngine: local_sgd must be >= 0 (0 = off), got {local_sgd}")
+        if self.local_sgd and (zero or (compression not in (None, "none"))):
+            raise ValueError("ParallelEngine: local SGD averages parameters, not gradients: it cannot be combined "
+                             "with ZeRO or gradient compression")
+        if compression not in (None, "none") and zero:
+            raise ValueError(f"ParallelEngine: gradient compression {compression!r} cannot be combined with ZeRO "
+                             "(it compresses the all-reduce, ZeRO reduce-scatters)")
         dp_group = mesh.dp_group
         opt_kw = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
         self.max_grad_norm = float(max_grad_norm)
@@ -118,8 +138,9 @@ class ParallelEngine:
                 self.reducers.append(GradReducer(repl, dp_group, bucket_bytes, "all_reduce", self.trace))
                 self.optimizer = AdamW(repl, **opt_kw)
         else:
-            if mesh.dp > 1:
-                self.reducers.append(GradReducer(final_order, dp_group, bucket_bytes, "all_reduce", self.trace))
+            if mesh.dp > 1 and not self.local_sgd:
+                self.reducers.append(GradReducer(final_order, dp_group, bucket_bytes, "all_reduce", self.trace,
+                                                 compression=compression))
             self.optimizer = AdamW(named, **opt_kw)
         self.step_count = 0
         self.last_grad_norm = float("nan")
@@ -203,7 +224,10 @@ class ParallelEngine:
         if tl is not None:
             tl.step_begin()
         local_count = int(np.count_nonzero(np.asarray(targets) != self.ignore_index))
-        count = self._global_count(targets) if mesh.is_last_stage else 0
+        if self.local_sgd:
+            count = local_count   # each replica descends its own rows' mean loss
+        else:
+            count = self._global_count(targets) if mesh.is_last_stage else 0
         scale = 1.0 / max(count, 1)
         for mdl in self.chunks:
             mdl.zero_grad()
@@ -227,15 +251,48 @@ class ParallelEngine:
                 if self.optimizer is not None:
                     self.optimizer.step(lr=lr, grad_norm=norm_t)
         self.step_count += 1
+        self.comm_bytes_last_step = sum(red.bytes_last_step for red in self.reducers)
+        if self.local_sgd and self.step_count % self.local_sgd == 0:
+            with _maybe(tl, "average parameters", "comm"):
+                self.comm_bytes_last_step += self._average_replicas()
         if tl is not None:
             tl.step_end(self.step_count)
         return loss
+
+    def _average_replicas(self) -> int:
+        """Local SGD: every dp replica gets the mean of the replicas' fp32 master weights (and
+        AdamW moments); returns the payload bytes sent (one fp32 all-reduce)."""
+        opt = self.optimizer
+        tensors = list(opt._masters)
+        if self.local_sgd_moments:
+            tensors += opt._m + opt._v
+        host = [t if t.device == "cpu" else t.cpu() for t in tensors]
+        flat = np.concatenate([np.asarray(h.numpy(), np.float32).reshape(-1) for h in host])
+        self.mesh.dp_group.all_reduce(flat, op="avg")
+        pos = 0
+        for t in tensors:
+            n = t.numel()
+            src = _C.from_numpy(np.ascontiguousarray(flat[pos:pos + n]).reshape(list(t.shape)))
+            t.copy_(src if t.device == "cpu" else src.to(t.device))
+            pos += n
+        for w, v in zip(opt._masters, opt._compute):   # bf16 compute copies of the masters
+            v.copy_(w.to(v.dtype))
+        return 4 * flat.size
 
     def _grad_norm(self) -> Any:
         """The global gradient norm as a 1-element fp32 tensor on the device. Each logical
         gradient element is counted once: replicated ones by dp rank 0 only, ZeRO shards by
         their owner, the tied wte by the first stage only."""
         mesh = self.mesh
+        if self.local_sgd:
+            # Each replica clips by its own gradient's norm: sum over its pipeline stages.
+            grads = [q.grad for n, q in self.named if not (n == TIED and self.tied_param is not None
+                                                          and not mesh.is_first_stage)]
+            g = float(np.asarray(_C.ops.grad_norm(grads).numpy()).reshape(-1)[0])
+            group = mesh.pp_fwd_group if mesh.pp > 1 else None
+            self.last_grad_norm = float(np.sqrt(sum_f64(group, [g * g])[0]))
+            t = _C.from_numpy(np.array([self.last_grad_norm], np.float32))
+            return t if self.device == "cpu" else t.to(self.device)
         sq = 0.0
         if self.sharded is not None:
             sq += self.sharded.local_sq_norm()

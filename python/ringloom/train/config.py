@@ -45,6 +45,9 @@ class TrainConfig:
     stage_layers: list[int] | None = None  # blocks per (virtual) stage; None: balanced by parameters
     zero: bool = False            # ZeRO-1: optimizer state sharded over the dp ranks
     bucket_mb: float = 25.0       # gradient all-reduce bucket size
+    compression: str = "none"     # none | bf16 | topk:RATIO | powersgd:RANK (parallel/compression.py)
+    local_sgd: int = 0            # average replicas every H steps instead of all-reducing gradients; 0 = off
+    local_sgd_moments: bool = False
     trace: str | None = None      # Chrome trace JSON of every rank's compute and communication
     backend: str | None = None
     save_every: int = 0
@@ -75,6 +78,14 @@ class TrainConfig:
             self.min_lr = self.lr / 10
         if self.schedule == "zb":
             self.schedule = "zb-h1"
+        from ..parallel.compression import parse_compression
+
+        parse_compression(self.compression)   # an unknown spec fails here, before any process work
+        if not isinstance(self.local_sgd, int) or self.local_sgd < 0:
+            raise ValueError(f"local_sgd must be an integer >= 0 (0 = off), got {self.local_sgd!r}")
+        if self.local_sgd and (self.zero or self.compression not in ("none", "")):
+            raise ValueError("local_sgd averages weights, not gradients: it cannot be combined with zero or "
+                             "compression")
         if self.bucket_mb <= 0:
             raise ValueError(f"bucket_mb must be positive, got {self.bucket_mb}")
 

@@ -79,6 +79,12 @@ def _refuse_unsupported(cfg: TrainConfig) -> None:
     """Options the CLI accepts but this version cannot honour yet fail loudly, never silently."""
     if (cfg.resume or cfg.save_every) and not cfg.out:
         raise ValueError("--save-every/--resume need an output directory (--out) for the checkpoints")
+    stateful = cfg.local_sgd or cfg.compression.split(":")[0].lower() in ("topk", "powersgd")
+    if cfg.resume and stateful:
+        # Replicas that differ between averagings, and error-feedback residuals, are not in
+        # the checkpoints: a resumed run would silently differ from an uninterrupted one.
+        raise ValueError("--resume with --local-sgd or --compression topk/powersgd is not supported yet (their "
+                         "per-rank state is not checkpointed)")
 
 
 class Trainer:
@@ -129,7 +135,9 @@ class Trainer:
                                          seed=cfg.seed, schedule=cfg.schedule, micro_batches=cfg.micro_batches,
                                          chunks=cfg.chunks, stage_layers=cfg.stage_layers, zero=cfg.zero,
                                          bucket_mb=cfg.bucket_mb, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                         max_grad_norm=cfg.grad_clip, trace=cfg.trace is not None)
+                                         max_grad_norm=cfg.grad_clip, trace=cfg.trace is not None,
+                                         compression=cfg.compression, local_sgd=cfg.local_sgd,
+                                         local_sgd_moments=cfg.local_sgd_moments)
             rank, world = self.mesh.dp_index, self.dp
         else:
             self.model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=cfg.seed)
@@ -249,6 +257,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     summary: dict[str, Any] = {"preset": cfg.preset, "device": tr.device, "steps": cfg.steps,
                                "threads": tr.threads}
     if tr.engine is not None:
+        summary.update({"compression": cfg.compression, "local_sgd": cfg.local_sgd})
         summary.update({"dp": tr.dp, "pp": tr.pp, "schedule": cfg.schedule, "zero": cfg.zero,
                         "micro_batches": tr.engine.micro_batches, "stage_layers": tr.engine.stage_layers})
     t_last, tokens_since, loss = time.perf_counter(), 0, float("nan")
@@ -265,6 +274,8 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 record = telemetry.enrich({"step": tr.step, "loss": loss, "tokens_per_s": tps,
                                            "lr": tr.schedule(tr.step - 1), "grad_norm": tr.grad_norm(),
                                            "skipped_steps": tr.skipped_steps})
+                if tr.engine is not None:   # payload bytes of this rank's dp collectives, last step
+                    record["comm_bytes"] = tr.engine.comm_bytes_last_step
                 bar.set_postfix(telemetry.postfix(record), refresh=False)
             if (cfg.eval_every and tr.step % cfg.eval_every == 0) or tr.step == cfg.steps:
                 val_loss = tr.evaluate()
