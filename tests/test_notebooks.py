@@ -30,6 +30,12 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     # 2-core machine their spin-waiting made the run 50x slower (255 s vs 5 s).
     if "OMP_NUM_THREADS" not in os.environ:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # The kernel runs in tmp_path: put the ringloom this test imported (installed, or the dev
+    # tree) first on its path, so a relative PYTHONPATH cannot pick up another copy.
+    import ringloom
+
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (parent, os.environ.get("PYTHONPATH", "")) if p))
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError when a cell fails
