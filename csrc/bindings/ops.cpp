@@ -72,12 +72,25 @@ RINGLOOM_BIND(ops, 10) {
   o.def("adamw_step",
         [](const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m_,
            const std::vector<Tensor>& v, const std::vector<float>& weight_decay, float lr, float beta1, float beta2,
-           float eps, int64_t step, float max_norm, const OptTensor& grad_norm_t, const std::vector<Tensor>& compute) {
+           float eps, int64_t step, float max_norm, const OptTensor& grad_norm_t, const std::vector<Tensor>& compute,
+           const OptTensor& scalars) {
           AdamWConfig cfg;
           cfg.lr = lr; cfg.beta1 = beta1; cfg.beta2 = beta2; cfg.eps = eps; cfg.step = step; cfg.max_norm = max_norm;
+          cfg.scalars = opt(scalars);
           adamw_step(params, grads, m_, v, weight_decay, compute, opt(grad_norm_t), cfg);
         },
         py::arg("params"), py::arg("grads"), py::arg("m"), py::arg("v"), py::arg("weight_decay"), py::arg("lr"),
         py::arg("beta1") = 0.9f, py::arg("beta2") = 0.95f, py::arg("eps") = 1e-8f, py::arg("step") = 1,
-        py::arg("max_norm") = 0.0f, py::arg("grad_norm") = none, py::arg("compute") = std::vector<Tensor>{});
+        py::arg("max_norm") = 0.0f, py::arg("grad_norm") = none, py::arg("compute") = std::vector<Tensor>{},
+        py::arg("scalars") = none,
+        "scalars: optional 3-element float32 tensor [lr, 1/bc1, 1/bc2] read instead of lr and step "
+        "(CUDA Graph replay; fill it with adamw_write_scalars)");
+  o.def("adamw_write_scalars",
+        [](const Tensor& scalars, float lr, float beta1, float beta2, int64_t step) {
+          AdamWConfig cfg;
+          cfg.lr = lr; cfg.beta1 = beta1; cfg.beta2 = beta2; cfg.step = step;
+          adamw_write_scalars(scalars, cfg);
+        },
+        py::arg("scalars"), py::arg("lr"), py::arg("beta1") = 0.9f, py::arg("beta2") = 0.95f, py::arg("step") = 1,
+        "Writes [lr, 1/(1-beta1^step), 1/(1-beta2^step)] into a 3-element float32 tensor, in stream order");
 }
