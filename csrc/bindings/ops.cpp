@@ -7,6 +7,7 @@
 #include "ops/activation.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
+#include "ops/attention_backend.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -68,6 +69,13 @@ RINGLOOM_BIND(ops, 10) {
   o.def("add", &add, py::arg("a"), py::arg("b"));
   o.def("add_", &add_, py::arg("a"), py::arg("b"));
   o.def("scale_", &scale_, py::arg("a"), py::arg("s"));
+  o.def("set_attention_backend", [](const std::string& name) { set_attention_backend(parse_attention_backend(name)); },
+        py::arg("name"),
+        "Which implementation the CUDA attention op runs: \"ours\", \"cudnn\" (cuDNN fused SDPA: bf16, head dim "
+        "64/128) or \"auto\" (cuDNN at head dim 128 when built, ours otherwise). Process-wide; the CPU op ignores it");
+  o.def("get_attention_backend", [] { return std::string(attention_backend_name(attention_backend())); });
+  o.def("cudnn_attention_built", &cudnn_attention_built,
+        "Whether this build has the cuDNN attention backend (CUDA, cuDNN and the cudnn-frontend headers)");
   o.def("grad_norm", &grad_norm, py::arg("grads"));
   o.def("adamw_step",
         [](const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m_,
