@@ -24,6 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 import ringloom as rl  # noqa: E402
+rl_ops = rl._C.ops  # noqa: E402
 from common import print_table, time_ms, write_json  # noqa: E402
 
 SHAPES = [  # B, H, S, D, causal
@@ -127,6 +128,16 @@ def main():
                 row[f"{label}_ms"] = time_ms(lambda i, f=(ofb if bwd else ofwd): f())
                 for k in env:
                     del os.environ[k]
+            # Our cuDNN backend (ops.set_attention_backend("cudnn"): csrc/ops/cuda/attention_cudnn.cu),
+            # through the same entry points as ours; torch's cudnn column is the peer it should match.
+            row["rl_cudnn_ms"] = None
+            if rl_ops.cudnn_attention_built():
+                before = rl_ops.get_attention_backend()
+                rl_ops.set_attention_backend("cudnn")
+                try:
+                    row["rl_cudnn_ms"] = time_ms(lambda i, f=(ofb if bwd else ofwd): f())
+                finally:
+                    rl_ops.set_attention_backend(before)
             for peer, backend in PEERS.items():
                 try:
                     pf, pfb = torch_fns(qkv, dout, H, causal, backend)
@@ -137,13 +148,14 @@ def main():
             for k in list(row):
                 if k.endswith("_ms") and row[k] is not None:
                     row[k[:-3] + "_tflops"] = fl / row[k] / 1e9
+            row["rl_cudnn/ours"] = row["rl_cudnn_ms"] / row["ours_ms"] if row["rl_cudnn_ms"] else None
             for peer in PEERS:
                 row[f"{peer}/ours"] = row[f"{peer}_ms"] / row["ours_ms"] if row[f"{peer}_ms"] else None
             rows.append(row)
             torch.cuda.empty_cache()
     cols = [("shape", ""), ("mode", ""), ("ours_ms", ".3f"), ("flash_ms", ".3f"), ("cudnn_ms", ".3f"),
             ("ours_tflops", ".0f"), ("flash_tflops", ".0f"), ("cudnn_tflops", ".0f"), ("flash/ours", ".2f"),
-            ("cudnn/ours", ".2f"), ("rel_err_vs_flash", ".1e")]
+            ("cudnn/ours", ".2f"), ("rl_cudnn_ms", ".3f"), ("rl_cudnn/ours", ".2f"), ("rel_err_vs_flash", ".1e")]
     if args.variants:
         cols += [(k, ".0f") for k in rows[0] if k.startswith("ours_") and k.endswith("_tflops") and k != "ours_tflops"]
         cols += [(k, ".0f") for k in rows[1] if k.startswith("ours_") and k.endswith("_tflops") and k != "ours_tflops"]

@@ -1,11 +1,50 @@
-// ringloom._C.cuda_*: allocator statistics and cache control (no-ops without CUDA).
+// ringloom._C.cuda_*: allocator statistics and cache control (no-ops without CUDA), and
+// CudaGraph (capture/replay of the compute stream: core/cuda/graph.h), bound in every build
+// so the module's names are the same; without CUDA its constructor raises.
+#include <memory>
+
 #include "bindings/registry.h"
 #include "core/error.h"
 #ifdef RINGLOOM_WITH_CUDA
 #include "core/cuda/allocator.h"
+#include "core/cuda/graph.h"
 #endif
 
 namespace py = pybind11;
+
+namespace {
+// Holds a cuda::Graph; in a CPU-only build it cannot be made.
+class PyCudaGraph {
+ public:
+  explicit PyCudaGraph(int device) {
+#ifdef RINGLOOM_WITH_CUDA
+    g_ = std::make_unique<ringloom::cuda::Graph>(device);
+#else
+    ringloom::fail(ringloom::ErrorKind::Runtime, "CudaGraph: this build has no CUDA backend");
+#endif
+  }
+#ifdef RINGLOOM_WITH_CUDA
+  ringloom::cuda::Graph& g() { return *g_; }
+#else
+  struct NoGraph {
+    void begin_capture() {}
+    void end_capture() {}
+    void abort_capture() {}
+    void replay() {}
+    bool capturing() const { return false; }
+    bool ready() const { return false; }
+    int device() const { return -1; }
+    size_t num_nodes() const { return 0; }
+  } none_;
+  NoGraph& g() { return none_; }
+#endif
+
+ private:
+#ifdef RINGLOOM_WITH_CUDA
+  std::unique_ptr<ringloom::cuda::Graph> g_;
+#endif
+};
+}  // namespace
 
 RINGLOOM_BIND(cuda, 5) {
   m.def("cuda_memory_stats", [](int device) {
@@ -16,6 +55,7 @@ RINGLOOM_BIND(cuda, 5) {
     d["reserved_bytes"] = s.reserved_bytes;
     d["peak_allocated_bytes"] = s.peak_allocated_bytes;
     d["num_cuda_mallocs"] = s.num_cuda_mallocs;
+    d["private_pool_bytes"] = s.private_pool_bytes;
 #else
     ringloom::fail(ringloom::ErrorKind::Runtime, "cuda_memory_stats: this build has no CUDA backend");
 #endif
@@ -31,4 +71,20 @@ RINGLOOM_BIND(cuda, 5) {
     ringloom::cuda::empty_cache(device);
 #endif
   }, py::arg("device") = 0);
+
+  py::class_<PyCudaGraph>(m, "CudaGraph",
+                          "A CUDA Graph of the work issued on a device's compute stream between capture_begin "
+                          "and capture_end; replay() launches it again (same kernels, arguments, addresses)")
+      .def(py::init<int>(), py::arg("device") = 0)
+      .def("capture_begin", [](PyCudaGraph& self) { self.g().begin_capture(); },
+           "Start recording the compute stream; allocations come from this graph's private pool, from the "
+           "cache only (no cudaMalloc)")
+      .def("capture_end", [](PyCudaGraph& self) { self.g().end_capture(); }, "Stop recording and instantiate")
+      .def("capture_abort", [](PyCudaGraph& self) { self.g().abort_capture(); },
+           "Discard a capture after an error (no-op when not capturing)")
+      .def("replay", [](PyCudaGraph& self) { self.g().replay(); }, "Launch the graph on the compute stream")
+      .def_property_readonly("capturing", [](PyCudaGraph& self) { return self.g().capturing(); })
+      .def_property_readonly("ready", [](PyCudaGraph& self) { return self.g().ready(); })
+      .def_property_readonly("device", [](PyCudaGraph& self) { return self.g().device(); })
+      .def_property_readonly("num_nodes", [](PyCudaGraph& self) { return self.g().num_nodes(); });
 }

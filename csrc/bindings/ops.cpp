@@ -7,6 +7,7 @@
 #include "ops/activation.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
+#include "ops/attention_backend.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -68,16 +69,36 @@ RINGLOOM_BIND(ops, 10) {
   o.def("add", &add, py::arg("a"), py::arg("b"));
   o.def("add_", &add_, py::arg("a"), py::arg("b"));
   o.def("scale_", &scale_, py::arg("a"), py::arg("s"));
+  o.def("set_attention_backend", [](const std::string& name) { set_attention_backend(parse_attention_backend(name)); },
+        py::arg("name"),
+        "Which implementation the CUDA attention op runs: \"ours\", \"cudnn\" (cuDNN fused SDPA: bf16, head dim "
+        "64/128) or \"auto\" (cuDNN at head dim 128 when built, ours otherwise). Process-wide; the CPU op ignores it");
+  o.def("get_attention_backend", [] { return std::string(attention_backend_name(attention_backend())); });
+  o.def("cudnn_attention_built", &cudnn_attention_built,
+        "Whether this build has the cuDNN attention backend (CUDA, cuDNN and the cudnn-frontend headers)");
   o.def("grad_norm", &grad_norm, py::arg("grads"));
   o.def("adamw_step",
         [](const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m_,
            const std::vector<Tensor>& v, const std::vector<float>& weight_decay, float lr, float beta1, float beta2,
-           float eps, int64_t step, float max_norm, const OptTensor& grad_norm_t, const std::vector<Tensor>& compute) {
+           float eps, int64_t step, float max_norm, const OptTensor& grad_norm_t, const std::vector<Tensor>& compute,
+           const OptTensor& scalars) {
           AdamWConfig cfg;
           cfg.lr = lr; cfg.beta1 = beta1; cfg.beta2 = beta2; cfg.eps = eps; cfg.step = step; cfg.max_norm = max_norm;
+          cfg.scalars = opt(scalars);
           adamw_step(params, grads, m_, v, weight_decay, compute, opt(grad_norm_t), cfg);
         },
         py::arg("params"), py::arg("grads"), py::arg("m"), py::arg("v"), py::arg("weight_decay"), py::arg("lr"),
         py::arg("beta1") = 0.9f, py::arg("beta2") = 0.95f, py::arg("eps") = 1e-8f, py::arg("step") = 1,
-        py::arg("max_norm") = 0.0f, py::arg("grad_norm") = none, py::arg("compute") = std::vector<Tensor>{});
+        py::arg("max_norm") = 0.0f, py::arg("grad_norm") = none, py::arg("compute") = std::vector<Tensor>{},
+        py::arg("scalars") = none,
+        "scalars: optional 3-element float32 tensor [lr, 1/bc1, 1/bc2] read instead of lr and step "
+        "(CUDA Graph replay; fill it with adamw_write_scalars)");
+  o.def("adamw_write_scalars",
+        [](const Tensor& scalars, float lr, float beta1, float beta2, int64_t step) {
+          AdamWConfig cfg;
+          cfg.lr = lr; cfg.beta1 = beta1; cfg.beta2 = beta2; cfg.step = step;
+          adamw_write_scalars(scalars, cfg);
+        },
+        py::arg("scalars"), py::arg("lr"), py::arg("beta1") = 0.9f, py::arg("beta2") = 0.95f, py::arg("step") = 1,
+        "Writes [lr, 1/(1-beta1^step), 1/(1-beta2^step)] into a 3-element float32 tensor, in stream order");
 }

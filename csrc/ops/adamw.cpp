@@ -4,6 +4,15 @@
 
 namespace ringloom {
 
+namespace {
+void check_scalars(const char* op, const Tensor& scalars, Device dev) {
+  check_dtype(op, "scalars", scalars, DType::Float32);
+  RL_CHECK(scalars.numel() == 3 && scalars.device() == dev, Value, op,
+           ": scalars must be a 3-element float32 tensor [lr, 1/bc1, 1/bc2] on ", dev.str(), ", got ",
+           scalars.describe());
+}
+}  // namespace
+
 void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
                 const std::vector<Tensor>& v, const std::vector<float>& weight_decay,
                 const std::vector<Tensor>& compute, const Tensor& grad_norm, const AdamWConfig& cfg) {
@@ -44,6 +53,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
     RL_CHECK(grad_norm.numel() == 1 && grad_norm.device() == dev, Value, op,
              ": grad_norm must be a 1-element tensor on ", dev.str(), ", got ", grad_norm.describe());
   }
+  if (cfg.scalars.defined()) check_scalars(op, cfg.scalars, dev);
   RL_DISPATCH(params[0], adamw_step(params, grads, m, v, weight_decay, compute, grad_norm, cfg));
 }
 
@@ -57,6 +67,16 @@ Tensor grad_norm(const std::vector<Tensor>& grads) {
     if (g.is_cpu()) check_cpu_float32(op, {{"grad", &g}});
   }
   return RL_DISPATCH(grads[0], grad_norm(grads));
+}
+
+void adamw_write_scalars(const Tensor& scalars, const AdamWConfig& cfg) {
+  const char* op = "adamw_write_scalars";
+  RL_CHECK(scalars.defined(), Value, op, ": scalars is undefined");
+  check_scalars(op, scalars, scalars.device());
+  RL_CHECK(cfg.step >= 1, Value, op, ": step must be >= 1 (bias correction), got ", cfg.step);
+  RL_CHECK(cfg.lr >= 0 && cfg.beta1 >= 0 && cfg.beta1 < 1 && cfg.beta2 >= 0 && cfg.beta2 < 1, Value, op,
+           ": invalid hyperparameters lr=", cfg.lr, " beta1=", cfg.beta1, " beta2=", cfg.beta2);
+  RL_DISPATCH(scalars, adamw_write_scalars(scalars, cfg));
 }
 
 }  // namespace ringloom

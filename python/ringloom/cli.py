@@ -146,6 +146,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                                                                     "(default: %(default)s)")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="compute dtype; auto = float32 on CPU, bfloat16 on GPU")
+    g.add_argument("--cuda-graph", action="store_true", default=None,
+                   help="capture the training step in a CUDA Graph after 2 eager steps and replay it "
+                        "(single GPU; for small models where kernel launch gaps dominate)")
     g.add_argument("--threads", type=nonneg_int, default=0, metavar="N",
                    help="CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the "
                         "machine is idle, else 1 (default: %(default)s)")

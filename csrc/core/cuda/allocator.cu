@@ -17,16 +17,37 @@ size_t round_size(size_t n) {
   return (n + g - 1) / g * g;
 }
 
+using FreeList = std::multimap<size_t, void*>;  // rounded size -> block
+
+struct Block {
+  size_t size;  // rounded
+  int pool;     // 0: the shared cache; > 0: a CUDA Graph's private pool
+};
+
 struct DevicePool {
   std::mutex mu;
-  std::multimap<size_t, void*> free_blocks;  // rounded size -> block
-  std::map<void*, size_t> live;              // block -> rounded size
+  FreeList free_blocks;                 // the shared cache
+  std::map<void*, Block> live;          // handed out now
+  std::map<int, FreeList> private_free; // per private pool: its cached blocks
+  std::map<int, size_t> private_bytes;  // per private pool: bytes it owns (live or cached)
+  int capture_pool = 0;                 // the pool a running capture allocates from, or 0
+  int next_pool = 1;
   AllocatorStats stats;
 };
 
 DevicePool& pool(int device) {
   static DevicePool pools[64];
   return pools[device];
+}
+
+// Best fit among cached blocks no more than twice the request (bounds the waste).
+bool take_fit(FreeList& list, size_t size, void** ptr, size_t* got) {
+  auto it = list.lower_bound(size);
+  if (it == list.end() || it->first > 2 * size) return false;
+  *ptr = it->second;
+  *got = it->first;
+  list.erase(it);
+  return true;
 }
 
 void release_cached(DevicePool& p) {
@@ -36,21 +57,32 @@ void release_cached(DevicePool& p) {
   }
   p.free_blocks.clear();
 }
+
+// While capturing: the capture pool's own blocks, then shared cached blocks (which become
+// the pool's). Never cudaMalloc: it is not a stream operation the graph could replay, and
+// the brief's rule is that a captured step runs entirely from the warm cache.
+void* capture_alloc(DevicePool& p, size_t nbytes, size_t size, int device, size_t* got) {
+  void* ptr = nullptr;
+  if (take_fit(p.private_free[p.capture_pool], size, &ptr, got)) return ptr;
+  if (take_fit(p.free_blocks, size, &ptr, got)) {
+    p.private_bytes[p.capture_pool] += *got;
+    return ptr;
+  }
+  fail(ErrorKind::Runtime, "CUDA Graph capture on cuda:", device, " needs ", nbytes,
+       " bytes that the caching allocator does not hold, and cudaMalloc is not allowed while capturing; "
+       "run the step eagerly (at least once, with the same shapes) before capturing so the cache is warm");
+}
 }  // namespace
 
 void* cached_alloc(size_t nbytes, int device) {
   DevicePool& p = pool(device);
   const size_t size = round_size(nbytes);
   std::lock_guard<std::mutex> lock(p.mu);
-  // Best fit among cached blocks no more than twice the request (bounds the waste).
-  auto it = p.free_blocks.lower_bound(size);
   void* ptr = nullptr;
   size_t got = size;
-  if (it != p.free_blocks.end() && it->first <= 2 * size) {
-    ptr = it->second;
-    got = it->first;
-    p.free_blocks.erase(it);
-  } else {
+  if (p.capture_pool != 0) {
+    ptr = capture_alloc(p, nbytes, size, device, &got);
+  } else if (!take_fit(p.free_blocks, size, &ptr, &got)) {
     DeviceGuard g(device);
     cudaError_t err = cudaMalloc(&ptr, size);
     if (err != cudaSuccess) {
@@ -63,10 +95,11 @@ void* cached_alloc(size_t nbytes, int device) {
              p.stats.allocated_bytes, " bytes in use)");
       }
     }
+    got = size;
     p.stats.reserved_bytes += size;
     p.stats.num_cuda_mallocs++;
   }
-  p.live[ptr] = got;
+  p.live[ptr] = Block{got, p.capture_pool};
   p.stats.allocated_bytes += got;
   if (p.stats.allocated_bytes > p.stats.peak_allocated_bytes) p.stats.peak_allocated_bytes = p.stats.allocated_bytes;
   return ptr;
@@ -78,15 +111,26 @@ void cached_free(void* ptr, size_t nbytes, int device) {
   std::lock_guard<std::mutex> lock(p.mu);
   auto it = p.live.find(ptr);
   if (it == p.live.end()) return;
-  p.stats.allocated_bytes -= it->second;
-  p.free_blocks.emplace(it->second, ptr);
+  Block b = it->second;
   p.live.erase(it);
+  p.stats.allocated_bytes -= b.size;
+  // A shared block freed during capture was used by the captured work (its last user is
+  // in the graph), so a replay touches it again: it becomes the graph's.
+  if (b.pool == 0 && p.capture_pool != 0) {
+    b.pool = p.capture_pool;
+    p.private_bytes[b.pool] += b.size;
+  }
+  if (b.pool == 0) p.free_blocks.emplace(b.size, ptr);
+  else p.private_free[b.pool].emplace(b.size, ptr);
 }
 
 AllocatorStats allocator_stats(int device) {
   DevicePool& p = pool(device);
   std::lock_guard<std::mutex> lock(p.mu);
-  return p.stats;
+  AllocatorStats s = p.stats;
+  s.private_pool_bytes = 0;
+  for (const auto& [id, bytes] : p.private_bytes) s.private_pool_bytes += bytes;
+  return s;
 }
 
 void reset_peak_stats(int device) {
@@ -99,9 +143,48 @@ void reset_peak_stats(int device) {
 void empty_cache(int device) {
   DevicePool& p = pool(device);
   std::lock_guard<std::mutex> lock(p.mu);
+  RL_CHECK(p.capture_pool == 0, Runtime, "empty_cache: cuda:", device,
+           " is capturing a CUDA Graph (cudaFree and device synchronisation are not allowed then)");
   DeviceGuard g(device);
   cudaDeviceSynchronize();
   release_cached(p);
+}
+
+int create_private_pool(int device) {
+  DevicePool& p = pool(device);
+  std::lock_guard<std::mutex> lock(p.mu);
+  const int id = p.next_pool++;
+  p.private_free[id];
+  p.private_bytes[id] = 0;
+  return id;
+}
+
+void begin_capture_allocations(int device, int pool_id) {
+  DevicePool& p = pool(device);
+  std::lock_guard<std::mutex> lock(p.mu);
+  RL_CHECK(p.capture_pool == 0, Runtime, "CUDA Graph capture: cuda:", device, " is already capturing (pool ",
+           p.capture_pool, "); captures on one device cannot nest");
+  RL_CHECK(p.private_bytes.count(pool_id), Value, "CUDA Graph capture: unknown private pool ", pool_id);
+  p.capture_pool = pool_id;
+}
+
+void end_capture_allocations(int device) {
+  DevicePool& p = pool(device);
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.capture_pool = 0;
+}
+
+void release_private_pool(int device, int pool_id) {
+  DevicePool& p = pool(device);
+  std::lock_guard<std::mutex> lock(p.mu);
+  auto fl = p.private_free.find(pool_id);
+  if (fl == p.private_free.end()) return;
+  for (auto& [size, ptr] : fl->second) p.free_blocks.emplace(size, ptr);
+  p.private_free.erase(fl);
+  for (auto& [ptr, b] : p.live)
+    if (b.pool == pool_id) b.pool = 0;
+  p.private_bytes.erase(pool_id);
+  if (p.capture_pool == pool_id) p.capture_pool = 0;
 }
 
 }  // namespace ringloom::cuda

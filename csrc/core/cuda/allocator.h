@@ -3,6 +3,16 @@
 // steady-state training step once the cache is warm. Blocks are reused in stream order on
 // the device's compute stream; memory handed to another stream must be synchronised by the
 // user of that stream (the communication code does this).
+//
+// CUDA Graphs (core/cuda/graph.h) need two more things from the allocator:
+//  - no cudaMalloc while a capture is recording: a captured step must find every block in
+//    the cache (run the step eagerly first), otherwise allocation fails with an error that
+//    says so instead of breaking the capture;
+//  - memory the graph uses stays the graph's: a replay writes the same addresses the
+//    capture recorded, so a block allocated or freed during capture must never be handed to
+//    anyone else while the graph lives. Such blocks belong to the graph's private pool; when
+//    freed they return to that pool, and only release_private_pool (the graph destroyed)
+//    gives them back to the shared cache.
 #pragma once
 #include <cstddef>
 
@@ -16,10 +26,23 @@ struct AllocatorStats {
   size_t reserved_bytes = 0;        // held from cudaMalloc (allocated + cached)
   size_t peak_allocated_bytes = 0;
   size_t num_cuda_mallocs = 0;      // cudaMalloc calls since start (or reset)
+  size_t private_pool_bytes = 0;    // held by CUDA Graphs' private pools (live or cached)
 };
 AllocatorStats allocator_stats(int device);
 void reset_peak_stats(int device);
-// Returns every cached (free) block to the driver.
+// Returns every cached (free) block of the shared cache to the driver.
 void empty_cache(int device);
+
+// ---- CUDA Graph support ----
+// A new private pool id (> 0) on `device`.
+int create_private_pool(int device);
+// From now until end_capture_allocations, allocations on `device` are served from `pool`
+// (cached blocks only: its own free blocks first, then blocks moved over from the shared
+// cache), and blocks freed on `device` join `pool`.
+void begin_capture_allocations(int device, int pool);
+void end_capture_allocations(int device);
+// The graph is gone: the pool's free blocks return to the shared cache, and its live blocks
+// will when they are freed.
+void release_private_pool(int device, int pool);
 
 }  // namespace ringloom::cuda

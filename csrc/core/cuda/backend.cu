@@ -3,6 +3,7 @@
 #include "core/cuda/allocator.h"
 #include "core/cuda/check.h"
 #include "core/cuda/context.h"
+#include "core/cuda/graph.h"
 
 namespace ringloom::cuda {
 
@@ -17,8 +18,17 @@ int device_count() {
   return n;
 }
 
+// A CUDA Graph replays device work only: a copy that touches host memory (and waits for
+// it) inside a captured region would be lost or break the capture, so it is refused.
+void refuse_during_capture(int device, const char* what) {
+  RL_CHECK(!stream_is_capturing(device), Runtime, what, " on cuda:", device,
+           " while a CUDA Graph is being captured: a captured step cannot read or write host memory or wait "
+           "for the device (read results after replay instead)");
+}
+
 void copy(void* dst, const void* src, size_t nbytes, int kind, int device) {
   DeviceGuard g(device);
+  if (kind != 2) refuse_during_capture(device, kind == 0 ? "host-to-device copy" : "device-to-host copy");
   const cudaMemcpyKind k = kind == 0 ? cudaMemcpyHostToDevice : kind == 1 ? cudaMemcpyDeviceToHost : cudaMemcpyDefault;
   cudaStream_t s = current_stream(device);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, k, s));
@@ -34,6 +44,7 @@ void memset(void* dst, int value, size_t nbytes, int device) {
 
 void synchronize(int device) {
   DeviceGuard g(device);
+  refuse_during_capture(device, "synchronize");
   CUDA_CHECK(cudaStreamSynchronize(current_stream(device)));
 }
 

@@ -15,12 +15,14 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   // clip = min(1, max_norm / (norm + 1e-6)) rescales g so that the global norm is at most max_norm.
   float clip = 1.0f;
   if (cfg.max_norm > 0) clip = std::min(1.0f, cfg.max_norm / (grad_norm.data_as<float>()[0] + 1e-6f));
-  // Bias corrections 1 - beta^step in double: at beta2 = 0.999, step 1 it is 1e-3, and
-  // pow in fp32 would leave only four good digits of it.
-  const double bc1 = 1.0 - std::pow(double(cfg.beta1), double(cfg.step));
-  const double bc2 = 1.0 - std::pow(double(cfg.beta2), double(cfg.step));
-  const float inv_bc1 = float(1.0 / bc1), inv_bc2 = float(1.0 / bc2);
-  const float b1 = cfg.beta1, b2 = cfg.beta2, lr = cfg.lr, eps = cfg.eps;
+  // lr and the bias corrections: from cfg, or from cfg.scalars when given (ops/adamw.h).
+  AdamWStepScalars sc = adamw_step_scalars(cfg);
+  if (cfg.scalars.defined()) {
+    const float* d = cfg.scalars.data_as<float>();
+    sc = {d[0], d[1], d[2]};
+  }
+  const float inv_bc1 = sc.inv_bc1, inv_bc2 = sc.inv_bc2;
+  const float b1 = cfg.beta1, b2 = cfg.beta2, lr = sc.lr, eps = cfg.eps;
 
   for (size_t i = 0; i < params.size(); ++i) {
     const int64_t n = params[i].numel();
@@ -50,6 +52,12 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
       if (c16) c16[j] = float_to_bf16_bits(pj);
     }
   }
+}
+
+void adamw_write_scalars(const Tensor& scalars, const AdamWConfig& cfg) {
+  const AdamWStepScalars sc = adamw_step_scalars(cfg);
+  float* d = scalars.data_as<float>();
+  d[0] = sc.lr, d[1] = sc.inv_bc1, d[2] = sc.inv_bc2;
 }
 
 Tensor grad_norm(const std::vector<Tensor>& grads) {

@@ -5,7 +5,8 @@
 // kChunk elements of one tensor. The tables depend only on the tensors, not on the step,
 // so they are built and uploaded once and cached (keyed by every pointer, size, dtype and
 // weight decay); a training loop that reuses its tensors pays no upload after step 1.
-// Step-dependent scalars (lr, bias corrections) travel as kernel arguments, and the clip
+// Step-dependent scalars (lr, bias corrections) travel as kernel arguments (or, for a CUDA
+// Graph replay, are read from a device buffer: ops/adamw.h), and the clip
 // factor is computed on the device from the grad_norm tensor, so a step never waits on
 // the host.
 //
@@ -199,9 +200,16 @@ __device__ __forceinline__ void adamw_update(const TensorSlot& t, int64_t i, con
   }
 }
 
+// scalars: null, or [lr, 1/bc1, 1/bc2] in device memory (a replayed CUDA Graph: ops/adamw.h).
 __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorSlot* __restrict__ tensors,
                                                          const BlockSlot* __restrict__ blocks, AdamScalars a,
-                                                         const float* __restrict__ norm) {
+                                                         const float* __restrict__ norm,
+                                                         const float* __restrict__ scalars) {
+  if (scalars) {
+    a.lr = scalars[0];
+    a.inv_bc1 = scalars[1];
+    a.inv_bc2 = scalars[2];
+  }
   const BlockSlot b = blocks[blockIdx.x];
   const TensorSlot t = tensors[b.tensor];
   // clip = min(1, max_norm / (norm + 1e-6)), read on the device: no host sync.
@@ -266,13 +274,29 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   OpContext ctx(params[0]);
   const Tables t = get_tables(params, grads, m, v, weight_decay, compute, params[0].device());
   if (t.nblocks == 0) return;
-  // Bias corrections in double: 1 - 0.999^1 keeps only four good digits in fp32 pow.
-  const double bc1 = 1.0 - std::pow(double(cfg.beta1), double(cfg.step));
-  const double bc2 = 1.0 - std::pow(double(cfg.beta2), double(cfg.step));
-  AdamScalars a{cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, float(1.0 / bc1), float(1.0 / bc2), cfg.max_norm};
+  // Bias corrections in double (adamw_step_scalars): 1 - 0.999^1 keeps only four good digits in fp32 pow.
+  const AdamWStepScalars sc = adamw_step_scalars(cfg);
+  AdamScalars a{sc.lr, cfg.beta1, cfg.beta2, cfg.eps, sc.inv_bc1, sc.inv_bc2, cfg.max_norm};
   const float* norm = cfg.max_norm > 0 ? grad_norm.data_as<float>() : nullptr;
+  const float* scalars = cfg.scalars.defined() ? cfg.scalars.data_as<float>() : nullptr;
   adamw_kernel<<<t.nblocks, kThreads, 0, ctx.stream>>>(reinterpret_cast<const TensorSlot*>(t.tensors.data()),
-                                                       reinterpret_cast<const BlockSlot*>(t.blocks.data()), a, norm);
+                                                       reinterpret_cast<const BlockSlot*>(t.blocks.data()), a, norm,
+                                                       scalars);
+  CUDA_CHECK_LAUNCH();
+}
+
+namespace {
+__global__ void write_scalars_kernel(float* out, float lr, float inv_bc1, float inv_bc2) {
+  out[0] = lr, out[1] = inv_bc1, out[2] = inv_bc2;
+}
+}  // namespace
+
+// A kernel rather than a host copy: the values travel as launch arguments, so the write is
+// ordered on the stream after the previous step's update without the host waiting.
+void adamw_write_scalars(const Tensor& scalars, const AdamWConfig& cfg) {
+  OpContext ctx(scalars);
+  const AdamWStepScalars sc = adamw_step_scalars(cfg);
+  write_scalars_kernel<<<1, 1, 0, ctx.stream>>>(scalars.data_as<float>(), sc.lr, sc.inv_bc1, sc.inv_bc2);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -7,6 +7,8 @@
 // replaces the fp32 atomic accumulation of dq by a separate dq pass (about 1.4x the
 // backward's matrix work). dk/dv are always deterministic; the simple kernels always are.
 // RINGLOOM_ATTN_FWD_VARIANT / RINGLOOM_ATTN_BWD_VARIANT pick other tile shapes (benchmarks).
+// The backend setting (ops/attention_backend.h: ours | cudnn | auto) may send a call to
+// cuDNN's fused attention instead (attention_cudnn.cu).
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -14,7 +16,9 @@
 #include "core/cuda/check.h"
 #include "core/cuda/context.h"
 #include "ops/attention.h"
+#include "ops/attention_backend.h"
 #include "ops/cuda/attention/params.h"
+#include "ops/cuda/attention_cudnn.h"
 
 namespace ringloom::cuda {
 
@@ -55,10 +59,21 @@ attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int6
   return p;
 }
 
+// The backend setting (ops/attention_backend.h) applied to one problem: forward and
+// backward decide the same way for the same qkv.
+bool route_to_cudnn(const Tensor& qkv) {
+  switch (attention_backend()) {
+    case AttentionBackend::Cudnn: return true;  // unsupported shapes fail there, naming the shape
+    case AttentionBackend::Auto: return cudnn_attention_supports(qkv) && qkv.size(3) == 128;
+    default: return false;
+  }
+}
+
 }  // namespace
 
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale) {
+  if (route_to_cudnn(qkv)) return cudnn_attention_forward(qkv, n_head, n_kv_head, causal, scale);
   attn::Params p = make_params("attention_forward", qkv, n_head, n_kv_head, causal, scale);
   Tensor out = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, qkv.dtype(), qkv.device());
   Tensor lse = Tensor::empty({qkv.size(0), n_head, qkv.size(1)}, DType::Float32, qkv.device());
@@ -75,6 +90,7 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                           int64_t n_head, int64_t n_kv_head, bool causal, float scale) {
+  if (route_to_cudnn(qkv)) return cudnn_attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale);
   attn::Params p = make_params("attention_backward", qkv, n_head, n_kv_head, causal, scale);
   Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
   if (qkv.numel() == 0) return dqkv;

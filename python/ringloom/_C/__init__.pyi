@@ -8,7 +8,7 @@ import typing_extensions
 from . import ops
 from . import layers
 from . import comm
-__all__: list[str] = ['DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'layers', 'ops', 'set_num_threads', 'zeros']
+__all__: list[str] = ['CudaGraph', 'DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'layers', 'ops', 'set_num_threads', 'zeros']
 class DType:
     """
     Members:
@@ -134,6 +134,40 @@ class Tensor:
         ...
     @property
     def shape(self) -> tuple:
+        ...
+class CudaGraph:
+    """
+    A CUDA Graph of the work issued on a device's compute stream between capture_begin and capture_end; replay() launches it again (same kernels, arguments, addresses)
+    """
+    def __init__(self, device: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+    def capture_abort(self) -> None:
+        """
+        Discard a capture after an error (no-op when not capturing)
+        """
+    def capture_begin(self) -> None:
+        """
+        Start recording the compute stream; allocations come from this graph's private pool, from the cache only (no cudaMalloc)
+        """
+    def capture_end(self) -> None:
+        """
+        Stop recording and instantiate
+        """
+    def replay(self) -> None:
+        """
+        Launch the graph on the compute stream
+        """
+    @property
+    def capturing(self) -> bool:
+        ...
+    @property
+    def device(self) -> int:
+        ...
+    @property
+    def num_nodes(self) -> int:
+        ...
+    @property
+    def ready(self) -> bool:
         ...
 def cuda_available() -> bool:
     ...

@@ -5,9 +5,15 @@ from __future__ import annotations
 import collections.abc
 import ringloom._C
 import typing
-__all__: list[str] = ['adamw_step', 'add', 'add_', 'attention_backward', 'attention_forward', 'cross_entropy_forward', 'cross_entropy_forward_backward', 'embedding_backward', 'embedding_forward', 'gelu_backward', 'gelu_forward', 'grad_norm', 'layernorm_backward', 'layernorm_forward', 'matmul_backward_input', 'matmul_backward_weight', 'matmul_forward', 'rmsnorm_backward', 'rmsnorm_forward', 'rope_backward', 'rope_forward', 'scale_', 'swiglu_backward', 'swiglu_forward']
-def adamw_step(params: collections.abc.Sequence[ringloom._C.Tensor], grads: collections.abc.Sequence[ringloom._C.Tensor], m: collections.abc.Sequence[ringloom._C.Tensor], v: collections.abc.Sequence[ringloom._C.Tensor], weight_decay: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], lr: typing.SupportsFloat | typing.SupportsIndex, beta1: typing.SupportsFloat | typing.SupportsIndex = 0.8999999761581421, beta2: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, eps: typing.SupportsFloat | typing.SupportsIndex = 9.99999993922529e-09, step: typing.SupportsInt | typing.SupportsIndex = 1, max_norm: typing.SupportsFloat | typing.SupportsIndex = 0.0, grad_norm: ringloom._C.Tensor | None = None, compute: collections.abc.Sequence[ringloom._C.Tensor] = []) -> None:
-    ...
+__all__: list[str] = ['adamw_step', 'adamw_write_scalars', 'add', 'add_', 'attention_backward', 'attention_forward', 'cross_entropy_forward', 'cross_entropy_forward_backward', 'cudnn_attention_built', 'embedding_backward', 'embedding_forward', 'gelu_backward', 'gelu_forward', 'get_attention_backend', 'grad_norm', 'layernorm_backward', 'layernorm_forward', 'matmul_backward_input', 'matmul_backward_weight', 'matmul_forward', 'rmsnorm_backward', 'rmsnorm_forward', 'rope_backward', 'rope_forward', 'scale_', 'set_attention_backend', 'swiglu_backward', 'swiglu_forward']
+def adamw_step(params: collections.abc.Sequence[ringloom._C.Tensor], grads: collections.abc.Sequence[ringloom._C.Tensor], m: collections.abc.Sequence[ringloom._C.Tensor], v: collections.abc.Sequence[ringloom._C.Tensor], weight_decay: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], lr: typing.SupportsFloat | typing.SupportsIndex, beta1: typing.SupportsFloat | typing.SupportsIndex = 0.8999999761581421, beta2: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, eps: typing.SupportsFloat | typing.SupportsIndex = 9.99999993922529e-09, step: typing.SupportsInt | typing.SupportsIndex = 1, max_norm: typing.SupportsFloat | typing.SupportsIndex = 0.0, grad_norm: ringloom._C.Tensor | None = None, compute: collections.abc.Sequence[ringloom._C.Tensor] = [], scalars: ringloom._C.Tensor | None = None) -> None:
+    """
+    scalars: optional 3-element float32 tensor [lr, 1/bc1, 1/bc2] read instead of lr and step (CUDA Graph replay; fill it with adamw_write_scalars)
+    """
+def adamw_write_scalars(scalars: ringloom._C.Tensor, lr: typing.SupportsFloat | typing.SupportsIndex, beta1: typing.SupportsFloat | typing.SupportsIndex = 0.8999999761581421, beta2: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, step: typing.SupportsInt | typing.SupportsIndex = 1) -> None:
+    """
+    Writes [lr, 1/(1-beta1^step), 1/(1-beta2^step)] into a 3-element float32 tensor, in stream order
+    """
 def add(a: ringloom._C.Tensor, b: ringloom._C.Tensor) -> ringloom._C.Tensor:
     ...
 def add_(a: ringloom._C.Tensor, b: ringloom._C.Tensor) -> None:
@@ -20,6 +26,10 @@ def cross_entropy_forward(logits: ringloom._C.Tensor, targets: ringloom._C.Tenso
     ...
 def cross_entropy_forward_backward(logits: ringloom._C.Tensor, targets: ringloom._C.Tensor, ignore_index: typing.SupportsInt | typing.SupportsIndex = -100, grad_scale: typing.SupportsFloat | typing.SupportsIndex = 1.0) -> ringloom._C.Tensor:
     ...
+def cudnn_attention_built() -> bool:
+    """
+    Whether this build has the cuDNN attention backend (CUDA, cuDNN and the cudnn-frontend headers)
+    """
 def embedding_backward(ids: ringloom._C.Tensor, dout: ringloom._C.Tensor, dwte: ringloom._C.Tensor, dwpe: ringloom._C.Tensor | None = None) -> None:
     ...
 def embedding_forward(ids: ringloom._C.Tensor, wte: ringloom._C.Tensor, wpe: ringloom._C.Tensor | None = None) -> ringloom._C.Tensor:
@@ -27,6 +37,8 @@ def embedding_forward(ids: ringloom._C.Tensor, wte: ringloom._C.Tensor, wpe: rin
 def gelu_backward(dy: ringloom._C.Tensor, x: ringloom._C.Tensor) -> ringloom._C.Tensor:
     ...
 def gelu_forward(x: ringloom._C.Tensor) -> ringloom._C.Tensor:
+    ...
+def get_attention_backend() -> str:
     ...
 def grad_norm(grads: collections.abc.Sequence[ringloom._C.Tensor]) -> ringloom._C.Tensor:
     ...
@@ -50,6 +62,10 @@ def rope_forward(x: ringloom._C.Tensor, n_rot_heads: typing.SupportsInt | typing
     ...
 def scale_(a: ringloom._C.Tensor, s: typing.SupportsFloat | typing.SupportsIndex) -> None:
     ...
+def set_attention_backend(name: str) -> None:
+    """
+    Which implementation the CUDA attention op runs: "ours", "cudnn" (cuDNN fused SDPA: bf16, head dim 64/128) or "auto" (cuDNN at head dim 128 when built, ours otherwise). Process-wide; the CPU op ignores it
+    """
 def swiglu_backward(dy: ringloom._C.Tensor, x: ringloom._C.Tensor) -> ringloom._C.Tensor:
     ...
 def swiglu_forward(x: ringloom._C.Tensor) -> ringloom._C.Tensor:

@@ -42,6 +42,8 @@ class AdamW:
         self._v = [_C.zeros(list(v.shape), "float32", v.device) for v in self._values]
         self._wd = [self.weight_decay if p.decay else 0.0 for _, p in self.named]
         self.last_grad_norm = None  # a 1-element device tensor
+        self._scalars = None        # [lr, 1/bc1, 1/bc2] on the device (use_device_scalars)
+        self._step_lr = self.lr
 
     def compute_grad_norm(self) -> Any:
         """The global gradient norm of these gradients as a 1-element device tensor (no host
@@ -52,13 +54,36 @@ class AdamW:
         """One update with the gradients currently in the parameters' grad tensors.
         ``grad_norm``: a 1-element fp32 tensor on the parameters' device to clip by instead
         of these gradients' own norm (parallel training: the norm over every rank's share)."""
+        self.prepare_step(lr)
+        self.apply_step(grad_norm)
+
+    # step() in two halves, for CUDA Graphs (train/graph.py): prepare_step is the host's
+    # part (the step count, and with device scalars a write of lr and the bias corrections
+    # into device memory) and stays outside the graph; apply_step is pure device work that
+    # a graph can capture once and replay with whatever prepare_step wrote.
+    def use_device_scalars(self) -> None:
+        """From now on lr and the bias corrections reach the kernel through a 3-element
+        device tensor that prepare_step fills (ops.adamw_write_scalars), not as launch
+        arguments: a captured apply_step then follows the schedule on every replay."""
+        if self._scalars is None:
+            self._scalars = _C.zeros([3], "float32", self._values[0].device)
+
+    def prepare_step(self, lr: float | None = None) -> None:
+        """Counts the step and records its lr (host side; see use_device_scalars)."""
         self.step_count += 1
+        self._step_lr = self.lr if lr is None else float(lr)
+        if self._scalars is not None:
+            ops.adamw_write_scalars(self._scalars, lr=self._step_lr, beta1=self.betas[0], beta2=self.betas[1],
+                                    step=self.step_count)
+
+    def apply_step(self, grad_norm: Any = None) -> None:
+        """The update for the step prepare_step counted: device work only, no host sync."""
         norm = ops.grad_norm(self._grads) if grad_norm is None else grad_norm
         self.last_grad_norm = norm
-        ops.adamw_step(self._masters, self._grads, self._m, self._v, self._wd, lr=self.lr if lr is None else lr,
-                       beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, step=self.step_count,
+        ops.adamw_step(self._masters, self._grads, self._m, self._v, self._wd, lr=self._step_lr,
+                       beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, step=max(self.step_count, 1),
                        max_norm=self.max_grad_norm, grad_norm=norm if self.max_grad_norm > 0 else None,
-                       compute=self._compute)
+                       compute=self._compute, scalars=self._scalars)
 
     def grad_norm(self) -> float:
         """The global gradient norm of the last step (reads the device: a sync on GPU)."""

@@ -57,6 +57,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"    # stop | skip (train/nonfinite.py)
     peak_tflops: float | None = None  # MFU denominator; None: 989 on GPU, no MFU on CPU
     tensorboard: bool = True      # event files in --out/tb
+    cuda_graph: bool = False      # replay each step as a captured CUDA Graph (train/graph.py)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",

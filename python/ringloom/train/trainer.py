@@ -85,6 +85,15 @@ def _refuse_unsupported(cfg: TrainConfig) -> None:
         # the checkpoints: a resumed run would silently differ from an uninterrupted one.
         raise ValueError("--resume with --local-sgd or --compression topk/powersgd is not supported yet (their "
                          "per-rank state is not checkpointed)")
+    if cfg.cuda_graph:
+        if not str(cfg.device).startswith("cuda"):
+            raise ValueError(f"--cuda-graph needs --device cuda (CUDA Graphs replay GPU work), got --device {cfg.device}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or cfg.pp > 1 or (cfg.dp or 1) > 1 or (cfg.micro_batches or 1) > 1:
+            raise ValueError("--cuda-graph captures a single-process step; it cannot be combined with "
+                             "--dp/--pp/--micro-batches or a launcher")
+        if cfg.on_nonfinite == "skip":
+            raise ValueError("--cuda-graph cannot --on-nonfinite skip: a captured step always applies its update "
+                             "(non-finite values are seen after the step); use --on-nonfinite stop")
 
 
 class Trainer:
@@ -152,6 +161,11 @@ class Trainer:
         self.skipped_steps = 0        # steps dropped for a non-finite loss/gradient (--on-nonfinite skip)
         self.last_grad_norm = float("nan")
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
+        self.captured = None
+        if cfg.cuda_graph:
+            from .graph import CapturedStep
+
+            self.captured = CapturedStep(self.model, self.optimizer, (cfg.batch_size, cfg.seq_len))
 
     def train_step(self) -> float:
         from .nonfinite import host_scalar, step_is_finite
@@ -165,6 +179,8 @@ class Trainer:
             self.last_grad_norm = self.engine.last_grad_norm
             self.skipped_steps += int(self.engine.last_step_skipped)
             return loss
+        if self.captured is not None:
+            return self._captured_step(inputs, targets)
         self.model.zero_grad()
         loss = self.model.forward_backward(inputs, targets)
         lr = self.schedule(self.step)
@@ -176,6 +192,20 @@ class Trainer:
             self.optimizer.step(lr=lr, grad_norm=norm)
         else:
             self.skipped_steps += 1
+        return loss
+
+    def _captured_step(self, inputs, targets) -> float:
+        """--cuda-graph: the whole step (update included) as one graph launch; the loss and
+        norm are read after it, so a non-finite step stops the run after its update."""
+        from .nonfinite import NonFiniteError
+
+        loss = self.captured.step(inputs, targets, lr=self.schedule(self.step))
+        self.step += 1
+        self.last_grad_norm = self.optimizer.grad_norm()
+        if not (np.isfinite(loss) and np.isfinite(self.last_grad_norm)):
+            raise NonFiniteError(f"step {self.step}: loss {loss}, gradient norm {self.last_grad_norm} with "
+                                 "--cuda-graph: the captured step had already applied its update; resume from the "
+                                 "last checkpoint with a lower --lr")
         return loss
 
     def evaluate(self) -> float:

@@ -1,0 +1,52 @@
+#include "ops/attention_backend.h"
+
+#include <atomic>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace ringloom {
+
+namespace {
+AttentionBackend initial() {
+  const char* v = std::getenv("RINGLOOM_ATTENTION");
+  if (v == nullptr || *v == '\0') return AttentionBackend::Ours;
+  try {
+    return parse_attention_backend(v);
+  } catch (const Error&) {
+    return AttentionBackend::Ours;  // a bad variable must not break import; set_ reports it
+  }
+}
+std::atomic<int>& current() {
+  static std::atomic<int> b{int(initial())};
+  return b;
+}
+}  // namespace
+
+void set_attention_backend(AttentionBackend b) { current().store(int(b)); }
+AttentionBackend attention_backend() { return AttentionBackend(current().load()); }
+
+AttentionBackend parse_attention_backend(const std::string& name) {
+  if (name == "ours") return AttentionBackend::Ours;
+  if (name == "cudnn") return AttentionBackend::Cudnn;
+  if (name == "auto") return AttentionBackend::Auto;
+  fail(ErrorKind::Value, "attention backend must be \"ours\", \"cudnn\" or \"auto\", got \"", name, "\"");
+}
+
+const char* attention_backend_name(AttentionBackend b) {
+  switch (b) {
+    case AttentionBackend::Cudnn: return "cudnn";
+    case AttentionBackend::Auto: return "auto";
+    default: return "ours";
+  }
+}
+
+bool cudnn_attention_built() {
+#if defined(RINGLOOM_WITH_CUDA) && defined(RINGLOOM_WITH_CUDNN_FRONTEND)
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace ringloom

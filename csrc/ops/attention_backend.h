@@ -1,0 +1,28 @@
+// Which implementation the CUDA attention op runs (DESIGN.md: cuDNN's fused attention is a
+// selectable backend that our kernel is measured against). A process-wide setting, read at
+// every attention_forward/backward call on a GPU; the CPU op ignores it.
+//   ours   our flash kernels (ops/cuda/attention_*.cu)
+//   cudnn  cuDNN's fused SDPA through the cuDNN frontend graph API (ops/cuda/attention_cudnn.cu):
+//          bf16, head dim 64 or 128; anything else is an error naming the shape
+//   auto   cuDNN for bf16 at head dim 128 when it is built (measured ~2x ours there), ours
+//          otherwise (ours measured 1.34x torch's flash at D64 causal)
+// Forward and backward pick the same way for the same shapes, and both save/read the
+// natural-log log-sum-exp [B, Hq, T], so switching between a forward and its backward is
+// still correct (tests/gpu/test_attention_cudnn_gpu.py checks the two lse agree).
+// Initial value: RINGLOOM_ATTENTION=ours|cudnn|auto in the environment, else ours.
+#pragma once
+#include <string>
+
+namespace ringloom {
+
+enum class AttentionBackend { Ours, Cudnn, Auto };
+
+void set_attention_backend(AttentionBackend b);
+AttentionBackend attention_backend();
+// "ours" | "cudnn" | "auto" <-> enum; an unknown name throws ValueError listing the three.
+AttentionBackend parse_attention_backend(const std::string& name);
+const char* attention_backend_name(AttentionBackend b);
+// Whether this build contains the cuDNN backend (CUDA, cuDNN and the cudnn-frontend headers).
+bool cudnn_attention_built();
+
+}  // namespace ringloom
