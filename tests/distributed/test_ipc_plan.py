@@ -232,3 +232,20 @@ def test_simulation_catches_a_missing_slot_guard():
 
     assert all(run(seed, True) for seed in range(3))
     assert not any(run(seed, False) for seed in range(3)), "removing the ack wait went unnoticed"
+
+
+def test_group_reports_cuda_transport(monkeypatch):
+    """Before any CUDA op the transport is undecided; the one-shot threshold is per group."""
+    import ringloom.distributed as dist
+    monkeypatch.delenv("RINGLOOM_IPC_ONESHOT_MAX_BYTES", raising=False)
+    pg = dist.init(backend="ring", timeout=10)
+    try:
+        assert pg.cuda_transport == "undecided"
+        a = np.arange(5, dtype=np.int64)
+        pg.all_reduce(a)
+        assert pg.cuda_transport == "undecided" and np.array_equal(a, np.arange(5))
+        assert pg.ipc_oneshot_max_bytes == 256 << 10
+        pg.ipc_oneshot_max_bytes = 1000
+        assert pg.ipc_oneshot_max_bytes == 1000
+    finally:
+        dist.destroy()

@@ -273,8 +273,11 @@ class IpcGroup final : public IpcTransport {
     cudaStreamSynchronize(stream_);
   }
 
+  // Runs in the destructor: nothing here may throw (no DeviceGuard, errors ignored).
   void release() {
-    cuda::DeviceGuard guard(device_);
+    int prev = -1;
+    cudaGetDevice(&prev);
+    cudaSetDevice(device_);
     try {
       drain();
     } catch (...) {
@@ -287,6 +290,7 @@ class IpcGroup final : public IpcTransport {
     if (fail_word_) cudaFree(fail_word_);
     if (stream_) cudaStreamDestroy(stream_);
     if (host_) cudaFreeHost(host_);
+    if (prev >= 0) cudaSetDevice(prev);
     cudaGetLastError();
   }
 
