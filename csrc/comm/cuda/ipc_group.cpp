@@ -14,6 +14,7 @@
 // Memory: RINGLOOM_IPC_BUFFER_BYTES (default 64 MiB) per rank and group, two slots of an rs
 // and an ag region each (16 MiB regions by default).
 #ifdef RINGLOOM_WITH_CUDA
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -176,6 +177,11 @@ class IpcGroup final : public IpcTransport {
   void finish(const std::shared_ptr<void>& launched, const std::string& op, Deadline d) override {
     if (!launched) return;
     auto* l = static_cast<Launched*>(launched.get());
+    // The kernels time their own waits out after the group timeout and name the peer they
+    // waited for; the host allows a little more, so that message normally wins and the
+    // host deadline only catches kernels that never ran.
+    const double grace = std::max(5.0, 0.1 * timeout_s_);
+    d += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace));
     auto sleep = std::chrono::microseconds(10);
     for (;;) {
       const cudaError_t e = cudaEventQuery(l->done);
@@ -184,11 +190,11 @@ class IpcGroup final : public IpcTransport {
       if (Clock::now() >= d) {
         abort();
         // The kernels see the abort word at their next wait; give them a moment to leave.
-        const Deadline grace = deadline_after(10.0);
-        while (cudaEventQuery(l->done) == cudaErrorNotReady && Clock::now() < grace)
+        const Deadline leave_by = deadline_after(10.0);
+        while (cudaEventQuery(l->done) == cudaErrorNotReady && Clock::now() < leave_by)
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
         fail(ErrorKind::Timeout, "ringloom.distributed: ", op, " on rank ", rank_, " did not complete within ",
-             timeout_s_, " s (a peer is stuck or dead); the IPC kernels were aborted");
+             timeout_s_ + grace, " s (a peer is stuck or dead, or the GPU never ran it); the IPC kernels were aborted");
       }
       std::this_thread::sleep_for(sleep);
       sleep = std::min(sleep * 2, std::chrono::microseconds(1000));
