@@ -8,6 +8,9 @@
 #include <optional>
 
 #include "bindings/registry.h"
+#include "comm/algorithms.h"
+#include "comm/ipc_plan.h"
+#include "comm/ipc_transport.h"
 #include "comm/nccl_group.h"
 #include "comm/process_group.h"
 #include "comm/store.h"
@@ -131,7 +134,58 @@ RINGLOOM_BIND(comm, 20) {
              }
              return gil_free_deleter(std::move(sub));
            }, py::arg("ranks"), py::arg("backend"))
-      .def("shutdown", &ProcessGroup::shutdown, py::call_guard<py::gil_scoped_release>());
+      .def("shutdown", &ProcessGroup::shutdown, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("cuda_transport", &ProcessGroup::cuda_transport,
+                             "'ipc', 'tcp (<why not ipc>)' or 'undecided' before the first CUDA op")
+      .def_property("ipc_oneshot_max_bytes", &ProcessGroup::ipc_oneshot_max_bytes,
+                    &ProcessGroup::set_ipc_oneshot_max_bytes,
+                    "CUDA all_reduce up to this many bytes runs one-shot (same value on every rank)");
+
+  // The IPC transport's host-side bookkeeping, bound for the CPU tests (tests/distributed/test_ipc_plan.py).
+  py::module_ ipc = c.def_submodule("ipc", "CUDA IPC transport bookkeeping (plans, flags, set-up decision)");
+  ipc.attr("MAX_RANKS") = kIpcMaxRanks;
+  ipc.attr("MAX_CHANNELS") = kIpcMaxChannels;
+  ipc.attr("ALIGN") = kIpcAlign;
+  ipc.attr("STEP_BITS") = kIpcStepBits;
+  py::class_<IpcPlan>(ipc, "Plan", "How a collective's data moves through the IPC buffers")
+      .def_property_readonly("nseg", [](const IpcPlan& p) { return p.nseg; })
+      .def_property_readonly("off", [](const IpcPlan& p) {
+        return std::vector<size_t>(p.off, p.off + p.nseg + 1);
+      })
+      .def_readonly("per_round", &IpcPlan::per_round)
+      .def_readonly("rounds", &IpcPlan::rounds)
+      .def_readonly("channels", &IpcPlan::channels)
+      .def_readonly("per_channel", &IpcPlan::per_channel)
+      .def_readonly("sub_elems", &IpcPlan::sub_elems)
+      .def_readonly("nsub", &IpcPlan::nsub)
+      .def_readonly("steps", &IpcPlan::steps)
+      .def("piece", [](const IpcPlan& p, size_t k, int seg, int c, int s) {
+             RL_CHECK(k < p.rounds && seg >= 0 && seg < p.nseg && c >= 0 && c < p.channels && s >= 0 && s < p.nsub,
+                      Index, "ipc plan piece (", k, ", ", seg, ", ", c, ", ", s, ") out of range");
+             const IpcPiece x = ipc_piece(p, k, seg, c, s);
+             return py::make_tuple(x.elem, x.buf, x.count);
+           }, py::arg("round"), py::arg("seg"), py::arg("channel"), py::arg("sub"),
+           "(data index, region index, count) of one sub-chunk");
+  ipc.def("make_plan", &make_ipc_plan, py::arg("off"), py::arg("region_elems"), py::arg("esize"), py::arg("sub_bytes"),
+          py::arg("min_channel_bytes"), py::arg("steps"), py::arg("max_channels") = kIpcMaxChannels);
+  ipc.def("equal_segments", &ipc_equal_segments, py::arg("seg_len"), py::arg("n"));
+  ipc.def("all_reduce_segments", &ipc_all_reduce_segments, py::arg("count"), py::arg("n"));
+  ipc.def("ready_value", &ipc_ready_value, py::arg("round"), py::arg("step"), py::arg("sub"), py::arg("nsub"));
+  ipc.def("ack_needed", &ipc_ack_needed, py::arg("round"));
+  ipc.def("refusal", &ipc_refusal, py::arg("hosts"), py::arg("gpus"), py::arg("disabled") = false);
+  ipc.def("choose_algo", [](bool tree, size_t nbytes, size_t oneshot_max, size_t region_bytes) {
+    return std::string(ipc_algo_name(choose_ipc_algo(tree, nbytes, oneshot_max, region_bytes)));
+  }, py::arg("tree"), py::arg("nbytes"), py::arg("oneshot_max"), py::arg("region_bytes"));
+  ipc.def("host_id", &ipc_host_id);
+  ipc.def("tree_node", [](int n, int shift, int rank) {
+    RL_CHECK(n >= 1 && rank >= 0 && rank < n && (shift == 0 || shift == 1), Value, "tree_node: bad arguments");
+    const TreeNode t = build_tree(n, shift)[size_t(rank)];
+    return py::make_tuple(t.parent, t.child[0], t.child[1]);
+  }, py::arg("n"), py::arg("shift"), py::arg("rank"), "(parent, child0, child1) of `rank` in tree `shift` (-1: none)");
+  py::class_<IpcRounds>(ipc, "Rounds", "Round numbering over a group's life")
+      .def(py::init<>())
+      .def("take", &IpcRounds::take, py::arg("rounds"))
+      .def_property_readonly("next", &IpcRounds::next);
 
 #ifdef RINGLOOM_WITH_NCCL
   c.attr("has_nccl") = true;

@@ -1,6 +1,7 @@
 #include "comm/process_group.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -58,6 +59,11 @@ size_t tree_max_bytes() {
     return e ? size_t(std::atoll(e)) : size_t(256) << 10;
   }();
   return v;
+}
+
+size_t ipc_oneshot_default() {
+  const char* e = std::getenv("RINGLOOM_IPC_ONESHOT_MAX_BYTES");
+  return e && *e ? size_t(std::atoll(e)) : size_t(256) << 10;
 }
 
 void require_defined(const char* op, const Tensor& t) {
@@ -120,7 +126,8 @@ ProcessGroup::ProcessGroup(std::shared_ptr<StoreClient> store, std::shared_ptr<v
       members_(std::move(members)),
       backend_(backend),
       timeout_s_(timeout_s),
-      token_(std::move(token)) {
+      token_(std::move(token)),
+      ipc_oneshot_max_(ipc_oneshot_default()) {
   RL_CHECK(timeout_s > 0, Value, "ringloom.distributed: timeout must be positive, got ", timeout_s);
   for (size_t i = 0; i < members_.size(); ++i)
     if (members_[i] == global_rank) me_ = int(i);
@@ -145,6 +152,8 @@ void ProcessGroup::shutdown() {
         Error(ErrorKind::Runtime, "ringloom.distributed: " + w->op() + " was cancelled: the process group was shut down")));
   if (worker_.joinable()) worker_.join();
   mesh_.reset();
+  std::lock_guard<std::mutex> l(ipc_mu_);
+  ipc_.reset();  // waits (briefly) for the peers to finish reading our buffer
 }
 
 std::string ProcessGroup::where(const char* op) const {
@@ -205,6 +214,7 @@ void ProcessGroup::worker_loop() {
         broken_kind_ = e.kind();
       }
       mesh_->abort();  // peers waiting on us see EOF now instead of at their deadline
+      abort_ipc();
       fn = nullptr;
       current_.reset();
       w->finish(std::current_exception());
@@ -214,12 +224,71 @@ void ProcessGroup::worker_loop() {
         broken_ = "unexpected non-ringloom exception";
       }
       mesh_->abort();
+      abort_ipc();
       fn = nullptr;
       current_.reset();
       w->finish(std::current_exception());
     }
   }
 }
+
+void ProcessGroup::abort_ipc() {
+  std::lock_guard<std::mutex> l(ipc_mu_);
+  if (ipc_) ipc_->abort();  // kernels issued after the failed one stop at their first wait
+}
+
+// ---- the CUDA IPC path ----
+
+IpcTransport* ProcessGroup::ipc_for(const Tensor& t, const char* op) {
+  if (!t.is_cuda()) return nullptr;
+  std::lock_guard<std::mutex> l(ipc_mu_);
+  if (!ipc_decided_) {
+    ipc_decided_ = true;
+    try {
+      IpcSetup s = connect_ipc(*store_, "pg/" + name_, me_, size(), t.device().index, timeout_s_);
+      ipc_ = std::move(s.transport);
+      ipc_refusal_ = s.refusal;
+    } catch (const Error& e) {
+      ipc_refusal_ = str_cat("the set-up failed: ", e.what());
+      {
+        std::lock_guard<std::mutex> lb(mu_);
+        if (broken_.empty()) broken_ = ipc_refusal_;  // peers may have decided otherwise: stop here
+      }
+      throw;
+    }
+    if (!ipc_ && size() > 1)
+      std::fprintf(stderr,
+                   "ringloom.distributed: group '%s' rank %d: CUDA tensors go through host memory over TCP, not "
+                   "CUDA IPC: %s (backend='nccl' is the GPU path between hosts)\n",
+                   name_.c_str(), me_, ipc_refusal_.c_str());
+  }
+  if (!ipc_) return nullptr;
+  RL_CHECK(t.device().index == ipc_->device(), Value, where(op), ": ", t.describe(), " is not on cuda:",
+           ipc_->device(), ", the GPU this group's IPC buffers live on (one GPU per rank and group)");
+  return ipc_.get();
+}
+
+template <typename Launch>
+std::shared_ptr<Work> ProcessGroup::run_ipc(const std::string& op, std::vector<Tensor> keep, IpcTransport* ipc,
+                                            Launch launch) {
+  bool broken;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    RL_CHECK(!stop_, Runtime, where(op.c_str()), ": the process group was shut down");
+    broken = !broken_.empty();
+  }
+  if (broken) return enqueue(op, std::move(keep), [](Deadline) {});  // the worker raises the earlier error
+  std::shared_ptr<void> launched = launch();
+  return enqueue(op, std::move(keep), [ipc, launched, op](Deadline d) { ipc->finish(launched, op, d); });
+}
+
+std::string ProcessGroup::cuda_transport() {
+  std::lock_guard<std::mutex> l(ipc_mu_);
+  if (!ipc_decided_) return "undecided";
+  return ipc_ ? std::string("ipc") : "tcp (" + ipc_refusal_ + ")";
+}
+
+void ProcessGroup::set_ipc_oneshot_max_bytes(size_t bytes) { ipc_oneshot_max_ = bytes; }
 
 std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   const char* name = "all_reduce";
@@ -228,6 +297,11 @@ std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
            " (supported: float32, bfloat16, int32, int64, uint8)");
   RL_CHECK(op != ReduceOp::Avg || is_floating(t.dtype()), Value, where(name), ": op='avg' needs a floating dtype, got ",
            t.describe(), " (use 'sum' and divide)");
+  if (IpcTransport* ipc = ipc_for(t, name)) {
+    const IpcAlgo algo = choose_ipc_algo(backend_ == Backend::Tree, t.nbytes(), ipc_oneshot_max_, ipc->region_bytes());
+    return run_ipc(str_cat(name, " [ipc ", ipc_algo_name(algo), "]"), {t}, ipc,
+                   [&] { return ipc->all_reduce(t, op, algo); });
+  }
   const size_t wire_bytes = size_t(t.numel()) * (t.dtype() == DType::BFloat16 ? 4 : dtype_size(t.dtype()));
   const Backend algo = pick(wire_bytes);
   const int n = size();
@@ -252,6 +326,8 @@ std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tens
            ": op='avg' needs a floating dtype, got ", in.describe());
   RL_CHECK(in.numel() == out.numel() * size(), Value, where(name), ": input ", in.describe(),
            " must hold size x output elements = ", size(), " x ", out.numel(), " (output ", out.describe(), ")");
+  if (IpcTransport* ipc = ipc_for(in, name))
+    return run_ipc(str_cat(name, " [ipc ring]"), {out, in}, ipc, [&] { return ipc->reduce_scatter(out, in, op); });
   const size_t wire_bytes = size_t(in.numel()) * (in.dtype() == DType::BFloat16 ? 4 : dtype_size(in.dtype()));
   const Backend algo = pick(wire_bytes);
   const int n = size(), me = me_;
@@ -279,6 +355,8 @@ std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& 
            " and input ", in.describe(), " differ in dtype or device");
   RL_CHECK(out.numel() == in.numel() * size(), Value, where(name), ": output ", out.describe(),
            " must hold size x input elements = ", size(), " x ", in.numel(), " (input ", in.describe(), ")");
+  if (IpcTransport* ipc = ipc_for(in, name))
+    return run_ipc(str_cat(name, " [ipc ring]"), {out, in}, ipc, [&] { return ipc->all_gather(out, in); });
   const int n = size(), me = me_;
   return enqueue(str_cat(name, " [ring]"), {out, in}, [this, out, in, n, me](Deadline d) {
     Tensor hin = to_host(in), hout = to_host(out);
@@ -297,6 +375,8 @@ std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
   require_defined(name, t);
   RL_CHECK(src >= 0 && src < size(), Index, where(name), ": src=", src, " is not a rank of this group (0..",
            size() - 1, ")");
+  if (IpcTransport* ipc = ipc_for(t, name))
+    return run_ipc(str_cat(name, " [ipc chain] from rank ", src), {t}, ipc, [&] { return ipc->broadcast(t, src); });
   return enqueue(str_cat(name, " [tree] from rank ", src), {t}, [this, t, src](Deadline d) {
     Tensor host = to_host(t);
     tree_broadcast(*mesh_, Span{static_cast<char*>(host.data()), size_t(host.numel()), dtype_size(t.dtype())}, src, d);

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "comm/ipc_transport.h"
 #include "comm/mesh.h"
 #include "comm/reduce.h"
 #include "comm/store.h"
@@ -93,12 +94,25 @@ class ProcessGroup {
 
   StoreClient& store() { return *store_; }
 
+  // How CUDA tensors travel: "ipc", "tcp (<why not ipc>)", or "undecided" before the first
+  // CUDA op.
+  std::string cuda_transport();
+  // Every rank of the group must set the same value (it picks the algorithm).
+  void set_ipc_oneshot_max_bytes(size_t bytes);
+  size_t ipc_oneshot_max_bytes() const { return ipc_oneshot_max_; }
+
  private:
   using Fn = std::function<void(Deadline)>;
   std::shared_ptr<Work> enqueue(const std::string& op, std::vector<Tensor> keep, Fn fn);
   void worker_loop();
   Backend pick(size_t nbytes) const;
   std::string where(const char* op) const;
+  // The IPC transport for a CUDA tensor (setting it up on first use), or null: staged path.
+  IpcTransport* ipc_for(const Tensor& t, const char* op);
+  void abort_ipc();
+  // Launches an IPC op in the caller's thread and queues its completion on the worker.
+  template <typename Launch>
+  std::shared_ptr<Work> run_ipc(const std::string& op, std::vector<Tensor> keep, IpcTransport* ipc, Launch launch);
 
   std::shared_ptr<StoreClient> store_;
   std::shared_ptr<void> keepalive_;  // the store server, on the rank that runs it
@@ -121,6 +135,13 @@ class ProcessGroup {
   std::string broken_;  // the error that broke the group, empty while healthy
   ErrorKind broken_kind_ = ErrorKind::Runtime;
   std::map<std::vector<int>, int> subgroup_count_;
+
+  std::mutex ipc_mu_;  // guards the three below (set-up happens in a caller's thread)
+  bool ipc_decided_ = false;
+  std::unique_ptr<IpcTransport> ipc_;
+  std::string ipc_refusal_;
+  size_t ipc_oneshot_max_;
+
   std::thread worker_;
 };
 

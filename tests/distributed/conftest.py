@@ -26,10 +26,11 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def launch(n: int, *args: str, launcher_args: tuple[str, ...] = (), timeout: float = 120) -> subprocess.CompletedProcess:
+def launch(n: int, *args: str, launcher_args: tuple[str, ...] = (), timeout: float = 120,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m ringloom.launch -n N worker.py args...`; output captured as text."""
     cmd = [sys.executable, "-m", "ringloom.launch", "-n", str(n), *launcher_args, WORKER, *args]
-    return subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=child_env(**(env or {})), capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:

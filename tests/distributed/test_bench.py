@@ -32,3 +32,17 @@ def test_bench_runs_and_is_correct(tmp_path):
     for r in rows:
         assert r["wrong"] == 0 and r["time_us"] > 0
         assert abs(r["busbw"] - r["algbw"] * 2 * 2 / 3) < 1e-9
+
+
+def test_bench_ipc_rows_on_cpu(tmp_path):
+    """The ipc-* rows (GPU rows) are well-formed anywhere; one-shot rows stop at --oneshot-max."""
+    out = tmp_path / "rows.json"
+    res = subprocess.run([sys.executable, "-m", "ringloom.bench.allreduce", "-n", "2", "-b", "64", "-e", "4K", "-f", "4",
+                          "--cpu", "--no-peer", "--backends", "ipc-ring,ipc-oneshot", "--oneshot-max", "1K",
+                          "--iters", "3", "--warmup", "1", "--time-per-size", "0.01", "--json", str(out)],
+                         env=child_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["size"] for r in rows if r["backend"] == "ipc-ring"] == [64, 256, 1024, 4096]
+    assert [r["size"] for r in rows if r["backend"] == "ipc-oneshot"] == [64, 256, 1024]
+    assert all(r["wrong"] == 0 for r in rows)

@@ -257,6 +257,140 @@ def scenario_launcher(argv) -> None:
         time.sleep(60)  # must be ended by the launcher
 
 
+# ---- CUDA IPC (tests/distributed/test_cuda_ipc.py: 2 or more GPUs) ----
+
+IPC_ALGO_TAG = {"ring": "[ipc ring]", "tree": "[ipc tree]", "oneshot": "[ipc one-shot]"}
+
+
+def ipc_region_bytes() -> int:
+    """One region of the IPC buffer (as csrc/comm/cuda/ipc_group.cpp cuts it): the most a
+    one-shot all-reduce can carry."""
+    total = int(os.environ.get("RINGLOOM_IPC_BUFFER_BYTES") or 64 << 20)
+    return total // 4 // 4096 * 4096
+
+
+def to_dev(a: np.ndarray, dtype: str, dev: str) -> rl.Tensor:
+    return to_rl(a, dtype).to(dev)
+
+
+def ipc_group(algo: str, timeout: float):
+    """The world, and a group whose CUDA all_reduce runs `algo` (ring, tree or oneshot)."""
+    pg = dist.init(backend="auto", timeout=timeout)
+    dev = f"cuda:{pg.info.local_rank % rl.cuda_device_count()}"
+    g = pg.new_group(range(pg.size), backend="tree" if algo == "tree" else "ring")
+    g.ipc_oneshot_max_bytes = (1 << 62) if algo == "oneshot" else 0
+    t = to_dev(np.ones(5, np.float32), "float32", dev)
+    g.all_reduce(t)  # the first CUDA op sets the transport up
+    assert g.cuda_transport == "ipc", f"rank {g.rank}: {g.cuda_transport}"
+    assert np.all(from_rl(t) == g.size)
+    return pg, g, dev
+
+
+def scenario_ipc(argv) -> None:
+    """Every all_reduce op and dtype through one IPC algorithm; with ring, also
+    reduce_scatter, all_gather, broadcast and overlapping async ops. Sizes 0, 1, 7, odd and
+    64 MiB (of the tensor's own bytes; sum only at that size)."""
+    algo = argv[0]
+    pg, g, dev = ipc_group(algo, 120.0)
+    n, r = g.size, g.rank
+    big = 64 << 20
+    for dtype in DTYPES:
+        es = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        for count in (0, 1, 7, 100003, big // es + 3):
+            inputs = [make_input(dtype, count, q, SEED) for q in range(n)]
+            ops = ("sum",) if count > (1 << 20) else ("sum", "max") + (("avg",) if dtype in FLOATS else ())
+            for op in ops:
+                t = to_dev(inputs[r], dtype, dev)
+                w = g.all_reduce(t, op=op, async_op=True)
+                if count:
+                    expect = algo if algo != "oneshot" or count * es <= ipc_region_bytes() else "ring"
+                    assert IPC_ALGO_TAG[expect] in w.op, w.op
+                w.wait(timeout=120)
+                check_reduced(from_rl(t), inputs, op, dtype, f"ipc {algo} all_reduce {op} {dtype}[{count}]")
+            if count == 7 or count == 100003:
+                same_bits_everywhere(pg, t, f"ipc {algo} all_reduce {dtype}[{count}]")
+    if algo != "ring":
+        return
+    for dtype in DTYPES:
+        es = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        for m in (0, 1, 7, 20011, (16 << 20) // es + 1):
+            inputs = [make_input(dtype, n * m, q, SEED + 1) for q in range(n)]
+            for op in ("sum", "max") + (("avg",) if dtype in FLOATS else ()):
+                src = to_dev(inputs[r], dtype, dev)
+                out = poisoned(m, dtype).to(dev)
+                w = g.reduce_scatter(out, src, op=op, async_op=True)
+                assert "[ipc ring]" in w.op, w.op
+                w.wait(timeout=120)
+                check_reduced(from_rl(out), [x[r * m:(r + 1) * m] for x in inputs], op, dtype,
+                              f"ipc reduce_scatter {op} {dtype}[{n}x{m}]")
+                assert np.array_equal(from_rl(src).view(np.uint8), inputs[r].view(np.uint8)), "input was modified"
+    for dtype in DTYPES + ("float16",):
+        for m in (0, 1, 7, 100003, (8 << 20) + 5):
+            inputs = [make_input(dtype, m, q, SEED + 2) for q in range(n)]
+            out = poisoned(n * m, dtype).to(dev)
+            g.all_gather(out, to_dev(inputs[r], dtype, dev))
+            assert np.array_equal(from_rl(out).view(np.uint8), np.concatenate(inputs).view(np.uint8)), \
+                f"ipc all_gather {dtype}[{m}]"
+            for root in range(n):
+                t = to_dev(inputs[r], dtype, dev) if r == root else poisoned(m, dtype).to(dev)
+                g.broadcast(t, root)
+                assert np.array_equal(from_rl(t).view(np.uint8), inputs[root].view(np.uint8)), \
+                    f"ipc broadcast {dtype}[{m}] from {root}"
+    # Several ops in flight at once, of different algorithms and channel counts, then a
+    # barrier (TCP) that completes after them.
+    g.ipc_oneshot_max_bytes = 64 << 10
+    sizes = (3, 50001, 9, 2_000_003, 1)
+    inputs = [[make_input("float32", k, q, SEED + 40 + i) for q in range(n)] for i, k in enumerate(sizes)]
+    ts = [to_dev(x[r], "float32", dev) for x in inputs]
+    works = [g.all_reduce(t, async_op=True) for t in ts]
+    g.barrier()
+    for i, w in enumerate(works):
+        assert w.is_completed(), f"async op {i} not done after a later barrier"
+        w.wait(timeout=60)
+        check_reduced(from_rl(ts[i]), inputs[i], "sum", "float32", f"ipc async all_reduce #{i}")
+
+
+def scenario_ipc_peer_dies(argv) -> None:
+    """The last rank SIGKILLs itself after one IPC op; the others must raise within the
+    timeout, naming the op and a peer."""
+    algo, timeout = argv[0], float(argv[1])
+    pg, g, dev = ipc_group(algo, timeout)
+    t = to_dev(np.ones(300007, np.float32), "float32", dev)
+    g.all_reduce(t)
+    if g.rank == g.size - 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    t0 = time.monotonic()
+    try:
+        for _ in range(100):
+            g.all_reduce(t)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"RAISED {type(e).__name__} after {time.monotonic() - t0:.2f}s: {e}", flush=True)
+        try:
+            g.all_reduce(t)
+        except (RuntimeError, TimeoutError) as e2:
+            assert "earlier error" in str(e2) or "aborted" in str(e2), e2
+            print("BROKEN-OK", flush=True)
+        return
+    raise AssertionError("no error although a peer died")
+
+
+def scenario_ipc_fallback(argv) -> None:
+    """IPC refused (RINGLOOM_IPC=0, or ranks reporting different hosts): CUDA tensors still
+    reduce correctly through host memory, and the group says why."""
+    expect = argv[0]
+    pg = dist.init(backend="ring", timeout=60)
+    dev = f"cuda:{pg.info.local_rank % rl.cuda_device_count()}"
+    n, r = pg.size, pg.rank
+    inputs = [make_input("int64", 100003, q, SEED + 50) for q in range(n)]
+    t = to_dev(inputs[r], "int64", dev)
+    w = pg.all_reduce(t, async_op=True)
+    w.wait(timeout=60)
+    assert "[ipc" not in w.op, w.op
+    assert pg.cuda_transport.startswith("tcp (") and expect in pg.cuda_transport, pg.cuda_transport
+    check_reduced(from_rl(t), inputs, "sum", "int64", "fallback all_reduce")
+    print(f"TRANSPORT {pg.cuda_transport}", flush=True)
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items() if name.startswith("scenario_")}
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """All-reduce benchmark in the manner of nccl-tests' all_reduce_perf.
 
     python -m ringloom.bench.allreduce -n 4 -b 8 -e 64M -f 2 --backends ring,tree,auto
+    python -m ringloom.bench.allreduce -n 4 -b 8 -e 1G     # GPU: nccl beside ipc-ring/tree/oneshot
 
 Started without launcher variables it relaunches itself with ``-n`` ranks through
-ringloom.launch. Each row: size (bytes), count, type, backend, time (us, the slowest
+ringloom.launch. On GPUs the rows "ipc-ring", "ipc-tree" and "ipc-oneshot" are our kernels
+over CUDA IPC (ring and tree with the one-shot turned off, one-shot up to --oneshot-max),
+"ring"/"tree"/"auto" the groups as users get them (one-shot below 256 KiB), beside "nccl". Each row: size (bytes), count, type, backend, time (us, the slowest
 rank's mean), algbw = size / time, busbw = algbw * 2(n-1)/n (the per-link rate a
 bandwidth-optimal algorithm needs: comparable across rank counts) and #wrong (elements
 differing from the exact sum in a separate checked run). With PyTorch importable, gloo is
@@ -45,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--stepfactor", type=int, default=2, help="size multiplier between rows (default 2)")
     p.add_argument("--cpu", action="store_true", help="CPU tensors (the default where no GPU or NCCL is usable)")
     p.add_argument("--backends", default=None,
-                   help="comma-separated from ring, tree, auto, nccl (default: nccl,ring,tree on GPU; ring,tree,auto on CPU)")
+                   help="comma-separated from ring, tree, auto, nccl, ipc-ring, ipc-tree, ipc-oneshot (default: "
+                        "nccl,ipc-ring,ipc-tree,ipc-oneshot on GPU; ring,tree,auto on CPU)")
+    p.add_argument("--oneshot-max", default="4M", help="largest size for the ipc-oneshot rows (default 4M)")
     p.add_argument("--iters", type=int, default=20, help="timed iterations at most (fewer for slow sizes)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--time-per-size", type=float, default=0.3, help="seconds aimed at per size and backend")
@@ -79,14 +84,26 @@ class _Buffers:
 
 
 class _Ours:
-    """ringloom's all_reduce on one backend."""
+    """ringloom's all_reduce on one backend; "ipc-<algo>" pins the CUDA IPC algorithm."""
 
-    def __init__(self, pg, backend: str):
+    def __init__(self, pg, backend: str, oneshot_max: int):
         self.name = backend
-        self.g = pg.new_group(range(pg.size), backend=backend)
+        self.max_bytes = None
+        algo = backend.removeprefix("ipc-") if backend.startswith("ipc-") else None
+        if algo not in (None, "ring", "tree", "oneshot"):
+            raise ValueError(f"unknown backend {backend!r}")
+        self.g = pg.new_group(range(pg.size), backend={"oneshot": "ring"}.get(algo, algo) or backend)
+        if algo in ("ring", "tree"):
+            self.g.ipc_oneshot_max_bytes = 0
+        elif algo == "oneshot":
+            self.g.ipc_oneshot_max_bytes = oneshot_max
+            self.max_bytes = oneshot_max
 
     def run(self, buf) -> None:
         self.g.all_reduce(buf)
+
+    def covers(self, nbytes: int) -> bool:
+        return self.max_bytes is None or nbytes <= self.max_bytes
 
 
 class _Gloo:
@@ -141,15 +158,24 @@ def _measure(pg, impl, count: int, args, bufs: _Buffers) -> tuple[float, int]:
 def run(args) -> int:
     import ringloom
     import ringloom.distributed as dist
-    gpu = not args.cpu and ringloom.cuda_available() and ringloom._C.comm.has_nccl
-    pg = dist.init(backend="nccl" if gpu else "auto", timeout=args.timeout)
+    gpu = not args.cpu and ringloom.cuda_available()
+    nccl = gpu and ringloom._C.comm.has_nccl
+    pg = dist.init(backend="nccl" if nccl else "auto", timeout=args.timeout)
     n, r = pg.size, pg.rank
     device = f"cuda:{pg.info.local_rank % ringloom.cuda_device_count()}" if gpu else "cpu"
     bufs = _Buffers(device)
     hi = parse_size(args.maxbytes) if args.maxbytes else ((1 << 30) if gpu else (64 << 20))
     lo = max(4, parse_size(args.minbytes))
-    backends = args.backends or ("nccl,ring,tree" if gpu else "ring,tree,auto")
-    impls = [_Ours(pg, b.strip()) for b in backends.split(",") if b.strip()]
+    backends = args.backends or ((("nccl," if nccl else "") + "ipc-ring,ipc-tree,ipc-oneshot") if gpu
+                                 else "ring,tree,auto")
+    impls = [_Ours(pg, b.strip(), parse_size(args.oneshot_max)) for b in backends.split(",") if b.strip()]
+    if gpu:
+        # The first CUDA op of each group decides its transport; say so where it is not IPC.
+        for impl in impls:
+            impl.run(bufs.make(np.ones(1, np.float32)))
+            transport = impl.g.cuda_transport
+            if r == 0 and impl.name != "nccl" and transport != "ipc":
+                print(f"# {impl.name}: CUDA tensors go {transport}")
     peer = None
     if not args.no_peer and not gpu:
         try:
@@ -165,6 +191,8 @@ def run(args) -> int:
     for size in sizes(lo, hi, args.stepfactor):
         count = size // 4
         for impl in impls + ([peer] if peer else []):
+            if not getattr(impl, "covers", lambda _: True)(count * 4):
+                continue
             dt, wrong = _measure(pg, impl, count, args, bufs)
             algbw = count * 4 / dt / 1e9
             busbw = algbw * 2 * (n - 1) / n
@@ -174,16 +202,20 @@ def run(args) -> int:
                 print(f"  {count * 4:>12} {count:>12} {'float':>6} {impl.name:>8} {dt * 1e6:>11.1f} {algbw:>12.3f} "
                       f"{busbw:>12.3f} {wrong:>7}", flush=True)
     if r == 0:
-        ours_names = [i.name for i in impls]
-        if peer:
-            print("#\n# ours (best backend) | peer (gloo) | ratio, by busbw")
-            print(f"# {'size':>12} {'ours':>8} {'GB/s':>9} {'gloo GB/s':>10} {'ratio':>7}")
+        peer_name = "gloo" if peer else ("nccl" if any(i.name == "nccl" for i in impls) else None)
+        ours_names = [i.name for i in impls if i.name != peer_name]
+        if peer_name and ours_names:
+            print(f"#\n# ours (best backend) | peer ({peer_name}) | ratio, by busbw (time for the latency-bound)")
+            print(f"# {'size':>12} {'ours':>11} {'us':>9} {'GB/s':>9} {peer_name + ' us':>9} {peer_name + ' GB/s':>10} "
+                  f"{'ratio':>7}")
             for size in sorted({row["size"] for row in rows}):
-                ours = max((x for x in rows if x["size"] == size and x["backend"] in ours_names),
-                           key=lambda x: x["busbw"])
-                ref = next(x for x in rows if x["size"] == size and x["backend"] == "gloo")
-                print(f"  {size:>12} {ours['backend']:>8} {ours['busbw']:>9.3f} {ref['busbw']:>10.3f} "
-                      f"{ours['busbw'] / max(ref['busbw'], 1e-12):>7.2f}")
+                mine = [x for x in rows if x["size"] == size and x["backend"] in ours_names]
+                ref = next((x for x in rows if x["size"] == size and x["backend"] == peer_name), None)
+                if not mine or ref is None:
+                    continue
+                ours = max(mine, key=lambda x: x["busbw"])
+                print(f"  {size:>12} {ours['backend']:>11} {ours['time_us']:>9.1f} {ours['busbw']:>9.3f} "
+                      f"{ref['time_us']:>9.1f} {ref['busbw']:>10.3f} {ours['busbw'] / max(ref['busbw'], 1e-12):>7.2f}")
         bad = sum(x["wrong"] for x in rows)
         print(f"# out of bounds values: {bad} {'OK' if bad == 0 else 'FAILED'}")
         if args.json:

@@ -4,8 +4,10 @@
     pg.all_reduce(grad, op="avg")
     dp = pg.new_group([0, 2])          # sub-groups for a dp x pp mesh
 
-Backends: "ring" and "tree" (ours, over TCP, CPU tensors), "auto" (tree for small
-messages, ring for large), "nccl" (GPU builds with NCCL).
+Backends: "ring" and "tree" (ours: over TCP for CPU tensors; for CUDA tensors over CUDA IPC
+when every rank is on one host, with a one-shot all-reduce for small messages, else staged
+through host memory), "auto" (tree for small messages, ring for large), "nccl" (GPU builds
+with NCCL). ``pg.cuda_transport`` says which path CUDA tensors take.
 """
 from .env import Rendezvous, read_env
 from .group import BACKENDS, ProcessGroup, Work, destroy, init, is_initialized, world

@@ -1,4 +1,5 @@
-"""The process group: ringloom's collectives over TCP (ring, tree) from Python.
+"""The process group: ringloom's collectives (ring, tree: over TCP, and over CUDA IPC for
+GPUs of one host; NCCL) from Python.
 
 Tensors are ringloom Tensors or C-contiguous NumPy arrays (used in place, no copy). Ops
 are in place on the tensors given; ``async_op=True`` returns a :class:`Work` to wait on,
@@ -71,7 +72,7 @@ class ProcessGroup:
     """A group of ranks and its collectives. ``rank`` is this process's index in the group."""
 
     def __init__(self, core: Any, info: Rendezvous | None = None, nccl: Any = None):
-        self._pg = core        # our TCP group: CPU tensors, and CUDA tensors staged through the host
+        self._pg = core        # our group: CPU tensors over TCP, CUDA tensors over IPC (one host) or TCP
         self._nccl = nccl      # the NCCL communicator, when the backend is "nccl": CUDA tensors
         self.info = info
 
@@ -98,6 +99,23 @@ class ProcessGroup:
     @property
     def timeout(self) -> float:
         return self._pg.timeout
+
+    @property
+    def cuda_transport(self) -> str:
+        """How CUDA tensors travel in ring/tree/auto groups: "ipc" (kernels on peer buffers,
+        every rank on one host), "tcp (<why not ipc>)" (staged through host memory), or
+        "undecided" before the first CUDA op. NCCL groups send CUDA tensors to NCCL."""
+        return "nccl" if self._nccl is not None else self._pg.cuda_transport
+
+    @property
+    def ipc_oneshot_max_bytes(self) -> int:
+        """CUDA all_reduce up to this many bytes runs one-shot over IPC (default 256 KiB, or
+        RINGLOOM_IPC_ONESHOT_MAX_BYTES); set the same value on every rank."""
+        return self._pg.ipc_oneshot_max_bytes
+
+    @ipc_oneshot_max_bytes.setter
+    def ipc_oneshot_max_bytes(self, value: int) -> None:
+        self._pg.ipc_oneshot_max_bytes = int(value)
 
     @property
     def store(self) -> Any:
