@@ -23,11 +23,20 @@ def _declared(stub: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("submodule", ["", "ops", "layers", "comm"])
+def _stub_path(submodule: str) -> str:
+    """ops -> _C/ops.pyi; a submodule with submodules of its own is a stub package."""
+    parts = submodule.split(".") if submodule else []
+    flat = os.path.join(STUB_DIR, *parts) + ".pyi" if parts else os.path.join(STUB_DIR, "__init__.pyi")
+    return flat if os.path.exists(flat) else os.path.join(STUB_DIR, *parts, "__init__.pyi")
+
+
+@pytest.mark.parametrize("submodule", ["", "ops", "layers", "comm", "comm.ipc"])
 def test_stubs_match_the_extension(submodule):
-    stub = os.path.join(STUB_DIR, (submodule or "__init__") + ".pyi")
+    stub = _stub_path(submodule)
     assert os.path.exists(stub), f"missing stub {stub}: run tools/gen-stubs"
-    mod = getattr(_C, submodule) if submodule else _C
+    mod = _C
+    for part in filter(None, submodule.split(".")):
+        mod = getattr(mod, part)
     bound = {n for n in dir(mod) if not n.startswith("_") and not isinstance(getattr(mod, n), type(_C))}
     declared = {n for n in _declared(stub) if not n.startswith("_")}
     assert bound - declared == set(), f"{stub} lacks {sorted(bound - declared)}: run tools/gen-stubs"

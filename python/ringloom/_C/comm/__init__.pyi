@@ -5,7 +5,8 @@ from __future__ import annotations
 import collections.abc
 import ringloom._C
 import typing
-__all__: list[str] = ['MAX_FRAME', 'MAX_KEY', 'ProcessGroup', 'Store', 'StoreServer', 'Work', 'has_nccl']
+from . import ipc
+__all__: list[str] = ['MAX_FRAME', 'MAX_KEY', 'ProcessGroup', 'Store', 'StoreServer', 'Work', 'has_nccl', 'ipc']
 class StoreServer:
     """
     The key-value store server (runs on a background thread)
@@ -81,6 +82,19 @@ class ProcessGroup:
         ...
     @property
     def backend(self) -> str:
+        ...
+    @property
+    def cuda_transport(self) -> str:
+        """
+        'ipc', 'tcp (<why not ipc>)' or 'undecided' before the first CUDA op
+        """
+    @property
+    def ipc_oneshot_max_bytes(self) -> int:
+        """
+        CUDA all_reduce up to this many bytes runs one-shot (same value on every rank)
+        """
+    @ipc_oneshot_max_bytes.setter
+    def ipc_oneshot_max_bytes(self, arg1: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
     def members(self) -> list[int]:
