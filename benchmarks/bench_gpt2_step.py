@@ -1,6 +1,11 @@
 """GPT-2 124M training step, B16 T1024 bf16: ringloom vs PyTorch eager and torch.compile,
 same model shape and initialisation, in one run on one GPU.
 
+--graph adds ringloom's captured step (CUDA Graph, train/graph.py) and torch.compile with
+mode="reduce-overhead" (CUDA Graphs for forward and backward); with --layers/--embd/--batch/
+--seq it measures a small model, where kernel launch gaps dominate, e.g.
+    bench_gpt2_step.py --graph --layers 4 --embd 256 --batch 8 --seq 128 --steps 50
+
 Reports tokens/s, MFU (model FLOPs 6*N*tokens + attention 12*L*T*C*tokens/2 for causal,
 over the bf16 dense peak) and peak memory. Each side: fp32 master weights, bf16 compute,
 fused AdamW, global-norm clipping at 1.0, one loss read back to the host per step.
@@ -21,22 +26,27 @@ def model_flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int
     return 6.0 * n_params + 6.0 * n_layer * n_embd * seq_len  # causal attention: half of 12*L*C*T
 
 
-def bench_ringloom(cfg, B, T, steps, warmup):
+def bench_ringloom(cfg, B, T, steps, warmup, graph: bool = False):
     import ringloom as rl
     from ringloom.models import build_model
     from ringloom.optim import AdamW
+    from ringloom.train.graph import CapturedStep
 
     model = build_model(cfg, device="cuda:0", dtype="bfloat16", seed=0)
     opt = AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, max_grad_norm=1.0)
+    captured = CapturedStep(model, opt, (B, T)) if graph else None
     rng = np.random.default_rng(0)
-    data = rng.integers(0, 50257, size=(steps + warmup, B, T + 1)).astype(np.int32)
+    data = rng.integers(0, cfg.vocab_size, size=(steps + warmup, B, T + 1)).astype(np.int32)
     rl._C.cuda_reset_peak_memory(0)
     times = []
     for i in range(steps + warmup):
         t0 = time.perf_counter()
-        model.zero_grad()
-        loss = model.forward_backward(data[i, :, :-1], data[i, :, 1:])  # reads the loss: syncs
-        opt.step()
+        if captured is not None:
+            loss = captured.step(data[i, :, :-1], data[i, :, 1:])  # reads the loss: syncs
+        else:
+            model.zero_grad()
+            loss = model.forward_backward(data[i, :, :-1], data[i, :, 1:])  # reads the loss: syncs
+            opt.step()
         rl._C.cuda_synchronize(0)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -91,14 +101,14 @@ def torch_gpt2(cfg):
     return GPT().cuda()
 
 
-def bench_torch(cfg, B, T, steps, warmup, compile_: bool):
+def bench_torch(cfg, B, T, steps, warmup, compile_: bool, mode: str | None = None):
     import torch
 
     torch.manual_seed(0)
     model = torch_gpt2(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, fused=True)
-    fwd = torch.compile(model) if compile_ else model
-    data = torch.randint(0, 50257, (steps + warmup, B, T + 1), device="cuda")
+    fwd = torch.compile(model, mode=mode) if compile_ else model
+    data = torch.randint(0, cfg.vocab_size, (steps + warmup, B, T + 1), device="cuda")
     torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(steps + warmup):
@@ -128,12 +138,20 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--graph", action="store_true", help="add the CUDA Graph rows (ours captured, torch reduce-overhead)")
+    ap.add_argument("--layers", type=int, default=None, help="override the preset's n_layer")
+    ap.add_argument("--embd", type=int, default=None, help="override n_embd (heads of 64)")
     args = ap.parse_args()
 
     import torch
     from ringloom.models import get_preset
 
-    cfg = get_preset("gpt2-124m")
+    over = {}
+    if args.layers:
+        over["n_layer"] = args.layers
+    if args.embd:
+        over.update(n_embd=args.embd, n_head=args.embd // 64)
+    cfg = get_preset("gpt2-124m", **over)
     B, T = args.batch, args.seq
     name = torch.cuda.get_device_name()
     peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in name), 989.0)
@@ -141,19 +159,25 @@ def main() -> None:
     ours_s, ours_mem, n_params = bench_ringloom(cfg, B, T, args.steps, args.warmup)
     flops = model_flops_per_token(n_params, cfg.n_layer, cfg.n_embd, T) * B * T
     rows.append(("ringloom", ours_s, ours_mem))
+    if args.graph:
+        g_s, g_mem, _ = bench_ringloom(cfg, B, T, args.steps, args.warmup, graph=True)
+        rows.append(("ringloom graph", g_s, g_mem))
     rows.append(("torch eager", *bench_torch(cfg, B, T, args.steps, args.warmup, False)))
-    if not args.no_compile:
+    compiles = [] if args.no_compile else [("torch.compile", None)]
+    if args.graph:
+        compiles.append(("torch.compile ro", "reduce-overhead"))
+    for label, mode in compiles:
         try:
-            rows.append(("torch.compile", *bench_torch(cfg, B, T, args.steps, args.warmup, True)))
+            rows.append((label, *bench_torch(cfg, B, T, args.steps, args.warmup, True, mode)))
         except Exception as e:  # report, do not hide
-            print(f"torch.compile failed: {type(e).__name__}: {e}")
-    print(f"GPT-2 124M ({n_params/1e6:.1f}M params), B{B} T{T} bf16 on {name}")
-    print(f"{'impl':14s} {'ms/step':>9s} {'tokens/s':>11s} {'MFU':>6s} {'peak GiB':>9s} {'ours speedup':>13s}")
+            print(f"{label} failed: {type(e).__name__}: {e}")
+    print(f"GPT-2 {cfg.n_layer}L {cfg.n_embd}C ({n_params/1e6:.1f}M params), B{B} T{T} bf16 on {name}")
+    print(f"{'impl':16s} {'ms/step':>9s} {'tokens/s':>11s} {'MFU':>6s} {'peak GiB':>9s} {'ours speedup':>13s}")
     out = []
     for impl, s, mem in rows:
         tps = B * T / s
         mfu = flops / s / (peak_tflops * 1e12)
-        print(f"{impl:14s} {s*1e3:9.1f} {tps:11,.0f} {mfu:6.1%} {mem/2**30:9.2f} {s/ours_s:12.2f}x")
+        print(f"{impl:16s} {s*1e3:9.1f} {tps:11,.0f} {mfu:6.1%} {mem/2**30:9.2f} {s/ours_s:12.2f}x")
         out.append(dict(impl=impl, ms_per_step=s * 1e3, tokens_per_s=tps, mfu=mfu, peak_bytes=mem,
                         ours_speedup=s / ours_s))
     if args.json:

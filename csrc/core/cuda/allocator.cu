@@ -59,18 +59,29 @@ void release_cached(DevicePool& p) {
 }
 
 // While capturing: the capture pool's own blocks, then shared cached blocks (which become
-// the pool's). Never cudaMalloc: it is not a stream operation the graph could replay, and
-// the brief's rule is that a captured step runs entirely from the warm cache.
+// the pool's), then a fresh cudaMalloc that joins the pool. cudaMalloc is not a stream
+// operation, so the graph does not record it; it is legal because captures run in relaxed
+// mode (graph.cu), and the memory stays the graph's for its lifetime. What is not legal
+// during capture is cudaFree (it synchronises), so an out-of-memory here cannot release
+// the shared cache and retry: it fails and the capture is aborted.
 void* capture_alloc(DevicePool& p, size_t nbytes, size_t size, int device, size_t* got) {
   void* ptr = nullptr;
   if (take_fit(p.private_free[p.capture_pool], size, &ptr, got)) return ptr;
-  if (take_fit(p.free_blocks, size, &ptr, got)) {
-    p.private_bytes[p.capture_pool] += *got;
-    return ptr;
+  if (!take_fit(p.free_blocks, size, &ptr, got)) {
+    DeviceGuard g(device);
+    const cudaError_t err = cudaMalloc(&ptr, size);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      fail(ErrorKind::Runtime, "CUDA out of memory during CUDA Graph capture on cuda:", device, ": allocating ",
+           nbytes, " bytes (", p.stats.allocated_bytes, " bytes in use; the cache cannot be released while "
+           "capturing)");
+    }
+    *got = size;
+    p.stats.reserved_bytes += size;
+    p.stats.num_cuda_mallocs++;
   }
-  fail(ErrorKind::Runtime, "CUDA Graph capture on cuda:", device, " needs ", nbytes,
-       " bytes that the caching allocator does not hold, and cudaMalloc is not allowed while capturing; "
-       "run the step eagerly (at least once, with the same shapes) before capturing so the cache is warm");
+  p.private_bytes[p.capture_pool] += *got;
+  return ptr;
 }
 }  // namespace
 

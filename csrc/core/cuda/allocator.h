@@ -5,9 +5,8 @@
 // user of that stream (the communication code does this).
 //
 // CUDA Graphs (core/cuda/graph.h) need two more things from the allocator:
-//  - no cudaMalloc while a capture is recording: a captured step must find every block in
-//    the cache (run the step eagerly first), otherwise allocation fails with an error that
-//    says so instead of breaking the capture;
+//  - during capture, blocks come from the graph's pool, then the shared cache, then a
+//    cudaMalloc (legal in the relaxed capture mode graph.cu uses; never a cudaFree);
 //  - memory the graph uses stays the graph's: a replay writes the same addresses the
 //    capture recorded, so a block allocated or freed during capture must never be handed to
 //    anyone else while the graph lives. Such blocks belong to the graph's private pool; when

@@ -17,12 +17,13 @@ changes between steps lives in device memory the graph reads:
     graph, before each launch;
   - the per-position losses land in a buffer the graph owns; the loss is read from it
     after the launch (the same float64 mean Model.forward_backward takes).
-The first ``warmup_steps`` calls run eagerly (real steps, same code path): they fill the
-caching allocator, whose cached blocks the capture must find (no cudaMalloc while
-recording), and AdamW's cached kernel tables. The capture itself records without
-executing, so the call that captures then launches the graph once to take its step. If
-the capture still meets an allocation the cache cannot serve, it is dropped before
-anything ran, that step runs eagerly (filling the cache) and the next one captures.
+The first ``warmup_steps`` calls run eagerly (real steps, same code path): they build
+AdamW's cached kernel tables and the cuBLASLt plans, which must not be created while
+recording. Memory the capture allocates comes from the graph's private pool of the caching
+allocator (csrc/core/cuda/allocator.h) and stays the graph's while it lives. The capture
+itself records without executing, so the call that captures then launches the graph once
+to take its step; a capture that fails is aborted before anything ran, the step is not
+counted, and the error propagates.
 
 Limits: one fixed batch shape; every target must be a real token (no ignore_index
 positions: the gradient scale 1/(B*T) is recorded in the graph); nothing else may use the
@@ -46,8 +47,6 @@ class CapturedStep:
     model.parameters(). batch_shape: (B, T) of every batch passed to step().
     """
 
-    MAX_CAPTURE_TRIES = 3
-
     def __init__(self, model: Any, optimizer: Any, batch_shape: tuple[int, int], warmup_steps: int = 2):
         if not _C.has_cuda_build:
             raise RuntimeError("CapturedStep: this ringloom was built without CUDA; CUDA Graphs need the CUDA backend")
@@ -70,7 +69,8 @@ class CapturedStep:
             raise ValueError(f"CapturedStep: sequence length {T} exceeds the model's max_seq_len of "
                              f"{model.config.max_seq_len}")
         if not isinstance(warmup_steps, int) or warmup_steps < 1:
-            raise ValueError(f"CapturedStep: warmup_steps must be an integer >= 1 (the capture needs a warm cache), "
+            raise ValueError(f"CapturedStep: warmup_steps must be an integer >= 1 (kernel tables and GEMM plans "
+                             f"are built by an eager step), "
                              f"got {warmup_steps!r}")
         self.model, self.optimizer = model, optimizer
         self.device = device
@@ -83,7 +83,6 @@ class CapturedStep:
         self.graph = None        # _C.CudaGraph once captured
         self._losses = None      # the captured step's per-position losses (graph-owned memory)
         self.steps = 0           # step() calls so far, eager ones included
-        self._failed_captures = 0
 
     @property
     def captured(self) -> bool:
@@ -97,9 +96,9 @@ class CapturedStep:
         self.optimizer.prepare_step(lr)  # outside the graph: writes lr and the step's bias corrections
         if self.steps < self.warmup_steps:
             losses = self._run()
-        elif self.graph is None and not self._try_capture():
-            losses = self._run()  # the cache was not warm enough yet: this step runs eagerly
         else:
+            if self.graph is None:
+                self._capture()
             self.graph.replay()
             losses = self._losses
         self.steps += 1
@@ -149,23 +148,6 @@ class CapturedStep:
         self.optimizer.apply_step()
         return losses
 
-    def _try_capture(self) -> bool:
-        """Captures the step. A capture that needs memory the cache does not hold fails
-        before anything ran (nothing recorded is executed); the step then runs eagerly,
-        which fills the cache, and the next call tries again, up to MAX_CAPTURE_TRIES."""
-        try:
-            self._capture()
-            return True
-        except RuntimeError as e:
-            self._failed_captures += 1
-            if "cudaMalloc is not allowed while capturing" in str(e) and self._failed_captures < self.MAX_CAPTURE_TRIES:
-                return False
-            self.optimizer.step_count -= 1  # the step was not taken
-            raise
-        except BaseException:
-            self.optimizer.step_count -= 1
-            raise
-
     def _capture(self) -> None:
         index = int(self.device.split(":")[1]) if ":" in self.device else 0
         graph = _C.CudaGraph(index)
@@ -175,5 +157,6 @@ class CapturedStep:
             graph.capture_end()
         except BaseException:
             graph.capture_abort()
+            self.optimizer.step_count -= 1  # prepare_step counted a step that was not taken
             raise
         self.graph, self._losses = graph, losses
