@@ -12,6 +12,7 @@
 #include "layers/embedding.h"
 #include "layers/lm_head.h"
 #include "layers/transformer_block.h"
+#include "ops/attention_backend.h"
 
 namespace py = pybind11;
 using namespace ringloom;
@@ -127,7 +128,19 @@ RINGLOOM_BIND(layers, 20) {
                                                        bindings::device_from_py(device));
            }),
            py::arg("config"), py::arg("dtype") = "float32", py::arg("device") = "cpu")
-      .def_property_readonly("config", &TransformerBlock::config);
+      .def_property_readonly("config", &TransformerBlock::config)
+      .def_property(
+          "attention_backend",
+          [](const TransformerBlock& b) -> std::optional<std::string> {
+            if (auto a = b.attention_backend()) return std::string(attention_backend_name(*a));
+            return std::nullopt;
+          },
+          [](TransformerBlock& b, const std::optional<std::string>& name) {
+            b.set_attention_backend(name ? std::optional<AttentionBackend>(parse_attention_backend(*name))
+                                         : std::nullopt);
+          },
+          "This block's attention implementation on a GPU: \"ours\" | \"cudnn\" | \"auto\", or None for "
+          "the process-wide setting (ops.set_attention_backend)");
 
   py::class_<LMHead, Layer, std::shared_ptr<LMHead>>(l, "LMHead")
       .def(py::init([](int64_t n_embd, int64_t vocab_size, const std::string& norm, float norm_eps, py::object dtype,

@@ -64,7 +64,10 @@ Tensor TransformerBlock::run_forward(const Tensor& x, Saved* s) const {
   Tensor h1 = ln1_.forward(x, s ? &s->n1 : nullptr);
   Tensor qkv = qkv_.forward(h1).reshape({B, T, Hq + 2 * Hkv, D});
   if (cfg_.rope) rope_forward(qkv, Hq + Hkv, cfg_.rope_base, 0);
-  auto [att, lse] = attention_forward(qkv, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
+  auto [att, lse] = [&] {
+    AttentionBackendScope backend(attention_);
+    return attention_forward(qkv, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
+  }();
   Tensor att_flat = att.reshape({B, T, Hq * D});
   Tensor x2 = add(x, proj_.forward(att_flat));
 
@@ -119,7 +122,10 @@ Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
 
   // Attention half: x2 = x + proj(attn(rope(qkv(norm1(x))))).
   Tensor datt = proj_.backward_input(dx2).reshape({B, T, Hq, D});
-  Tensor dqkv = attention_backward(datt, s.qkv, s.att, s.lse, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
+  Tensor dqkv = [&] {
+    AttentionBackendScope backend(attention_);
+    return attention_backward(datt, s.qkv, s.att, s.lse, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
+  }();
   if (cfg_.rope) rope_backward(dqkv, Hq + Hkv, cfg_.rope_base, 0);  // the inverse rotation
   Tensor dqkv_flat = dqkv.reshape({B, T, (Hq + 2 * Hkv) * D});
   Tensor dh1 = qkv_.backward_input(dqkv_flat);

@@ -15,6 +15,7 @@
 #include "layers/layer.h"
 #include "layers/linear.h"
 #include "layers/norm.h"
+#include "ops/attention_backend.h"
 
 namespace ringloom::layers {
 
@@ -52,6 +53,11 @@ class TransformerBlock : public Layer {
 
   const BlockConfig& config() const { return cfg_; }
 
+  // The attention implementation this block's calls use on a GPU (ops/attention_backend.h);
+  // nullopt: the process-wide setting. A run-time choice, not part of the architecture.
+  void set_attention_backend(std::optional<AttentionBackend> b) { attention_ = b; }
+  std::optional<AttentionBackend> attention_backend() const { return attention_; }
+
  private:
   struct Saved {
     // From forward, for backward_input.
@@ -72,6 +78,7 @@ class TransformerBlock : public Layer {
   Norm ln1_, ln2_;
   Linear qkv_, proj_, fc_, down_;
   SlotMap<Saved> slots_{"TransformerBlock"};
+  std::optional<AttentionBackend> attention_;
 };
 
 }  // namespace ringloom::layers

@@ -21,10 +21,17 @@ std::atomic<int>& current() {
   static std::atomic<int> b{int(initial())};
   return b;
 }
+// -1: no scope override on this thread.
+thread_local int scoped = -1;
 }  // namespace
 
 void set_attention_backend(AttentionBackend b) { current().store(int(b)); }
-AttentionBackend attention_backend() { return AttentionBackend(current().load()); }
+AttentionBackend attention_backend() { return AttentionBackend(scoped >= 0 ? scoped : current().load()); }
+
+AttentionBackendScope::AttentionBackendScope(std::optional<AttentionBackend> b) : saved_(scoped) {
+  if (b) scoped = int(*b);
+}
+AttentionBackendScope::~AttentionBackendScope() { scoped = saved_; }
 
 AttentionBackend parse_attention_backend(const std::string& name) {
   if (name == "ours") return AttentionBackend::Ours;

@@ -10,7 +10,11 @@
 // natural-log log-sum-exp [B, Hq, T], so switching between a forward and its backward is
 // still correct (tests/gpu/test_attention_cudnn_gpu.py checks the two lse agree).
 // Initial value: RINGLOOM_ATTENTION=ours|cudnn|auto in the environment, else ours.
+// A layer may pin its own choice (TransformerBlock::set_attention_backend, a model's
+// `attention` option): it runs its attention calls inside an AttentionBackendScope, a
+// thread-local override of the process-wide setting for the scope's lifetime.
 #pragma once
+#include <optional>
 #include <string>
 
 namespace ringloom {
@@ -18,7 +22,22 @@ namespace ringloom {
 enum class AttentionBackend { Ours, Cudnn, Auto };
 
 void set_attention_backend(AttentionBackend b);
+// The backend in effect on this thread: the innermost AttentionBackendScope's, else the
+// process-wide setting.
 AttentionBackend attention_backend();
+
+class AttentionBackendScope {
+ public:
+  // nullopt: no override (the enclosing choice stays in effect).
+  explicit AttentionBackendScope(std::optional<AttentionBackend> b);
+  ~AttentionBackendScope();
+  AttentionBackendScope(const AttentionBackendScope&) = delete;
+  AttentionBackendScope& operator=(const AttentionBackendScope&) = delete;
+
+ private:
+  int saved_;
+};
+
 // "ours" | "cudnn" | "auto" <-> enum; an unknown name throws ValueError listing the three.
 AttentionBackend parse_attention_backend(const std::string& name);
 const char* attention_backend_name(AttentionBackend b);

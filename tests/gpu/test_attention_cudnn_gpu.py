@@ -121,3 +121,24 @@ def test_cudnn_backend_errors(backend):
         q96 = rl.tensor(np.zeros((1, 8, 3, 96), np.float32), dtype="bfloat16", device="cuda")
         with pytest.raises(ValueError, match="head dim 64 or 128"):
             ops.attention_forward(q96, 1, 1, True)
+
+
+@needs_cudnn
+def test_model_attention_option_overrides_the_process_setting(rng, backend):
+    """Model.attention pins a model's blocks to one backend whatever the process-wide
+    setting. Observable through a head dim cuDNN refuses (32): "cudnn" fails naming the
+    shape, "ours" runs (our simple kernel), in both directions of the override."""
+    from ringloom.models import build_model, get_preset
+
+    config = get_preset("tiny", n_layer=1, n_embd=64, n_head=2)  # head dim 32
+    ids = rng.integers(0, config.vocab_size, size=(2, 19))
+    backend("ours")
+    pinned = build_model(config, device="cuda", seed=0, attention="cudnn")
+    assert pinned.attention == "cudnn"
+    with pytest.raises(ValueError, match="head dim"):
+        pinned.forward_backward(ids, ids)
+    backend("cudnn")
+    ours = build_model(config, device="cuda", seed=0, attention="ours")
+    loss = ours.forward_backward(ids, ids)
+    assert np.isfinite(loss)
+    assert ops.get_attention_backend() == "cudnn", "the block's override leaked into the process setting"

@@ -190,3 +190,25 @@ def test_pipeline_stages_reproduce_the_full_model(rng, preset):
     for name, p in full.parameters():
         assert_close(g[name], np.asarray(p.grad), what=name)
     assert all(layer.slots() == [] for m in (s0, s1) for layer in m.layers())
+
+
+def test_attention_option_round_trips_and_is_validated():
+    """Model.attention (the GPU attention backend of its blocks) is set by build_model or
+    later, None means the process-wide setting; unknown names are refused. On the CPU the
+    op ignores it, so training is unchanged (the GPU override: tests/gpu/test_attention_cudnn_gpu.py)."""
+    config = get_preset("tiny", n_layer=2, n_embd=32, n_head=2)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, config.vocab_size, size=(2, 9))
+    plain = build_model(config, seed=1)
+    assert plain.attention is None
+    pinned = build_model(config, seed=1, attention="cudnn")
+    assert pinned.attention == "cudnn" and all(b.attention_backend == "cudnn" for b in pinned.blocks)
+    assert pinned.forward_backward(ids, ids) == plain.forward_backward(ids, ids)
+    pinned.attention = "auto"
+    assert [b.attention_backend for b in pinned.blocks] == ["auto", "auto"]
+    pinned.attention = None
+    assert pinned.attention is None
+    with pytest.raises(ValueError, match="'ours', 'cudnn', 'auto' or None"):
+        pinned.attention = "flash"
+    with pytest.raises(ValueError, match='"ours", "cudnn" or "auto", got "flash"'):
+        pinned.blocks[0].attention_backend = "flash"

@@ -69,3 +69,12 @@ def test_empty_data_file_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RINGLOOM_CACHE", str(tmp_path / "cache"))
     assert main(["train", "--data", str(empty), "--out", str(tmp_path / "o")]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_attention_option_is_validated():
+    from ringloom.train.config import TrainConfig
+
+    assert TrainConfig().attention == "auto"
+    assert TrainConfig(attention="cudnn").attention == "cudnn"
+    with pytest.raises(ValueError, match="attention must be ours, cudnn or auto"):
+        TrainConfig(attention="flash")

@@ -124,6 +124,14 @@ class TransformerBlock(Layer):
     def __init__(self, config: BlockConfig, dtype: typing.Any = 'float32', device: typing.Any = 'cpu') -> None:
         ...
     @property
+    def attention_backend(self) -> str | None:
+        """
+        This block's attention implementation on a GPU: "ours" | "cudnn" | "auto", or None for the process-wide setting (ops.set_attention_backend)
+        """
+    @attention_backend.setter
+    def attention_backend(self, arg1: str | None) -> None:
+        ...
+    @property
     def config(self) -> BlockConfig:
         ...
 class LMHead(Layer):

@@ -69,6 +69,23 @@ class Model:
         self.head = head
         self._params = self._collect_params()
 
+    # ---------------------------------------------------------------- attention backend
+
+    @property
+    def attention(self) -> str | None:
+        """The attention implementation this model's blocks use on a GPU: "ours" (our flash
+        kernels), "cudnn" (cuDNN's fused SDPA), "auto" (cuDNN at head dim 128 in bf16 when
+        built, else ours), or None for the process-wide setting
+        (ringloom._C.ops.set_attention_backend, env RINGLOOM_ATTENTION). The CPU ignores it."""
+        return self.blocks[0].attention_backend if self.blocks else None
+
+    @attention.setter
+    def attention(self, name: str | None) -> None:
+        if name is not None and name not in ("ours", "cudnn", "auto"):
+            raise ValueError(f"Model.attention must be 'ours', 'cudnn', 'auto' or None, got {name!r}")
+        for b in self.blocks:
+            b.attention_backend = name
+
     # ---------------------------------------------------------------- parameters
 
     def _collect_params(self) -> list[tuple[str, Any]]:
@@ -298,7 +315,8 @@ class Model:
 
 
 def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, seed: int = 0, *,
-                blocks: Iterable[int] | None = None, embedding: bool = True, head: bool = True) -> Model:
+                blocks: Iterable[int] | None = None, embedding: bool = True, head: bool = True,
+                attention: str | None = None) -> Model:
     """Build and initialise a model (GPT-2 initialisation, drawn on the host from
     numpy.random.default_rng(seed) in a fixed order, so every device, dtype and pipeline
     split gets the same weights).
@@ -306,6 +324,7 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
     dtype: None means float32 on the CPU and bfloat16 on a GPU. ``blocks`` (global block
     indices), ``embedding`` and ``head`` select a pipeline stage's share of the layers; a
     tied head without the embedding holds its own copy of wte (named embedding.wte.weight).
+    ``attention``: the GPU attention implementation (Model.attention; None: process-wide).
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"build_model: config must be a ModelConfig, got {type(config).__name__}")
@@ -331,5 +350,6 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
         else:
             hd = _layers.LMHead(config.n_embd, config.vocab_size, config.norm, config.norm_eps, dtype, device)
     model = Model(config, device, dtype, emb, blks, block_ids, hd)
+    model.attention = attention
     init_parameters(model, seed)
     return model

@@ -58,6 +58,7 @@ class TrainConfig:
     peak_tflops: float | None = None  # MFU denominator; None: 989 on GPU, no MFU on CPU
     tensorboard: bool = True      # event files in --out/tb
     cuda_graph: bool = False      # replay each step as a captured CUDA Graph (train/graph.py)
+    attention: str = "auto"       # GPU attention: ours | cudnn | auto (Model.attention)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
@@ -67,6 +68,8 @@ class TrainConfig:
                 continue
             if not isinstance(v, int) or v < (0 if name == "steps" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.attention not in ("ours", "cudnn", "auto"):
+            raise ValueError(f"attention must be ours, cudnn or auto, got {self.attention!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
         if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:

@@ -153,6 +153,8 @@ class Trainer:
             self.optimizer = AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                    max_grad_norm=cfg.grad_clip)
             rank, world = 0, 1
+        for m in (self.engine.chunks if self.engine is not None else [self.model]):
+            m.attention = cfg.attention
         self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
                                         rank=rank, world=world)
         self.val_loader = ValLoader(self.data.val_path, cfg.batch_size, cfg.seq_len, cfg.eval_batches,
@@ -228,7 +230,8 @@ class Trainer:
         state = self.engine.gather_full_state()
         if state is None:
             return None
-        model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=self.cfg.seed)
+        model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=self.cfg.seed,
+                            attention=self.cfg.attention)
         model.load_state_dict(state)
         return model
 
