@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from torch_gpt2 import torch_gpt2
+
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
 
 
@@ -54,51 +56,6 @@ def bench_ringloom(cfg, B, T, steps, warmup, graph: bool = False):
     peak = rl._C.cuda_memory_stats(0)["peak_allocated_bytes"]
     n_params = sum(int(np.prod(p.value.shape)) for _, p in model.parameters())
     return float(np.median(times)), peak, n_params
-
-
-def torch_gpt2(cfg):
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    C, H = cfg.n_embd, cfg.n_head
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)
-            self.qkv, self.proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
-            self.fc, self.fc2 = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
-
-        def forward(self, x):
-            B, T, _ = x.shape
-            q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
-            return x + self.fc2(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(cfg.vocab_size, C), nn.Embedding(cfg.max_seq_len, C)
-            self.blocks = nn.ModuleList(Block() for _ in range(cfg.n_layer))
-            self.lnf = nn.LayerNorm(C)
-            for name, p in self.named_parameters():
-                if p.dim() == 2:
-                    std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith(("proj.weight", "fc2.weight")) else 0.02
-                    nn.init.normal_(p, 0.0, std)
-                elif name.endswith("bias"):
-                    nn.init.zeros_(p)
-
-        def forward(self, idx, targets):
-            T = idx.shape[1]
-            x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
-            for b in self.blocks:
-                x = b(x)
-            logits = self.lnf(x) @ self.wte.weight.T
-            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
-
-    return GPT().cuda()
 
 
 def bench_torch(cfg, B, T, steps, warmup, compile_: bool, mode: str | None = None):

@@ -30,6 +30,7 @@ import numpy as np
 import ringloom as rl  # noqa: E402
 from ringloom.models import build_model, get_preset  # noqa: E402
 from ringloom.optim import AdamW  # noqa: E402
+from torch_gpt2 import torch_gpt2  # noqa: E402
 
 LR, WEIGHT_DECAY, CLIP = 1e-3, 0.1, 1.0
 
@@ -65,46 +66,10 @@ def bench_ours(cfg, B: int, T: int, threads: int, steps: int, warmup: int, seed:
     return _time_steps(step, steps, warmup)
 
 
-def _torch_gpt2(torch, cfg):
-    nn, F = torch.nn, torch.nn.functional
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            C = cfg.n_embd
-            self.ln1, self.ln2 = nn.LayerNorm(C, eps=cfg.norm_eps), nn.LayerNorm(C, eps=cfg.norm_eps)
-            self.qkv, self.proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
-            self.fc, self.down = nn.Linear(C, cfg.ffn_hidden), nn.Linear(cfg.ffn_hidden, C)
-
-        def forward(self, x):
-            B, T, C = x.shape
-            q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, cfg.n_head, C // cfg.n_head).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
-            return x + self.down(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-            self.wpe = nn.Embedding(cfg.max_seq_len, cfg.n_embd)
-            self.blocks = nn.ModuleList(Block() for _ in range(cfg.n_layer))
-            self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps)
-
-        def forward(self, ids, targets):
-            x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
-            for b in self.blocks:
-                x = b(x)
-            logits = self.ln_f(x) @ self.wte.weight.T  # tied
-            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
-
-    return GPT()
-
-
 def bench_torch(torch, cfg, B: int, T: int, threads: int, steps: int, warmup: int, seed: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = _torch_gpt2(torch, cfg)
+    model = torch_gpt2(cfg, "cpu")
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
