@@ -119,10 +119,10 @@ def main():
             row = {"shape": name, "mode": mode, "rel_err_vs_flash": errs[1] if bwd else errs[0]}
             variants = {"ours": {}}
             if args.variants:
-                variants = ({"ours": {}, "ours_v1": {"RINGLOOM_ATTN_FWD_VARIANT": "1"},
-                             "ours_v2": {"RINGLOOM_ATTN_FWD_VARIANT": "2"}} if not bwd else
-                            {"ours": {}, "ours_bwd_v1": {"RINGLOOM_ATTN_BWD_VARIANT": "1"},
-                             "ours_determ": {"RINGLOOM_ATTN_DETERMINISTIC": "1"}})
+                fwd_v = {f"ours_v{i}": {"RINGLOOM_ATTN_FWD_VARIANT": str(i)} for i in (1, 2, 3)}
+                bwd_v = {f"ours_bwd_v{i}": {"RINGLOOM_ATTN_BWD_VARIANT": str(i)} for i in (1, 2)}
+                variants = ({"ours": {}, **fwd_v} if not bwd else
+                            {"ours": {}, **bwd_v, "ours_determ": {"RINGLOOM_ATTN_DETERMINISTIC": "1"}})
             for label, env in variants.items():
                 os.environ.update(env)
                 row[f"{label}_ms"] = time_ms(lambda i, f=(ofb if bwd else ofwd): f())

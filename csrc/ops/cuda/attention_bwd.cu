@@ -417,12 +417,8 @@ void launch_dq(const Params& p, cudaStream_t s) {
   CUDA_CHECK_LAUNCH();
 }
 
-template <int D, int kWarps>
+template <int D, int kWarps, int BM, bool k2d = false>
 void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
-  // Queries a step (kWarps * 16 keys a block). At D=128 the dK and dV accumulators take 128
-  // registers a thread; 32 queries keep S^T and dP^T small enough not to spill (ncu showed
-  // local-memory traffic dominating with 64).
-  constexpr int BM = D == 128 ? 32 : 64;
   static_assert(64 % BM == 0, "T_pad (T rounded up to 64) must be whole query blocks");
   const int64_t prep_rows = int64_t(p.B) * p.Hq * p.T_pad;
   flash_bwd_prep_kernel<<<unsigned((prep_rows + 7) / 8), 256, 0, s>>>(p);
@@ -433,7 +429,8 @@ void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
     return;
   }
   CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.T * p.Hq * D, s));
-  launch_dkdv<D, kWarps, BM, true>(p, s);
+  if constexpr (k2d) flash_bwd_dkdv_2d(p, s);
+  else launch_dkdv<D, kWarps, BM, true>(p, s);
   const int64_t n4 = int64_t(p.B) * p.T * p.Hq * D / 4;
   const int blocks = int(std::min<int64_t>((n4 + 255) / 256, 4096));
   dq_convert_kernel<<<blocks, 256, 0, s>>>(p);
@@ -443,14 +440,16 @@ void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
 }  // namespace
 
 void flash_backward(const Params& p, bool deterministic, int variant, cudaStream_t s) {
-  // Measured defaults (NOTES-attention.md): D=64 with 4 warps (64 keys a block, two blocks
-  // an SM), D=128 with 8 warps (128 keys, as FlashAttention-2); variant 1 swaps them.
+  // D=64: 4 warps (64 keys a block, two blocks an SM), 64 queries a step.
+  // D=128 (variants being measured): 0 = two-dimensional warp layout (attention_bwd_2d.cu),
+  // 1 = key-major 8 warps x 64 queries, 2 = key-major 8 warps x 32 queries.
+  // The deterministic path always uses the key-major kernel.
   if (p.D == 64) {
-    if (variant == 1) backward_for_dim<64, 8>(p, deterministic, s);
-    else backward_for_dim<64, 4>(p, deterministic, s);
+    backward_for_dim<64, 4, 64>(p, deterministic, s);
   } else {
-    if (variant == 1) backward_for_dim<128, 4>(p, deterministic, s);
-    else backward_for_dim<128, 8>(p, deterministic, s);
+    if (variant == 1) backward_for_dim<128, 8, 64>(p, deterministic, s);
+    else if (variant == 2) backward_for_dim<128, 8, 32>(p, deterministic, s);
+    else backward_for_dim<128, 8, 32, true>(p, deterministic, s);
   }
 }
 
