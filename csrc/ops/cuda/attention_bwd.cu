@@ -6,6 +6,8 @@
 //   S^T = K Q^T,  P^T = exp2(S^T*scale*log2e - lse_i*log2e),  dP^T = V dO^T,
 //   dV += P^T dO,  dS^T = P^T o (dP^T - D_i),  dK += dS^T Q  (scaled once at the end)
 // The key-major layout keeps P^T and dS^T in registers as A fragments of the dV/dK MMAs.
+// It runs D = 64, and D = 128's deterministic path; D = 128's default is the
+// two-dimensional warp layout of attention_bwd_2d.cu (less shared-memory traffic per MMA).
 //
 // dQ = scale * dS K needs a sum over key blocks, i.e. over blocks:
 //  - default: each block stages dS in shared memory and adds its dS K into an fp32
@@ -417,6 +419,7 @@ void launch_dq(const Params& p, cudaStream_t s) {
   CUDA_CHECK_LAUNCH();
 }
 
+// k2d: the atomic-dq path runs attention_bwd_2d.cu's kernel (D = 128 only).
 template <int D, int kWarps, int BM, bool k2d = false>
 void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
   static_assert(64 % BM == 0, "T_pad (T rounded up to 64) must be whole query blocks");
@@ -439,18 +442,13 @@ void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
 
 }  // namespace
 
-void flash_backward(const Params& p, bool deterministic, int variant, cudaStream_t s) {
+void flash_backward(const Params& p, bool deterministic, cudaStream_t s) {
   // D=64: 4 warps (64 keys a block, two blocks an SM), 64 queries a step.
-  // D=128 (variants being measured): 0 = two-dimensional warp layout (attention_bwd_2d.cu),
-  // 1 = key-major 8 warps x 64 queries, 2 = key-major 8 warps x 32 queries.
-  // The deterministic path always uses the key-major kernel.
-  if (p.D == 64) {
-    backward_for_dim<64, 4, 64>(p, deterministic, s);
-  } else {
-    if (variant == 1) backward_for_dim<128, 8, 64>(p, deterministic, s);
-    else if (variant == 2) backward_for_dim<128, 8, 32>(p, deterministic, s);
-    else backward_for_dim<128, 8, 32, true>(p, deterministic, s);
-  }
+  // D=128: the two-dimensional warp layout of attention_bwd_2d.cu (measured 1.10-1.13x the
+  // key-major kernel with 64-query steps, 1.23-1.24x with 32); the deterministic path keeps
+  // the key-major kernel (dq by the separate pass), with 64-query steps.
+  if (p.D == 64) backward_for_dim<64, 4, 64>(p, deterministic, s);
+  else backward_for_dim<128, 8, 64, true>(p, deterministic, s);
 }
 
 }  // namespace ringloom::cuda::attn

@@ -25,10 +25,11 @@ struct FwdTraits {
 };
 
 // kMergedWait: wait for V_n together with the barrier that frees sK after S = Q K^T (two
-// barriers a key block, as FlashAttention-2) instead of a third barrier before P V.
-// kMinBlocks: blocks an SM must fit (caps the registers).
-template <int D, int kWarps, int kMT, int BN, bool kMergedWait, int kMinBlocks>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) flash_fwd_kernel(const Params p) {
+// barriers a key block, as FlashAttention-2) instead of a third barrier before P V, which
+// lets V_n land under the softmax as well. Measured: merged is faster at D = 128 (fewer
+// barriers for warps that each hold 128 output registers), the third barrier at D = 64.
+template <int D, int kWarps, int kMT, int BN, bool kMergedWait>
+__global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) {
   using Tr = FwdTraits<D, kWarps, kMT, BN>;
   constexpr int BM = Tr::BM, NT = Tr::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -205,10 +206,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) flash_fwd_kernel(cons
   store_tile<BM, D, NT>(static_cast<bf16*>(p.out) + p.out_head(b, h), sQ, p.out_row(), q0, T);
 }
 
-template <int D, int kWarps, int kMT, int BN, bool kMergedWait = false, int kMinBlocks = 1>
+template <int D, int kWarps, int kMT, int BN, bool kMergedWait>
 void launch_fwd(const Params& p, cudaStream_t s) {
   using Tr = FwdTraits<D, kWarps, kMT, BN>;
-  auto kernel = flash_fwd_kernel<D, kWarps, kMT, BN, kMergedWait, kMinBlocks>;
+  auto kernel = flash_fwd_kernel<D, kWarps, kMT, BN, kMergedWait>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmem));
   dim3 grid((p.T + Tr::BM - 1) / Tr::BM, p.B * p.Hq);
   kernel<<<grid, Tr::kThreads, Tr::kSmem, s>>>(p);
@@ -217,21 +218,12 @@ void launch_fwd(const Params& p, cudaStream_t s) {
 
 }  // namespace
 
-void flash_forward(const Params& p, int variant, cudaStream_t s) {
-  // Default: FlashAttention-2's shape, 4 warps and 128 query rows (two m16 tiles a warp,
-  // so each K/V fragment read from shared memory feeds two MMAs). The variants are kept
-  // for the benchmark's sweep (NOTES-attention.md has the numbers).
-  // D=128 variants being measured: 1 = 32-key blocks, 2 = 8 warps x 16 rows with two
-  // blocks an SM (128 registers), 3 = two barriers a key block.
-  if (p.D == 64) {
-    if (variant == 3) launch_fwd<64, 4, 2, 64, true>(p, s);
-    else launch_fwd<64, 4, 2, 64>(p, s);
-  } else {
-    if (variant == 1) launch_fwd<128, 4, 2, 32>(p, s);
-    else if (variant == 2) launch_fwd<128, 8, 1, 64, false, 2>(p, s);
-    else if (variant == 3) launch_fwd<128, 4, 2, 64, true>(p, s);
-    else launch_fwd<128, 4, 2, 64>(p, s);
-  }
+void flash_forward(const Params& p, cudaStream_t s) {
+  // FlashAttention-2's shape: 4 warps and 128 query rows (two m16 tiles a warp, so each K/V
+  // fragment read from shared memory feeds two MMAs), 64-key blocks. Measured alternatives
+  // (NOTES-attention.md): 32-key blocks and 8 warps x 16 rows were slower at both head dims.
+  if (p.D == 64) launch_fwd<64, 4, 2, 64, false>(p, s);
+  else launch_fwd<128, 4, 2, 64, true>(p, s);
 }
 
 }  // namespace ringloom::cuda::attn
