@@ -1,14 +1,13 @@
 """Attention forward and forward+backward: ringloom's flash kernels vs torch SDPA with the
 flash backend and with the cuDNN backend, same run, same inputs (bf16).
 
-  python benchmarks/bench_attention.py [--json out.json] [--variants]
+  python benchmarks/bench_attention.py [--json out.json] [--deterministic]
 
 FLOPs follow flash-attention's convention: forward 4*B*H*S^2*D (halved when causal),
 forward+backward 3.5x that (backward is five S x S x D products to the forward's two).
 torch gets q, k, v as separate contiguous [B, H, S, D] leaves and torch.autograd.grad, its
 fastest path; ours reads the packed qkv[B, S, 3H, D] as the model produces it.
---variants also times the other tile shapes kept in the kernels (RINGLOOM_ATTN_*_VARIANT)
-and the deterministic backward.
+--deterministic also times our deterministic backward (RINGLOOM_ATTN_DETERMINISTIC=1).
 """
 from __future__ import annotations
 
@@ -82,7 +81,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
-    ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--once", type=int, default=None,
                     help="run fwd+bwd of SHAPES[i] a few times and exit (for ncu)")
     args = ap.parse_args()
@@ -118,11 +117,8 @@ def main():
             fl = flops(B, H, S, D, causal, bwd)
             row = {"shape": name, "mode": mode, "rel_err_vs_flash": errs[1] if bwd else errs[0]}
             variants = {"ours": {}}
-            if args.variants:
-                variants = ({"ours": {}, "ours_v1": {"RINGLOOM_ATTN_FWD_VARIANT": "1"},
-                             "ours_v2": {"RINGLOOM_ATTN_FWD_VARIANT": "2"}} if not bwd else
-                            {"ours": {}, "ours_bwd_v1": {"RINGLOOM_ATTN_BWD_VARIANT": "1"},
-                             "ours_determ": {"RINGLOOM_ATTN_DETERMINISTIC": "1"}})
+            if args.deterministic and bwd:
+                variants["ours_determ"] = {"RINGLOOM_ATTN_DETERMINISTIC": "1"}
             for label, env in variants.items():
                 os.environ.update(env)
                 row[f"{label}_ms"] = time_ms(lambda i, f=(ofb if bwd else ofwd): f())
@@ -156,9 +152,8 @@ def main():
     cols = [("shape", ""), ("mode", ""), ("ours_ms", ".3f"), ("flash_ms", ".3f"), ("cudnn_ms", ".3f"),
             ("ours_tflops", ".0f"), ("flash_tflops", ".0f"), ("cudnn_tflops", ".0f"), ("flash/ours", ".2f"),
             ("cudnn/ours", ".2f"), ("rl_cudnn_ms", ".3f"), ("rl_cudnn/ours", ".2f"), ("rel_err_vs_flash", ".1e")]
-    if args.variants:
-        cols += [(k, ".0f") for k in rows[0] if k.startswith("ours_") and k.endswith("_tflops") and k != "ours_tflops"]
-        cols += [(k, ".0f") for k in rows[1] if k.startswith("ours_") and k.endswith("_tflops") and k != "ours_tflops"]
+    if args.deterministic:
+        cols += [("ours_determ_ms", ".3f"), ("ours_determ_tflops", ".0f")]
     print_table(rows, cols)
     write_json(args.json, {"device": dev, "torch": torch.__version__, "rows": rows})
 

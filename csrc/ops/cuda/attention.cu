@@ -6,7 +6,6 @@
 // Backward is deterministic on request: RINGLOOM_ATTN_DETERMINISTIC=1 in the environment
 // replaces the fp32 atomic accumulation of dq by a separate dq pass (about 1.4x the
 // backward's matrix work). dk/dv are always deterministic; the simple kernels always are.
-// RINGLOOM_ATTN_FWD_VARIANT / RINGLOOM_ATTN_BWD_VARIANT pick other tile shapes (benchmarks).
 // The backend setting (ops/attention_backend.h: ours | cudnn | auto) may send a call to
 // cuDNN's fused attention instead (attention_cudnn.cu).
 #include <cmath>
@@ -35,9 +34,6 @@ int env_int(const char* name) {
   return v != nullptr && *v != '\0' ? std::atoi(v) : 0;
 }
 bool deterministic_requested() { return env_int("RINGLOOM_ATTN_DETERMINISTIC") != 0; }
-// Tile-shape variants for the benchmark's sweep; 0 (unset) is the tuned default.
-int fwd_variant() { return env_int("RINGLOOM_ATTN_FWD_VARIANT"); }
-int bwd_variant() { return env_int("RINGLOOM_ATTN_BWD_VARIANT"); }
 
 attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                          float scale) {
@@ -83,7 +79,7 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
   p.out = out.data();
   p.lse = lse.data_as<float>();
   cudaStream_t s = current_stream(dev);
-  if (use_flash(qkv)) attn::flash_forward(p, fwd_variant(), s);
+  if (use_flash(qkv)) attn::flash_forward(p, s);
   else attn::simple_forward(p, qkv.dtype() == DType::BFloat16, s);
   return {out, lse};
 }
@@ -120,7 +116,7 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
     dq_accum = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, DType::Float32, qkv.device());
     p.dq_accum = dq_accum.data_as<float>();
   }
-  attn::flash_backward(p, deterministic, bwd_variant(), s);
+  attn::flash_backward(p, deterministic, s);
   return dqkv;
 }
 

@@ -6,6 +6,8 @@
 //   S^T = K Q^T,  P^T = exp2(S^T*scale*log2e - lse_i*log2e),  dP^T = V dO^T,
 //   dV += P^T dO,  dS^T = P^T o (dP^T - D_i),  dK += dS^T Q  (scaled once at the end)
 // The key-major layout keeps P^T and dS^T in registers as A fragments of the dV/dK MMAs.
+// It runs D = 64, and D = 128's deterministic path; D = 128's default is the
+// two-dimensional warp layout of attention_bwd_2d.cu (less shared-memory traffic per MMA).
 //
 // dQ = scale * dS K needs a sum over key blocks, i.e. over blocks:
 //  - default: each block stages dS in shared memory and adds its dS K into an fp32
@@ -417,12 +419,9 @@ void launch_dq(const Params& p, cudaStream_t s) {
   CUDA_CHECK_LAUNCH();
 }
 
-template <int D, int kWarps>
+// k2d: the atomic-dq path runs attention_bwd_2d.cu's kernel (D = 128 only).
+template <int D, int kWarps, int BM, bool k2d = false>
 void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
-  // Queries a step (kWarps * 16 keys a block). At D=128 the dK and dV accumulators take 128
-  // registers a thread; 32 queries keep S^T and dP^T small enough not to spill (ncu showed
-  // local-memory traffic dominating with 64).
-  constexpr int BM = D == 128 ? 32 : 64;
   static_assert(64 % BM == 0, "T_pad (T rounded up to 64) must be whole query blocks");
   const int64_t prep_rows = int64_t(p.B) * p.Hq * p.T_pad;
   flash_bwd_prep_kernel<<<unsigned((prep_rows + 7) / 8), 256, 0, s>>>(p);
@@ -433,7 +432,8 @@ void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
     return;
   }
   CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.T * p.Hq * D, s));
-  launch_dkdv<D, kWarps, BM, true>(p, s);
+  if constexpr (k2d) flash_bwd_dkdv_2d(p, s);
+  else launch_dkdv<D, kWarps, BM, true>(p, s);
   const int64_t n4 = int64_t(p.B) * p.T * p.Hq * D / 4;
   const int blocks = int(std::min<int64_t>((n4 + 255) / 256, 4096));
   dq_convert_kernel<<<blocks, 256, 0, s>>>(p);
@@ -442,16 +442,13 @@ void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
 
 }  // namespace
 
-void flash_backward(const Params& p, bool deterministic, int variant, cudaStream_t s) {
-  // Measured defaults (NOTES-attention.md): D=64 with 4 warps (64 keys a block, two blocks
-  // an SM), D=128 with 8 warps (128 keys, as FlashAttention-2); variant 1 swaps them.
-  if (p.D == 64) {
-    if (variant == 1) backward_for_dim<64, 8>(p, deterministic, s);
-    else backward_for_dim<64, 4>(p, deterministic, s);
-  } else {
-    if (variant == 1) backward_for_dim<128, 4>(p, deterministic, s);
-    else backward_for_dim<128, 8>(p, deterministic, s);
-  }
+void flash_backward(const Params& p, bool deterministic, cudaStream_t s) {
+  // D=64: 4 warps (64 keys a block, two blocks an SM), 64 queries a step.
+  // D=128: the two-dimensional warp layout of attention_bwd_2d.cu (measured 1.10-1.13x the
+  // key-major kernel with 64-query steps, 1.23-1.24x with 32); the deterministic path keeps
+  // the key-major kernel (dq by the separate pass), with 64-query steps.
+  if (p.D == 64) backward_for_dim<64, 4, 64>(p, deterministic, s);
+  else backward_for_dim<128, 8, 64, true>(p, deterministic, s);
 }
 
 }  // namespace ringloom::cuda::attn

@@ -21,15 +21,19 @@ template <int D, int kWarps, int kMT, int BN>
 struct FwdTraits {
   static constexpr int kThreads = kWarps * 32;
   static constexpr int BM = kWarps * kMT * 16;
-  static constexpr int kSmem = (BM + 2 * BN) * D * int(sizeof(bf16));
+  static constexpr int kSmem = (BM + 2 * BN) * D * int(sizeof(bf16)) + kSmemAlign;
 };
 
-template <int D, int kWarps, int kMT, int BN>
+// kMergedWait: wait for V_n together with the barrier that frees sK after S = Q K^T (two
+// barriers a key block, as FlashAttention-2) instead of a third barrier before P V, which
+// lets V_n land under the softmax as well. Measured: merged is faster at D = 128 (fewer
+// barriers for warps that each hold 128 output registers), the third barrier at D = 64.
+template <int D, int kWarps, int kMT, int BN, bool kMergedWait>
 __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) {
   using Tr = FwdTraits<D, kWarps, kMT, BN>;
   constexpr int BM = Tr::BM, NT = Tr::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
+  bf16* sQ = reinterpret_cast<bf16*>(align_smem(smem_raw));
   bf16* sK = sQ + BM * D;
   bf16* sV = sK + BN * D;
 
@@ -38,6 +42,12 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
   // P2 for B from [n][k] rows.
   const int p1r = lane & 15, p1c = (lane >> 4) * 8;
   const int p2r = (lane & 7) + ((lane >> 4) << 3), p2c = ((lane >> 3) & 1) * 8;
+  // This lane's ldmatrix addresses at column step 0 (col_step walks the columns; 16-row
+  // steps are immediates): Q as A, K as B, V as B read transposed.
+  uint32_t q_lane = smem_u32(sQ) + swz_bytes<D>(warp * kMT * 16 + p1r, p1c);
+  uint32_t k_lane = smem_u32(sK) + swz_bytes<D>(p2r, p2c);
+  uint32_t v_lane = smem_u32(sV) + swz_bytes<D>(p1r, p1c);
+  constexpr uint32_t kRow16 = 16 * D * sizeof(bf16);
 
   const int m_block = gridDim.x - 1 - blockIdx.x;  // causal: the longest rows start first
   const int b = blockIdx.y / p.Hq, h = blockIdx.y % p.Hq, hk = h / p.group;
@@ -70,6 +80,9 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
 
   for (int n = 0; n < n_blocks; ++n) {
     const int k0 = n * BN;
+    q_lane = opaque(q_lane);
+    k_lane = opaque(k_lane);
+    v_lane = opaque(v_lane);
     load_tile_async<BN, D, NT>(sV, gV, rs, k0, T);
     cp_async_commit();
 
@@ -83,11 +96,11 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t qa[kMT][4];
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(qa[mt], sQ + swz<D>(wrow0 + mt * 16 + p1r, kk * 16 + p1c));
+      for (int mt = 0; mt < kMT; ++mt) ldsm_x4(qa[mt], col_step(q_lane, kk * 16) + mt * kRow16);
 #pragma unroll
       for (int j = 0; j < BN / 16; ++j) {
         uint32_t kb[4];
-        ldmatrix_x4(kb, sK + swz<D>(j * 16 + p2r, kk * 16 + p2c));
+        ldsm_x4(kb, col_step(k_lane, kk * 16) + j * kRow16);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_bf16(s[mt][2 * j], qa[mt], kb[0], kb[1]);
@@ -95,6 +108,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
         }
       }
     }
+    if constexpr (kMergedWait) cp_async_wait<0>();  // V_n has landed
     __syncthreads();  // every warp is done with sK: fetch the next key block into it
     if (n + 1 < n_blocks) load_tile_async<BN, D, NT>(sK, gK, rs, k0 + BN, T);
     cp_async_commit();
@@ -143,8 +157,10 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
         }
       }
 
-    cp_async_wait<1>();  // V_n has landed (K_{n+1} may still be in flight)
-    __syncthreads();
+    if constexpr (!kMergedWait) {
+      cp_async_wait<1>();  // V_n has landed (K_{n+1} may still be in flight)
+      __syncthreads();
+    }
     // O += P V: P's C fragments repacked as A fragments, V read transposed.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
@@ -159,7 +175,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
 #pragma unroll
       for (int dj = 0; dj < D / 16; ++dj) {
         uint32_t vb[4];
-        ldmatrix_x4_trans(vb, sV + swz<D>(kk * 16 + p1r, dj * 16 + p1c));
+        ldsm_x4_t(vb, col_step(v_lane, dj * 16) + kk * kRow16);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_bf16(o[mt][2 * dj], pa[mt], vb[0], vb[1]);
@@ -190,10 +206,10 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(const Params p) 
   store_tile<BM, D, NT>(static_cast<bf16*>(p.out) + p.out_head(b, h), sQ, p.out_row(), q0, T);
 }
 
-template <int D, int kWarps, int kMT, int BN>
+template <int D, int kWarps, int kMT, int BN, bool kMergedWait>
 void launch_fwd(const Params& p, cudaStream_t s) {
   using Tr = FwdTraits<D, kWarps, kMT, BN>;
-  auto kernel = flash_fwd_kernel<D, kWarps, kMT, BN>;
+  auto kernel = flash_fwd_kernel<D, kWarps, kMT, BN, kMergedWait>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmem));
   dim3 grid((p.T + Tr::BM - 1) / Tr::BM, p.B * p.Hq);
   kernel<<<grid, Tr::kThreads, Tr::kSmem, s>>>(p);
@@ -202,18 +218,12 @@ void launch_fwd(const Params& p, cudaStream_t s) {
 
 }  // namespace
 
-void flash_forward(const Params& p, int variant, cudaStream_t s) {
-  // Default: FlashAttention-2's shape, 4 warps and 128 query rows (two m16 tiles a warp,
-  // so each K/V fragment read from shared memory feeds two MMAs). The variants are kept
-  // for the benchmark's sweep (NOTES-attention.md has the numbers).
-  if (p.D == 64) {
-    if (variant == 2) launch_fwd<64, 8, 1, 64>(p, s);
-    else launch_fwd<64, 4, 2, 64>(p, s);
-  } else {
-    if (variant == 1) launch_fwd<128, 4, 2, 32>(p, s);
-    else if (variant == 2) launch_fwd<128, 8, 1, 64>(p, s);
-    else launch_fwd<128, 4, 2, 64>(p, s);
-  }
+void flash_forward(const Params& p, cudaStream_t s) {
+  // FlashAttention-2's shape: 4 warps and 128 query rows (two m16 tiles a warp, so each K/V
+  // fragment read from shared memory feeds two MMAs), 64-key blocks. Measured alternatives
+  // (NOTES-attention.md): 32-key blocks and 8 warps x 16 rows were slower at both head dims.
+  if (p.D == 64) launch_fwd<64, 4, 2, 64, false>(p, s);
+  else launch_fwd<128, 4, 2, 64, true>(p, s);
 }
 
 }  // namespace ringloom::cuda::attn

@@ -37,11 +37,12 @@ struct Params {
 
 // Launchers (one translation unit each, so the builds run side by side).
 // Tensor-core kernels: bf16, D in {64, 128}.
-// variant picks among tile shapes kept for benchmarking (0 = default).
-void flash_forward(const Params& p, int variant, cudaStream_t s);
+void flash_forward(const Params& p, cudaStream_t s);
 // Needs dvec and lse2 of T_pad rows (flash_backward fills them first).
 // deterministic: dq by a separate pass over the key blocks instead of fp32 atomics.
-void flash_backward(const Params& p, bool deterministic, int variant, cudaStream_t s);
+void flash_backward(const Params& p, bool deterministic, cudaStream_t s);
+// D = 128 dK/dV(/atomic dQ) kernel with the two-dimensional warp layout (attention_bwd_2d.cu).
+void flash_bwd_dkdv_2d(const Params& p, cudaStream_t s);
 // Simple kernels: any D <= 256, fp32 or bf16 (is_bf16). One warp per row.
 void simple_forward(const Params& p, bool is_bf16, cudaStream_t s);
 void simple_backward(const Params& p, bool is_bf16, cudaStream_t s);
