@@ -7,8 +7,6 @@
 #include "ops/cuda/norm.cuh"
 #include "ops/layernorm.h"
 
-#include <type_traits>
-
 namespace ringloom::cuda {
 
 namespace {
@@ -76,112 +74,17 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
 
 // dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma; per-block partials of
 // dgamma = sum dy xhat and dbeta = sum dy go to partial[blockIdx.x][0|1][C].
-template <typename T, int VEC, int VPT>
-__global__ void layernorm_backward_old_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                          const T* __restrict__ gamma, const float* __restrict__ mean,
-                                          const float* __restrict__ rstd, T* __restrict__ dx,
-                                          float* __restrict__ partial, int64_t rows, int C, int tpr) {
-  extern __shared__ float combine[];  // [2][C] when a block holds several rows
-  __shared__ float scratch[32];
-  const int rpb = tpr == 32 ? 8 : 1;
-  const int g = threadIdx.x / tpr, l = threadIdx.x % tpr;
-  const int64_t groups = (rows + rpb - 1) / rpb;
-
-  float dg[VPT][VEC], db[VPT][VEC];
-#pragma unroll
-  for (int j = 0; j < VPT; ++j)
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) dg[j][k] = db[j][k] = 0.0f;
-
-  for (int64_t grp = blockIdx.x; grp < groups; grp += gridDim.x) {
-    const int64_t row = grp * rpb + g;
-    if (row >= rows) continue;  // one warp per row only: warp-uniform, no block barrier inside
-    const T* xr = x + row * C;
-    const T* dyr = dy + row * C;
-    const float m = mean[row], rs = rstd[row];
-    float xh[VPT][VEC], d[VPT][VEC];
-    float sg = 0.0f, sgx = 0.0f;
-#pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int col = (l + j * tpr) * VEC;
-      if (col < C) {
-        float gm[VEC];
-        load_vec<T, VEC>(xr + col, xh[j]);
-        load_vec<T, VEC>(dyr + col, d[j]);
-        load_vec<T, VEC>(gamma + col, gm);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          xh[j][k] = (xh[j][k] - m) * rs;
-          const float gk = d[j][k] * gm[k];
-          sg += gk;
-          sgx += gk * xh[j][k];
-          dg[j][k] += d[j][k] * xh[j][k];
-          db[j][k] += d[j][k];
-        }
-      }
-    }
-    const float mg = row_sum(sg, tpr, scratch) / C;
-    const float mgx = row_sum(sgx, tpr, scratch) / C;
-    T* dxr = dx + row * C;
-#pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int col = (l + j * tpr) * VEC;
-      if (col < C) {
-        float gm[VEC], o[VEC];
-        load_vec<T, VEC>(gamma + col, gm);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = rs * (d[j][k] * gm[k] - mg - xh[j][k] * mgx);
-        store_vec<T, VEC>(dxr + col, o);
-      }
-    }
-  }
-
-  float* out = partial + int64_t(blockIdx.x) * 2 * C;
-  if (rpb == 1) {
-#pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int col = (l + j * tpr) * VEC;
-      if (col < C)
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          out[col + k] = dg[j][k];
-          out[C + col + k] = db[j][k];
-        }
-    }
-    return;
-  }
-  // Several rows per block: add the row groups' sums in shared memory, group 0 first.
-  for (int gi = 0; gi < rpb; ++gi) {
-    if (g == gi) {
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        const int col = (l + j * tpr) * VEC;
-        if (col < C)
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) {
-            combine[col + k] = (gi == 0 ? 0.0f : combine[col + k]) + dg[j][k];
-            combine[C + col + k] = (gi == 0 ? 0.0f : combine[C + col + k]) + db[j][k];
-          }
-      }
-    }
-    __syncthreads();
-  }
-  for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) out[c] = combine[c];
-}
-
-// dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma; per-block partials of
-// dgamma = sum dy xhat and dbeta = sum dy go to partial[blockIdx.x][0|1][C].
 // blockDim.x / tpr rows per block, each row group walking rows with a grid stride. x, dy
-// and gamma stay in storage type (norm::RawVec) and are converted where used. All of a
-// row's loads are issued before its first use; with PREFETCH the next row's loads are
-// issued before the current row is reduced, so they overlap its reductions and stores.
-template <typename T, int VEC, int VPT, bool PREFETCH>
-__global__ void __maxnreg__(norm::bwd_max_regs(VPT)) layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                          const T* __restrict__ gamma, const float* __restrict__ mean,
-                                          const float* __restrict__ rstd, T* __restrict__ dx,
-                                          float* __restrict__ partial, int64_t rows, int C, int tpr) {
+// and gamma stay in storage type (norm::RawVec) and are converted where used; all of a
+// row's loads are issued before the first use (the previous version loaded, then summed,
+// one vector at a time, which the compiler kept in order: three round trips to memory per
+// row instead of one).
+template <typename T, int VEC, int VPT>
+__global__ void __maxnreg__(norm::bwd_max_regs(VPT))
+    layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+                              const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
+                              float* __restrict__ partial, int64_t rows, int C, int tpr) {
   using V = norm::RawVec<T, VEC>;
-  constexpr bool kPrefetch = PREFETCH && VPT <= 4;  // VPT 8 has no registers to spare
   extern __shared__ float combine[];  // [2][C] when a block holds several rows
   __shared__ float2 scratch[32];
   const int rpb = blockDim.x / tpr;
@@ -194,34 +97,14 @@ __global__ void __maxnreg__(norm::bwd_max_regs(VPT)) layernorm_backward_kernel(c
 #pragma unroll
     for (int k = 0; k < VEC; ++k) dg[j][k] = db[j][k] = 0.0f;
 
-  int64_t row = int64_t(blockIdx.x) * rpb + g;  // rpb > 1 only with one warp per row: warp-uniform
-  V xv[VPT], dv[VPT];
-  float m = 0.0f, rs = 0.0f;
-  if (kPrefetch && row < rows) {
+  // rpb > 1 only with one warp per row, so the loop condition is warp-uniform; with one
+  // block per row it is block-uniform (row_sum2 has barriers).
+  for (int64_t row = int64_t(blockIdx.x) * rpb + g; row < rows; row += stride) {
+    V xv[VPT], dv[VPT], gm[VPT];
     norm::load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
     norm::load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dv);
-    m = mean[row];
-    rs = rstd[row];
-  }
-  for (; row < rows; row += stride) {
-    V xn[VPT], dn[VPT];
-    float mn = 0.0f, rsn = 0.0f;
-    if constexpr (kPrefetch) {
-      const int64_t next = row + stride;
-      if (next < rows) {
-        norm::load_row<T, VEC, VPT>(x + next * C, l, tpr, C, xn);
-        norm::load_row<T, VEC, VPT>(dy + next * C, l, tpr, C, dn);
-        mn = mean[next];
-        rsn = rstd[next];
-      }
-    } else {
-      norm::load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
-      norm::load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dv);
-      m = mean[row];
-      rs = rstd[row];
-    }
-    // gamma: re-read from L1 for every row (registers are the limit, not L1 bandwidth).
-    V gm[VPT];
+    const float m = mean[row], rs = rstd[row];
+    // gamma: re-read for every row (L1 hits) rather than held: registers are the limit.
     norm::load_row_volatile<T, VEC, VPT>(gamma, l, tpr, C, gm);
     // Columns past C hold x = dy = gamma = 0: they add nothing to the sums below.
     float2 s = make_float2(0.0f, 0.0f);  // sum g, sum g xhat
@@ -251,15 +134,6 @@ __global__ void __maxnreg__(norm::bwd_max_regs(VPT)) layernorm_backward_kernel(c
         }
         store_vec<T, VEC>(dxr + col, o);
       }
-    }
-    if constexpr (kPrefetch) {
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        xv[j] = xn[j];
-        dv[j] = dn[j];
-      }
-      m = mn;
-      rs = rsn;
     }
   }
   // The reduce kernel may start launching now (it waits for this grid to finish).
@@ -412,24 +286,11 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
     const int vec = norm::vec_width<T>(C, {x.data(), dy.data(), dx.data(), gamma.data()});
     auto run = [&](auto vec_c) {
       constexpr int VEC = decltype(vec_c)::value;
-      // MEASUREMENT ONLY: the variant (norm_variant) picks the kernel; bf16 rows of 16-byte
-      // vectors only, everything else takes the default.
-      const norm::NormVariant& nv = norm::norm_variant();
-      constexpr bool kBf16Vec = std::is_same_v<T, bf16> && VEC == 8;
-      const int variant = kBf16Vec ? nv.bwd : 2;
-      auto kernel_for = [&](auto vpt_c) -> const void* {
-        constexpr int V = decltype(vpt_c)::value;
-        if constexpr (kBf16Vec) {
-          if (variant == 0) return reinterpret_cast<const void*>(layernorm_backward_old_kernel<T, VEC, V>);
-          if (variant == 1) return reinterpret_cast<const void*>(layernorm_backward_kernel<T, VEC, V, false>);
-        }
-        return reinterpret_cast<const void*>(layernorm_backward_kernel<T, VEC, V, true>);
-      };
-      auto kernel_of = [&](int vpt) -> const void* {
-        RL_NORM_DISPATCH_VPT(vpt, V, return kernel_for(std::integral_constant<int, V>{}));
+      auto kernel_of = [](int vpt) -> const void* {
+        RL_NORM_DISPATCH_VPT(vpt, V, return reinterpret_cast<const void*>(layernorm_backward_kernel<T, VEC, V>));
         return nullptr;
       };
-      const norm::RowConfig cfg = norm::choose_config(C, VEC, kernel_of, kBf16Vec ? nv.min_tpr : 32);
+      const norm::RowConfig cfg = norm::choose_config(C, VEC, kernel_of);
       if (cfg.tpr == 0) {
         auto kernel = layernorm_backward_wide_kernel<T>;
         const int grid = norm::persistent_grid(kernel, norm::kWideThreads, 0, rows, ctx.device);
@@ -444,9 +305,7 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
       const size_t smem = cfg.rows_per_block() > 1 ? size_t(2 * C) * sizeof(float) : 0;
       const int64_t groups = ceil_div(rows, cfg.rows_per_block());
       RL_NORM_DISPATCH_VPT(cfg.vpt, VPT, {
-        using Kernel = void (*)(const T*, const T*, const T*, const float*, const float*, T*, float*, int64_t, int,
-                                int);
-        auto kernel = reinterpret_cast<Kernel>(const_cast<void*>(kernel_for(std::integral_constant<int, VPT>{})));
+        auto kernel = layernorm_backward_kernel<T, VEC, VPT>;
         const int grid = norm::persistent_grid(kernel, cfg.block(), smem, groups, ctx.device);
         Tensor partial = Tensor::empty({grid, 2, C}, DType::Float32, x.device());
         kernel<<<grid, cfg.block(), smem, ctx.stream>>>(dy.data_as<T>(), x.data_as<T>(), gamma.data_as<T>(),

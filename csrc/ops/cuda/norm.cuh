@@ -13,46 +13,22 @@
 // a scratch buffer; a second small kernel adds the partials, again in a fixed order, into
 // dgamma/dbeta. The result is bitwise reproducible on a given device.
 //
-// The backward keeps a row's x and dy in registers in their storage type (RawVec: a bf16
-// vector of 8 takes 4 registers, not 8) and converts while computing, so a thread can hold
-// gamma for all its columns, its dgamma/dbeta sums, the current row, and the next row's
-// loads, issued before the current row is reduced (two rows in flight per warp).
+// The backward issues all loads of a row (x, dy) before using any, and keeps them in
+// storage type (RawVec: a bf16 vector of 8 takes 4 registers, not 8), converting where
+// they are used; registers then go to the dgamma/dbeta sums and to occupancy. The partial
+// reduction is launched as a programmatic dependent (PDL) of the backward kernel.
+// Measured variants (benchmarks/NOTES-kernels.md): this one was 14-19% faster than
+// loading vector by vector, and faster than also prefetching the next row (more registers,
+// fewer warps) or spreading 768/4096 columns over more threads per row.
 #pragma once
 #include <initializer_list>
 #include <map>
 #include <mutex>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 
 #include "ops/cuda/common.cuh"
 
 namespace ringloom::cuda::norm {
-
-// MEASUREMENT ONLY (first device call): backward variants chosen through the environment.
-// RINGLOOM_NORM_BWD = old | ld | pf (default), RINGLOOM_NORM_PDL = 0 | 1 (default 1),
-// RINGLOOM_NORM_TPR = smallest threads per row of the backward (default 32),
-// RINGLOOM_NORM_SKIP_REDUCE = 1 (leave out the partials' reduce kernel: its cost).
-struct NormVariant {
-  int bwd = 2;  // 0 old, 1 loads first, 2 loads first + next-row prefetch
-  bool pdl = true;
-  int min_tpr = 32;
-  bool skip_reduce = false;
-};
-inline const NormVariant& norm_variant() {
-  static const NormVariant v = [] {
-    NormVariant r;
-    auto env = [](const char* n) -> std::string { const char* e = std::getenv(n); return e ? e : ""; };
-    const std::string b = env("RINGLOOM_NORM_BWD");
-    if (b == "old") r.bwd = 0;
-    if (b == "ld") r.bwd = 1;
-    if (env("RINGLOOM_NORM_PDL") == "0") r.pdl = false;
-    if (!env("RINGLOOM_NORM_TPR").empty()) r.min_tpr = std::atoi(env("RINGLOOM_NORM_TPR").c_str());
-    r.skip_reduce = env("RINGLOOM_NORM_SKIP_REDUCE") == "1";
-    return r;
-  }();
-  return v;
-}
 
 struct RowConfig {
   int vec = 1;   // elements per vector: 16 / sizeof(T) when aligned, else 1
@@ -83,13 +59,13 @@ inline int max_block(const void* kernel) {
 // Rows with no such layout (wider than ~8K elements without 16-byte vectors, ~16-32K with)
 // return tpr = 0 and go to the wide-row kernels, which re-read the row from L2 instead.
 template <typename KernelOf>
-RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of, int min_tpr = 32) {
+RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
   const int64_t nvec = ceil_div(C, vec);
   RowConfig best;
   best.vec = vec;
   best.tpr = 0;
   for (int pass = 0; pass < 2 && best.tpr == 0; ++pass) {
-    for (int tpr = min_tpr; tpr <= 1024; tpr *= 2) {
+    for (int tpr = 32; tpr <= 1024; tpr *= 2) {
       const int64_t need = ceil_div(nvec, tpr);
       if (need > (pass == 0 ? 4 : 8)) continue;
       RowConfig c;
@@ -107,7 +83,8 @@ RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of, int min_tpr = 32
 // Register cap of the backward kernels per VPT (vectors per thread), so that enough
 // warps fit on an SM (65536 registers): VPT 3 (768 bf16 columns, one warp per row) at 128
 // gives two 256-thread blocks; VPT 4 (4096 columns, 128 threads per row) at 168 gives three
-// 128-thread blocks. Chosen so that ptxas spills nothing (its -v report).
+// 128-thread blocks. ptxas spills nothing at these caps (its -v report) except at VPT 8,
+// which spills uncapped too.
 constexpr int bwd_max_regs(int vpt) { return vpt <= 1 ? 64 : vpt == 2 ? 96 : vpt == 3 ? 128 : vpt == 4 ? 168 : 255; }
 
 // 16-byte vectors when C is a multiple of the pack width and every row starts aligned.
@@ -266,7 +243,6 @@ __global__ void reduce_partials_kernel(const float* partial, int nblocks, int np
 // Adds the [nblocks, nparams, C] partials into the parameter gradients (fp32 or bf16).
 inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int64_t C, Tensor& d0, Tensor* d1,
                             cudaStream_t stream, bool accumulate = true) {
-  if (norm_variant().skip_reduce) return;
   dim3 block(32, 16), grid(unsigned(ceil_div(C, 32)), unsigned(nparams));
   // Programmatic dependent launch (sm_90): the reduce grid is set up while the backward
   // grid drains (that kernel signals griddepcontrol.launch_dependents after its row loop),
@@ -280,7 +256,7 @@ inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int
   cfg.blockDim = block;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = norm_variant().pdl ? 1 : 0;
+  cfg.numAttrs = 1;
   RL_DISPATCH_FLOAT(d0.dtype(), P, {
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, reduce_partials_kernel<P>, partial.data_as<float>(), nblocks, nparams, C,
                                   d0.data_as<P>(), d1 ? d1->data_as<P>() : static_cast<P*>(nullptr), accumulate));
