@@ -74,16 +74,22 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
 
 // dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma; per-block partials of
 // dgamma = sum dy xhat and dbeta = sum dy go to partial[blockIdx.x][0|1][C].
+// blockDim.x / tpr rows per block, each row group walking rows with a grid stride. x, dy
+// and gamma stay in storage type (norm::RawVec) and are converted where used; all of a
+// row's loads are issued before the first use (the previous version loaded, then summed,
+// one vector at a time, which the compiler kept in order: three round trips to memory per
+// row instead of one).
 template <typename T, int VEC, int VPT>
-__global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                          const T* __restrict__ gamma, const float* __restrict__ mean,
-                                          const float* __restrict__ rstd, T* __restrict__ dx,
-                                          float* __restrict__ partial, int64_t rows, int C, int tpr) {
+__global__ void __maxnreg__(norm::bwd_max_regs(VPT))
+    layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+                              const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
+                              float* __restrict__ partial, int64_t rows, int C, int tpr) {
+  using V = norm::RawVec<T, VEC>;
   extern __shared__ float combine[];  // [2][C] when a block holds several rows
-  __shared__ float scratch[32];
-  const int rpb = tpr == 32 ? 8 : 1;
+  __shared__ float2 scratch[32];
+  const int rpb = blockDim.x / tpr;
   const int g = threadIdx.x / tpr, l = threadIdx.x % tpr;
-  const int64_t groups = (rows + rpb - 1) / rpb;
+  const int64_t stride = int64_t(gridDim.x) * rpb;
 
   float dg[VPT][VEC], db[VPT][VEC];
 #pragma unroll
@@ -91,48 +97,47 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
 #pragma unroll
     for (int k = 0; k < VEC; ++k) dg[j][k] = db[j][k] = 0.0f;
 
-  for (int64_t grp = blockIdx.x; grp < groups; grp += gridDim.x) {
-    const int64_t row = grp * rpb + g;
-    if (row >= rows) continue;  // one warp per row only: warp-uniform, no block barrier inside
-    const T* xr = x + row * C;
-    const T* dyr = dy + row * C;
+  // rpb > 1 only with one warp per row, so the loop condition is warp-uniform; with one
+  // block per row it is block-uniform (row_sum2 has barriers).
+  for (int64_t row = int64_t(blockIdx.x) * rpb + g; row < rows; row += stride) {
+    V xv[VPT], dv[VPT], gm[VPT];
+    norm::load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
+    norm::load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dv);
     const float m = mean[row], rs = rstd[row];
-    float xh[VPT][VEC], d[VPT][VEC];
-    float sg = 0.0f, sgx = 0.0f;
+    // gamma: re-read for every row (L1 hits) rather than held: registers are the limit.
+    norm::load_row_volatile<T, VEC, VPT>(gamma, l, tpr, C, gm);
+    // Columns past C hold x = dy = gamma = 0: they add nothing to the sums below.
+    float2 s = make_float2(0.0f, 0.0f);  // sum g, sum g xhat
 #pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int col = (l + j * tpr) * VEC;
-      if (col < C) {
-        float gm[VEC];
-        load_vec<T, VEC>(xr + col, xh[j]);
-        load_vec<T, VEC>(dyr + col, d[j]);
-        load_vec<T, VEC>(gamma + col, gm);
+    for (int j = 0; j < VPT; ++j)
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          xh[j][k] = (xh[j][k] - m) * rs;
-          const float gk = d[j][k] * gm[k];
-          sg += gk;
-          sgx += gk * xh[j][k];
-          dg[j][k] += d[j][k] * xh[j][k];
-          db[j][k] += d[j][k];
-        }
+      for (int k = 0; k < VEC; ++k) {
+        const float xh = (norm::raw_f32(xv[j], k) - m) * rs, d = norm::raw_f32(dv[j], k);
+        const float gk = d * norm::raw_f32(gm[j], k);
+        s.x += gk;
+        s.y += gk * xh;
+        dg[j][k] += d * xh;
+        db[j][k] += d;
       }
-    }
-    const float mg = row_sum(sg, tpr, scratch) / C;
-    const float mgx = row_sum(sgx, tpr, scratch) / C;
+    s = norm::row_sum2(s, tpr, scratch);
+    const float mg = s.x / C, mgx = s.y / C;
     T* dxr = dx + row * C;
 #pragma unroll
     for (int j = 0; j < VPT; ++j) {
       const int col = (l + j * tpr) * VEC;
       if (col < C) {
-        float gm[VEC], o[VEC];
-        load_vec<T, VEC>(gamma + col, gm);
+        float o[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = rs * (d[j][k] * gm[k] - mg - xh[j][k] * mgx);
+        for (int k = 0; k < VEC; ++k) {
+          const float xh = (norm::raw_f32(xv[j], k) - m) * rs;
+          o[k] = rs * (norm::raw_f32(dv[j], k) * norm::raw_f32(gm[j], k) - mg - xh * mgx);
+        }
         store_vec<T, VEC>(dxr + col, o);
       }
     }
   }
+  // The reduce kernel may start launching now (it waits for this grid to finish).
+  asm volatile("griddepcontrol.launch_dependents;");
 
   float* out = partial + int64_t(blockIdx.x) * 2 * C;
   if (rpb == 1) {
@@ -166,7 +171,6 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
   }
   for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) out[c] = combine[c];
 }
-
 
 // Rows too wide for the register kernels (norm::choose_config returned tpr = 0): one
 // block per row, each pass re-reading the row (from L2). The backward grid is persistent;

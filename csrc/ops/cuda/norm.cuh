@@ -12,10 +12,19 @@
 // contributions in registers in a fixed order and writes one fp32 partial row per block to
 // a scratch buffer; a second small kernel adds the partials, again in a fixed order, into
 // dgamma/dbeta. The result is bitwise reproducible on a given device.
+//
+// The backward issues all loads of a row (x, dy) before using any, and keeps them in
+// storage type (RawVec: a bf16 vector of 8 takes 4 registers, not 8), converting where
+// they are used; registers then go to the dgamma/dbeta sums and to occupancy. The partial
+// reduction is launched as a programmatic dependent (PDL) of the backward kernel.
+// Measured variants (benchmarks/NOTES-kernels.md): this one was 14-19% faster than
+// loading vector by vector, and faster than also prefetching the next row (more registers,
+// fewer warps) or spreading 768/4096 columns over more threads per row.
 #pragma once
 #include <initializer_list>
 #include <map>
 #include <mutex>
+#include <type_traits>
 
 #include "ops/cuda/common.cuh"
 
@@ -71,6 +80,13 @@ RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
   return best;  // tpr == 0: too wide for the register kernels; the caller uses the wide-row kernels
 }
 
+// Register cap of the backward kernels per VPT (vectors per thread), so that enough
+// warps fit on an SM (65536 registers): VPT 3 (768 bf16 columns, one warp per row) at 128
+// gives two 256-thread blocks; VPT 4 (4096 columns, 128 threads per row) at 168 gives three
+// 128-thread blocks. ptxas spills nothing at these caps (its -v report) except at VPT 8,
+// which spills uncapped too.
+constexpr int bwd_max_regs(int vpt) { return vpt <= 1 ? 64 : vpt == 2 ? 96 : vpt == 3 ? 128 : vpt == 4 ? 168 : 255; }
+
 // 16-byte vectors when C is a multiple of the pack width and every row starts aligned.
 template <typename T>
 int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
@@ -80,11 +96,121 @@ int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
   return Pack<T>::kN;
 }
 
+// VEC elements in storage type, as 32-bit words when they fill 16 bytes (one access),
+// else one scalar (the unaligned fallback, VEC == 1).
+template <typename T, int VEC>
+struct RawVec {
+  static_assert(VEC == 1 || VEC * sizeof(T) == 16, "VEC must be 1 or the pack width");
+  static constexpr bool kWords = VEC * sizeof(T) == 16;
+  uint32_t w[kWords ? 4 : 1];
+  T s;  // VEC == 1 only
+};
+
+template <typename T, int VEC>
+__device__ __forceinline__ RawVec<T, VEC> load_raw(const T* p) {
+  RawVec<T, VEC> r;
+  if constexpr (RawVec<T, VEC>::kWords) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    r.w[0] = u.x, r.w[1] = u.y, r.w[2] = u.z, r.w[3] = u.w;
+  } else {
+    r.s = *p;
+  }
+  return r;
+}
+
+// The same load as volatile PTX, so that the compiler re-reads (from L1) instead of
+// keeping the vector live across a loop: used for gamma, which is the same for every row.
+template <typename T, int VEC>
+__device__ __forceinline__ RawVec<T, VEC> load_raw_volatile(const T* p) {
+  if constexpr (RawVec<T, VEC>::kWords) {
+    RawVec<T, VEC> r;
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.w[0]), "=r"(r.w[1]), "=r"(r.w[2]), "=r"(r.w[3])
+                 : "l"(p));
+    return r;
+  } else {
+    return load_raw<T, VEC>(p);
+  }
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void zero_raw(RawVec<T, VEC>& r) {
+  if constexpr (RawVec<T, VEC>::kWords) {
+    r.w[0] = r.w[1] = r.w[2] = r.w[3] = 0u;
+  } else {
+    r.s = from_f32<T>(0.0f);
+  }
+}
+
+// Element k of a RawVec as fp32, converted where it is used. A bf16 is the top half of an
+// fp32, so widening is one shift or mask; it is written as volatile inline PTX because,
+// left to itself, the compiler widens every vector right after its load, which doubles the
+// registers a row takes and, with the next row prefetched, spills.
+template <typename T, int VEC>
+__device__ __forceinline__ float raw_f32(const RawVec<T, VEC>& r, int k) {
+  if constexpr (!RawVec<T, VEC>::kWords) {
+    return to_f32(r.s);
+  } else if constexpr (std::is_same_v<T, float>) {
+    return __uint_as_float(r.w[k]);
+  } else {
+    uint32_t f;
+    if (k & 1)
+      asm volatile("and.b32 %0, %1, 0xffff0000;" : "=r"(f) : "r"(r.w[k >> 1]));
+    else
+      asm volatile("shl.b32 %0, %1, 16;" : "=r"(f) : "r"(r.w[k >> 1]));
+    return __uint_as_float(f);
+  }
+}
+
+// The VPT vectors of one row that thread l of tpr holds (vector j at column
+// (l + j * tpr) * VEC); columns past C read as zero. All loads are issued before any
+// use, so a thread has its whole share of the row in flight at once.
+template <typename T, int VEC, int VPT>
+__device__ __forceinline__ void load_row(const T* __restrict__ p, int l, int tpr, int C,
+                                         RawVec<T, VEC> (&out)[VPT]) {
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int col = (l + j * tpr) * VEC;
+    if (col < C)
+      out[j] = load_raw<T, VEC>(p + col);
+    else
+      zero_raw(out[j]);
+  }
+}
+
+template <typename T, int VEC, int VPT>
+__device__ __forceinline__ void load_row_volatile(const T* __restrict__ p, int l, int tpr, int C,
+                                                  RawVec<T, VEC> (&out)[VPT]) {
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int col = (l + j * tpr) * VEC;
+    if (col < C)
+      out[j] = load_raw_volatile<T, VEC>(p + col);
+    else
+      zero_raw(out[j]);
+  }
+}
+
 // Sum over the tpr threads of one row; every thread of the row gets the result.
 // tpr == 32: shuffles inside the warp. tpr > 32: the block is the row.
 __device__ __forceinline__ float row_sum(float v, int tpr, float* scratch) {
   if (tpr == 32) return warp_sum(v);
   return block_sum(v, scratch);
+}
+
+// Two sums over the row at once (one barrier pair instead of two when tpr > 32).
+__device__ __forceinline__ float2 row_sum2(float2 v, int tpr, float2* scratch) {
+  v.x = warp_sum(v.x);
+  v.y = warp_sum(v.y);
+  if (tpr == 32) return v;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? scratch[lane] : make_float2(0.0f, 0.0f);
+  v.x = warp_sum(v.x);
+  v.y = warp_sum(v.y);
+  return v;
 }
 
 // dparam[k][c] (+)= sum over b of partial[b][k][c], for k < nparams, in order of b
@@ -96,8 +222,12 @@ __global__ void reduce_partials_kernel(const float* partial, int nblocks, int np
   __shared__ float s[16][33];
   const int tx = threadIdx.x, ty = threadIdx.y, k = blockIdx.y;
   const int64_t c = blockIdx.x * 32LL + tx;
+  // Launched as a programmatic dependent of the backward kernel (launch_reduce_partials):
+  // wait here until that grid has finished and its partials are visible.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   float acc = 0.0f;
   if (c < C)
+#pragma unroll 4
     for (int b = ty; b < nblocks; b += 16) acc += partial[(int64_t(b) * nparams + k) * C + c];
   s[ty][tx] = acc;
   __syncthreads();
@@ -114,9 +244,22 @@ __global__ void reduce_partials_kernel(const float* partial, int nblocks, int np
 inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int64_t C, Tensor& d0, Tensor* d1,
                             cudaStream_t stream, bool accumulate = true) {
   dim3 block(32, 16), grid(unsigned(ceil_div(C, 32)), unsigned(nparams));
+  // Programmatic dependent launch (sm_90): the reduce grid is set up while the backward
+  // grid drains (that kernel signals griddepcontrol.launch_dependents after its row loop),
+  // instead of after it, hiding most of a launch gap; the kernel waits on
+  // griddepcontrol.wait before reading the partials.
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
   RL_DISPATCH_FLOAT(d0.dtype(), P, {
-    reduce_partials_kernel<P><<<grid, block, 0, stream>>>(partial.data_as<float>(), nblocks, nparams, C,
-                                                          d0.data_as<P>(), d1 ? d1->data_as<P>() : nullptr, accumulate);
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, reduce_partials_kernel<P>, partial.data_as<float>(), nblocks, nparams, C,
+                                  d0.data_as<P>(), d1 ? d1->data_as<P>() : static_cast<P*>(nullptr), accumulate));
   });
   CUDA_CHECK_LAUNCH();
 }

@@ -50,17 +50,19 @@ __global__ void rmsnorm_forward_kernel(const T* __restrict__ x, const T* __restr
 }
 
 // dx = rstd (g - x rstd^2 mean(g x)), g = dy * gamma; per-block partials of
-// dgamma = sum dy x rstd go to partial[blockIdx.x][C].
+// dgamma = sum dy x rstd go to partial[blockIdx.x][C]. Layout and loads as in
+// layernorm_backward_kernel (layernorm.cu).
 template <typename T, int VEC, int VPT>
-__global__ void rmsnorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                        const T* __restrict__ gamma, const float* __restrict__ rstd,
-                                        T* __restrict__ dx, float* __restrict__ partial, int64_t rows, int C,
-                                        int tpr) {
+__global__ void __maxnreg__(norm::bwd_max_regs(VPT))
+    rmsnorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+                            const float* __restrict__ rstd, T* __restrict__ dx, float* __restrict__ partial,
+                            int64_t rows, int C, int tpr) {
+  using V = norm::RawVec<T, VEC>;
   extern __shared__ float combine[];  // [C] when a block holds several rows
   __shared__ float scratch[32];
-  const int rpb = tpr == 32 ? 8 : 1;
+  const int rpb = blockDim.x / tpr;
   const int g = threadIdx.x / tpr, l = threadIdx.x % tpr;
-  const int64_t groups = (rows + rpb - 1) / rpb;
+  const int64_t stride = int64_t(gridDim.x) * rpb;
 
   float dg[VPT][VEC];
 #pragma unroll
@@ -68,43 +70,40 @@ __global__ void rmsnorm_backward_kernel(const T* __restrict__ dy, const T* __res
 #pragma unroll
     for (int k = 0; k < VEC; ++k) dg[j][k] = 0.0f;
 
-  for (int64_t grp = blockIdx.x; grp < groups; grp += gridDim.x) {
-    const int64_t row = grp * rpb + g;
-    if (row >= rows) continue;  // one warp per row only: warp-uniform, no block barrier inside
-    const T* xr = x + row * C;
-    const T* dyr = dy + row * C;
+  // Warp-uniform loop with one warp per row, block-uniform with one block per row.
+  for (int64_t row = int64_t(blockIdx.x) * rpb + g; row < rows; row += stride) {
+    V xv[VPT], dv[VPT], gm[VPT];
+    norm::load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
+    norm::load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dv);
     const float rs = rstd[row];
-    float xv[VPT][VEC], d[VPT][VEC];
+    // gamma: re-read for every row (L1 hits) rather than held: registers are the limit.
+    norm::load_row_volatile<T, VEC, VPT>(gamma, l, tpr, C, gm);
+    // Columns past C hold x = dy = gamma = 0: they add nothing to the sums below.
     float sgx = 0.0f;
 #pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int col = (l + j * tpr) * VEC;
-      if (col < C) {
-        float gm[VEC];
-        load_vec<T, VEC>(xr + col, xv[j]);
-        load_vec<T, VEC>(dyr + col, d[j]);
-        load_vec<T, VEC>(gamma + col, gm);
+    for (int j = 0; j < VPT; ++j)
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          sgx += d[j][k] * gm[k] * xv[j][k];
-          dg[j][k] += d[j][k] * xv[j][k] * rs;
-        }
+      for (int k = 0; k < VEC; ++k) {
+        const float xk = norm::raw_f32(xv[j], k), d = norm::raw_f32(dv[j], k);
+        sgx += d * norm::raw_f32(gm[j], k) * xk;
+        dg[j][k] += d * xk * rs;
       }
-    }
     const float c = rs * rs * row_sum(sgx, tpr, scratch) / C;
     T* dxr = dx + row * C;
 #pragma unroll
     for (int j = 0; j < VPT; ++j) {
       const int col = (l + j * tpr) * VEC;
       if (col < C) {
-        float gm[VEC], o[VEC];
-        load_vec<T, VEC>(gamma + col, gm);
+        float o[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = rs * (d[j][k] * gm[k] - xv[j][k] * c);
+        for (int k = 0; k < VEC; ++k)
+          o[k] = rs * (norm::raw_f32(dv[j], k) * norm::raw_f32(gm[j], k) - norm::raw_f32(xv[j], k) * c);
         store_vec<T, VEC>(dxr + col, o);
       }
     }
   }
+  // The reduce kernel may start launching now (it waits for this grid to finish).
+  asm volatile("griddepcontrol.launch_dependents;");
 
   float* out = partial + int64_t(blockIdx.x) * C;
   if (rpb == 1) {
@@ -132,7 +131,6 @@ __global__ void rmsnorm_backward_kernel(const T* __restrict__ dy, const T* __res
   }
   for (int c = threadIdx.x; c < C; c += blockDim.x) out[c] = combine[c];
 }
-
 
 // Rows too wide for the register kernels: see layernorm.cu's wide-row kernels.
 template <typename T>
