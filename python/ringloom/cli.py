@@ -207,7 +207,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="gradient all-reduce bucket size (default: %(default)s)")
     g.add_argument("--compression", default="none", metavar="SPEC",
                    help="compress the data-parallel gradient reduction: none, bf16, topk:RATIO (error "
-                        "feedback) or powersgd:RANK (default: %(default)s)")
+                        "feedback), powersgd:RANK or qsgd:LEVELS[:BUCKET] (stochastic quantisation to "
+                        "LEVELS levels per 512-element bucket, unbiased) (default: %(default)s)")
     g.add_argument("--local-sgd", type=int, default=0, metavar="H",
                    help="local SGD: replicas step alone and average their weights every H steps, "
                         "0 = off (default: %(default)s)")

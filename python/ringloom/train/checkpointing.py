@@ -206,8 +206,8 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
     if parts.step_count != int(st["optimizer_step"]):
         raise CheckpointError(f"{ckpt_path}: optimizer step {parts.step_count} disagrees with the "
                               f"trainer state's {st['optimizer_step']}")
-    if parts.engine is not None:
-        parts.engine.step_count = parts.step_count
+    if parts.engine is not None:   # steps taken, skipped ones too (it seeds QSGD's draws)
+        parts.engine.step_count = tr.step
     set_rng_state(st["rng"])
     mine = getattr(tr, "threads", None)
     if st.get("threads") is not None and mine is not None and st["threads"] != mine and getattr(tr, "is_main", True):

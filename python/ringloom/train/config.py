@@ -45,7 +45,7 @@ class TrainConfig:
     stage_layers: list[int] | None = None  # blocks per (virtual) stage; None: balanced by parameters
     zero: bool = False            # ZeRO-1: optimizer state sharded over the dp ranks
     bucket_mb: float = 25.0       # gradient all-reduce bucket size
-    compression: str = "none"     # none | bf16 | topk:RATIO | powersgd:RANK (parallel/compression.py)
+    compression: str = "none"     # none | bf16 | topk:RATIO | powersgd:RANK | qsgd:S[:BUCKET] (parallel/compression.py)
     local_sgd: int = 0            # average replicas every H steps instead of all-reducing gradients; 0 = off
     local_sgd_moments: bool = False
     # Parameter-server training (train/ps_training.py): the last param_servers ranks serve.
