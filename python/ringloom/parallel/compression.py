@@ -92,8 +92,9 @@ class Compressor:
     name = "none"
 
     def begin_step(self, step: int) -> None:
-        """Called before each step's reductions with the optimizer step count (which a
-        checkpoint restores), for compressors whose randomness must follow the step."""
+        """Called before each step's reductions with the number of steps taken before it
+        (skipped ones too; a resume restores it), for compressors whose randomness must
+        follow the step."""
 
     def reduce(self, key: int, flat: Any, numel: int, layout: Layout, group: Any) -> int:
         """Replaces flat[:numel] (this rank's bucket ``key``) by the approximate sum over
@@ -256,7 +257,7 @@ class QSGDCompression(Compressor):
     Randomness: the draws of rank r in bucket-list ``key`` at step t come from
     numpy.random.default_rng([seed, t, key, r]): independent between ranks (each rank's
     quantisation noise is its own, so the sum's variance is the sum of theirs), and the
-    same in every run and after a resume (t is the optimizer step, see begin_step). Every
+    same in every run and after a resume (t is the step count, see begin_step). Every
     rank decodes the same gathered payloads and sums them in rank order, so all ranks end
     with bit-identical gradients.
     """

@@ -109,8 +109,8 @@ class GradReducer:
 
     # ---------------------------------------------------------------- per step
     def reset(self, step: int = 0) -> None:
-        """Before a step; ``step`` (the optimizer step count) seeds compressors that draw
-        random numbers (QSGD)."""
+        """Before a step; ``step`` (steps taken before it) seeds compressors that draw random
+        numbers (QSGD)."""
         if self.compressor is not None:
             self.compressor.begin_step(step)
         for b in self.buckets:
