@@ -94,6 +94,7 @@ def build_role(tr: Any) -> None:
     cfg = tr.cfg
     layout = PSLayout(tr.world_size, cfg.param_servers)
     tr.ps_layout, tr.ps, tr.ps_server, tr.ps_final = layout, None, None, None
+    tr.ps_initial = None   # a resumed run's fp32 weights, for worker 0 to push
     tr.is_server = layout.is_server(tr.pg.rank)
     if tr.is_server:
         tr.ps_server = ParameterServer(tr.model_config, tr.pg, layout, cfg.steps, mode=cfg.ps_mode,
@@ -175,7 +176,7 @@ def save_worker(tr: Any) -> str:
         step = st["optimizer_step"]
         named = tr.ps.named
         optim = {"step": step, **unflatten_named(named, st["m"], "m."), **unflatten_named(named, st["v"], "v.")}
-        model_state = tr.ps.model.state_dict()
+        model_state = unflatten_named(named, st["params"])   # the servers' fp32 weights
     return _write(tr, tr.step, model_state, optim, trainer_state(tr, step))
 
 
@@ -205,7 +206,9 @@ def restore(tr: Any, ckpt_path: str) -> int:
         tr.step = step
         return step
     try:
-        tr.ps.model.load_state_dict(ck.model_state())
+        weights = ck.model_state()
+        tr.ps.model.load_state_dict(weights)
+        tr.ps_initial = flatten_named(tr.ps.named, weights)
         tr.train_loader.load_state_dict(st["loader"])
     except ValueError as e:
         raise CheckpointError(f"{ckpt_path}: does not fit this run: {e}") from None

@@ -200,7 +200,9 @@ class Trainer:
             loss = self.ps.train_step(inputs, targets)
             self.step += 1
             self.last_grad_norm = self.ps.last_grad_norm
-            step_is_finite(loss, self.last_grad_norm, self.step, self.cfg.on_nonfinite)
+            # An async pull may come before any server round of this run: no norm yet (NaN).
+            step_is_finite(loss, self.last_grad_norm if self.ps.rounds_seen else 0.0, self.step,
+                           self.cfg.on_nonfinite)
             return loss
         if self.engine is not None:
             step = self.step + 1
@@ -330,7 +332,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     ckpt = resume_path(cfg, tr)
     start = restore_trainer(tr, ckpt) if ckpt else 0
     if tr.ps is not None:
-        tr.ps.connect()   # worker 0's (possibly restored) weights to the servers, then everyone pulls
+        tr.ps.connect(tr.ps_initial)   # worker 0's (possibly restored) weights to the servers, then all pull
     if cfg.progress and cfg.resume and main:
         print(f"resuming from {ckpt} at step {start}" if ckpt else "no checkpoint to resume from: starting at step 0")
     n_params = sum(int(np.prod(shape)) for _, shape, _ in param_specs(tr.model_config))
