@@ -210,12 +210,25 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="gradient all-reduce bucket size (default: %(default)s)")
     g.add_argument("--compression", default="none", metavar="SPEC",
                    help="compress the data-parallel gradient reduction: none, bf16, topk:RATIO (error "
-                        "feedback) or powersgd:RANK (default: %(default)s)")
+                        "feedback), powersgd:RANK or qsgd:LEVELS[:BUCKET] (stochastic quantisation to "
+                        "LEVELS levels per 512-element bucket, unbiased) (default: %(default)s)")
     g.add_argument("--local-sgd", type=int, default=0, metavar="H",
                    help="local SGD: replicas step alone and average their weights every H steps, "
                         "0 = off (default: %(default)s)")
     g.add_argument("--local-sgd-moments", action="store_true",
                    help="with --local-sgd, average AdamW's moments too")
+    g.add_argument("--param-servers", type=nonneg_int, default=0, metavar="S",
+                   help="parameter-server training: the last S ranks hold the parameters (sharded) and "
+                        "their AdamW state; the other ranks are workers that push gradients and pull "
+                        "parameters. Needs S + 1 ranks or more; not with --pp, --zero, --local-sgd, "
+                        "--compression, --micro-batches, --cuda-graph, --trace. 0 = off (default: %(default)s)")
+    g.add_argument("--ps-mode", choices=["sync", "async"], default="sync",
+                   help="with --param-servers: sync (every step sums all workers' gradients: the same "
+                        "run as all-reduce data parallel) or async (servers update every W gradients as "
+                        "they arrive; workers may run ahead, see --ps-staleness) (default: %(default)s)")
+    g.add_argument("--ps-staleness", type=nonneg_int, default=0, metavar="STEPS",
+                   help="with --ps-mode async: how many steps a worker may run ahead of the slowest "
+                        "(0 = lockstep, equal to sync) (default: %(default)s)")
     g.add_argument("--trace", default=None, metavar="PATH",
                    help="write a Chrome trace JSON of every rank's compute and communication")
     g.add_argument("--backend", default=None,

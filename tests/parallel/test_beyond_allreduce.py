@@ -5,10 +5,12 @@
 - the asynchronous server with staleness 0 equals the synchronous one; with staleness 2 and
   a slowed worker the fast one really runs ahead, never by more than 2 steps;
 - bf16 compression matches fp32 data parallel within bf16 rounding of the losses;
-- top-k (1%) and PowerSGD (rank 4) with error feedback converge on a learnable stream to
-  within a stated margin of uncompressed training (MARGIN below);
+- top-k (1%) and PowerSGD (rank 4) with error feedback, and QSGD (unbiased, 4-bit s = 7
+  and 2-bit s = 1), converge on a learnable stream to within a stated margin of
+  uncompressed training (MARGIN below);
 - bytes per step: fp32 4/element, bf16 2/element, top-k 8 per kept element, PowerSGD its
-  factors' sizes, local SGD the parameters every H steps and nothing in between;
+  factors' sizes, QSGD its packed bits plus a norm per 512 elements, local SGD the
+  parameters every H steps and nothing in between;
 - local SGD (H = 3, and H = 2 with the moments averaged) equals a one-process simulation of
   the replicas stepping alone and averaging;
 - a parameter server killed mid-run makes every worker raise an error naming its rank, well
@@ -39,7 +41,8 @@ CONV_STEPS = 80
 CONV_LR = 1e-2
 # A compressed run must keep at least half of the uncompressed run's loss reduction over
 # CONV_STEPS steps: mean(last 10 losses) <= base_final + MARGIN * (initial - base_final).
-# Measured (2 ranks, this stream): base 4.1 -> 1.8, top-k 1% -> 2.5, PowerSGD-4 -> 2.6.
+# Measured (2 ranks, this stream): base 4.1 -> 1.8, top-k 1% -> 2.5, PowerSGD-4 -> 2.6,
+# QSGD s=7 -> 1.5, QSGD s=1 -> 2.0.
 MARGIN = 0.5
 
 DP_CONFIGS = [
@@ -48,7 +51,7 @@ DP_CONFIGS = [
     dict(name="local3", dp=2, pp=1, steps=6, local_sgd=3),
     dict(name="local2-moments", dp=2, pp=1, steps=4, local_sgd=2, local_sgd_moments=True),
     *[dict(name=f"conv-{c}", dp=2, pp=1, steps=CONV_STEPS, lr=CONV_LR, data="learnable", compression=c)
-      for c in ("none", "topk:0.01", "powersgd:4")],
+      for c in ("none", "topk:0.01", "powersgd:4", "qsgd:7", "qsgd:1")],
 ]
 PS_CONFIGS = {
     3: [dict(name="sync1", servers=1, steps=3), dict(name="async0", servers=1, steps=3, mode="async"),
@@ -236,8 +239,8 @@ def test_replicas_agree(dp_runs):
             assert np.array_equal(a[k], b[k]), f"{c['name']}: replicas of {k} diverged"
 
 
-@pytest.mark.parametrize("name", ["topk:0.01", "powersgd:4"])
-def test_compression_with_error_feedback_converges(dp_runs, name):
+@pytest.mark.parametrize("name", ["topk:0.01", "powersgd:4", "qsgd:7", "qsgd:1"])
+def test_compression_converges(dp_runs, name):
     base = _load(dp_runs, "conv-none", 0)["losses"]
     got = _load(dp_runs, f"conv-{name}", 0)["losses"]
     initial, base_final, final = base[0], base[-10:].mean(), got[-10:].mean()
@@ -261,6 +264,14 @@ def test_compressed_bytes_per_step(dp_runs):
         expect += 4 * ((rows + cols) * r if v.ndim >= 2 and (rows + cols) * r < rows * cols else v.size)
     assert list(psgd) == [expect] * CONV_STEPS
     assert expect < 0.5 * 4 * n
+    # QSGD: b bits per element (2s + 1 codes) and a 4-byte norm per 512 elements of each
+    # reducer bucket (the buckets' sizes add to n; at most one byte of padding and one
+    # partial 512-run per bucket per parameter).
+    for levels, bits in ((7, 4), (1, 2)):
+        q = _load(dp_runs, f"conv-qsgd:{levels}", 0)["comm_bytes"]
+        assert np.all(q == q[0])
+        low = n * bits / 8 + 4 * math.ceil(n / 512)
+        assert low <= q[0] <= low + 5 * len(w), (levels, q[0], low)
 
 
 def _local_sgd_reference(steps: int, H: int, moments: bool):

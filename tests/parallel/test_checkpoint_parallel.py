@@ -53,7 +53,9 @@ def _resume_from(src_ckpt: str, out: str) -> None:
 
 
 ZERO = ["--dp", "2", "--micro-batches", "2", "--zero", "--bucket-mb", "0.05"]  # several buckets
-LAYOUTS = {"pp2": PP2, "dp2-zero": ZERO}
+# QSGD draws its random numbers from the optimizer step: a resumed run draws the same ones.
+QSGD = ["--dp", "2", "--compression", "qsgd:3"]
+LAYOUTS = {"pp2": PP2, "dp2-zero": ZERO, "dp2-qsgd": QSGD}
 
 
 @pytest.fixture(scope="module")

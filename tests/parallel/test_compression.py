@@ -1,6 +1,8 @@
 """The gradient compressors' math, in one process: n threads play the ranks of a group
 whose all-reduce and all-gather meet at a barrier, so every compressor runs its real code
-path against exact float64 sums of random gradients (odd sizes)."""
+path against exact float64 sums of random gradients (odd sizes). QSGD's statistics
+(unbiasedness, the paper's variance bound) are tested on many draws against their exact
+per-element distribution."""
 from __future__ import annotations
 
 import math
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 
 from ringloom import _C
-from ringloom.parallel import (BF16Compression, PowerSGDCompression, TopKCompression, parse_compression)
+from ringloom.parallel import (BF16Compression, PowerSGDCompression, QSGDCompression, TopKCompression,
+                               parse_compression)
 from ringloom.parallel.data_parallel import GradReducer
 
 
@@ -87,7 +90,9 @@ def test_parse_compression():
     assert parse_compression("PowerSGD:4").rank == 4
     for bad, msg in (("topk", "ratio in"), ("topk:0", "ratio in"), ("topk:1.5", "ratio in"),
                      ("powersgd:0", "positive integer rank"), ("powersgd:x", "positive integer rank"),
-                     ("qsgd", "unknown compression")):
+                     ("qsgd", "integer number of levels"), ("qsgd:0", "integer number of levels"),
+                     ("qsgd:x", "integer number of levels"), ("qsgd:40000", "integer number of levels"),
+                     ("qsgd:7:0", "bucket must be a positive integer"), ("gzip", "unknown compression")):
         with pytest.raises(ValueError, match=msg):
             parse_compression(bad)
 
@@ -204,3 +209,144 @@ def test_powersgd_error_feedback_conserves_mass(rng):
 def test_reducer_refuses_compression_with_zero():
     with pytest.raises(ValueError, match="needs mode all_reduce"):
         GradReducer([], None, mode="reduce_scatter", compression="bf16")
+
+
+# ---------------------------------------------------------------- QSGD
+def qsgd_vector(rng, n: int, bucket: int) -> np.ndarray:
+    """Gaussian values of mixed scales, with exact zeros and one all-zero bucket (when
+    there are at least two)."""
+    g = (rng.standard_normal(n) * np.exp(rng.standard_normal(n))).astype(np.float32)
+    g[rng.random(n) < 0.05] = 0.0
+    if n > 2 * bucket:
+        g[bucket:2 * bucket] = 0.0
+    return g
+
+
+def qsgd_step(q: QSGDCompression, g: np.ndarray) -> np.ndarray:
+    """Per element, the spacing norm / s of its bucket's levels (the norm the receiver
+    multiplies by: fp32, rounded up; it does not depend on the draws)."""
+    norms, _ = q.quantize(g, np.random.default_rng(0))
+    return np.repeat(norms.astype(np.float64), np.diff(np.append(np.arange(0, g.size, q.bucket), g.size))) / q.levels
+
+
+def qsgd_moments(q: QSGDCompression, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-element mean and variance of Q(g): with r = |g| / step and p = r - floor(r),
+    Q(g) is sgn(g) step floor(r) or sgn(g) step (floor(r) + 1), the latter with probability p:
+    mean g, variance step^2 p (1 - p)."""
+    step = qsgd_step(q, g)
+    r = np.divide(np.abs(g.astype(np.float64)), step, out=np.zeros(g.size), where=step > 0)
+    p = r - np.floor(r)
+    return g.astype(np.float64), step ** 2 * p * (1 - p)
+
+
+def test_qsgd_parse_bits_and_names():
+    for spec, bits, bucket in (("qsgd:1", 2, 512), ("qsgd:7", 4, 512), ("qsgd:8", 5, 512), ("qsgd:127", 8, 512),
+                               ("QSGD:3:100", 3, 100)):
+        q = parse_compression(spec)
+        assert isinstance(q, QSGDCompression) and (q.bits, q.bucket) == (bits, bucket), spec
+        assert 2 ** q.bits >= 2 * q.levels + 1 > 2 ** (q.bits - 1)   # the fewest whole bits
+    assert repr(parse_compression("qsgd:7")) == "qsgd:7" and repr(parse_compression("qsgd:7:100")) == "qsgd:7:100"
+
+
+@pytest.mark.parametrize("levels,bucket,n", [(1, 512, 1237), (7, 512, 1237), (4, 100, 331)])
+def test_qsgd_is_unbiased(rng, levels, bucket, n):
+    q = QSGDCompression(levels, bucket)
+    g = qsgd_vector(rng, n, bucket)
+    mean, var = qsgd_moments(q, g)
+    K = 3000
+    total = np.zeros(n)
+    for k in range(K):
+        norms, codes = q.quantize(g, np.random.default_rng([5, k]))
+        assert codes.max() <= 2 * levels
+        total += q.dequantize(norms, codes)
+    avg = total / K
+    # Elements with p = 0 (zeros, or exactly on a level) are never random: exact.
+    fixed = var == 0
+    np.testing.assert_allclose(avg[fixed], mean[fixed], rtol=1e-6, atol=0)
+    # The rest: sum of squared z-scores of the K-draw means is chi-square with m degrees of
+    # freedom under E[Q(g)] = g (mean m, sd sqrt(2 m)); 6 sd above is a false alarm with
+    # probability < 1e-6.
+    z2 = K * (avg[~fixed] - mean[~fixed]) ** 2 / var[~fixed]
+    m = z2.size
+    assert m > n // 2
+    assert z2.sum() <= m + 6 * np.sqrt(2 * m), z2.sum()
+    assert z2.sum() >= m - 6 * np.sqrt(2 * m), z2.sum()   # the variance formula is right too
+    # The same statistic catches a biased quantiser: rounding to the nearest level.
+    step = qsgd_step(q, g)
+    nearest = np.sign(g) * np.round(np.divide(np.abs(g), step, out=np.zeros(n), where=step > 0)) * step
+    assert (K * (nearest[~fixed] - mean[~fixed]) ** 2 / var[~fixed]).sum() > 10 * (m + 6 * np.sqrt(2 * m))
+
+
+@pytest.mark.parametrize("levels,bucket", [(1, 512), (7, 512), (2, 5), (16, 33)])
+def test_qsgd_variance_bound(rng, levels, bucket):
+    """Lemma 3.1: E ||Q_s(v) - v||^2 <= min(d / s^2, sqrt(d) / s) ||v||^2 per bucket of d."""
+    q = QSGDCompression(levels, bucket)
+    n = 4 * bucket + bucket // 3 + 1
+    g = qsgd_vector(rng, n, bucket)
+    g[:bucket] = rng.uniform(0.2, 1.0, bucket)   # near-equal magnitudes: close to the d / s^2 regime
+    _, var = qsgd_moments(q, g)
+    K = 2000
+    sq = np.zeros(n)
+    for k in range(K):
+        sq += (q.dequantize(*q.quantize(g, np.random.default_rng([9, k]))) - g.astype(np.float64)) ** 2
+    starts = np.arange(0, n, bucket)
+    d = np.diff(np.append(starts, n))
+    norm2 = np.add.reduceat(g.astype(np.float64) ** 2, starts)
+    exact = np.add.reduceat(var, starts)
+    empirical = np.add.reduceat(sq / K, starts)
+    bound = np.minimum(d / levels ** 2, np.sqrt(d) / levels) * norm2
+    assert np.all(exact <= bound * (1 + 1e-6)), (exact, bound)
+    # Each element's squared error e^2 has mean var_i, and |e| <= step, so Var(e^2) <= step^2
+    # var_i: 8 standard errors of the K-draw mean.
+    sd = np.sqrt(np.add.reduceat(var * qsgd_step(q, g) ** 2, starts) / K)
+    assert np.all(np.abs(empirical - exact) <= 8 * sd + 1e-12), (empirical, exact, sd)
+    assert np.all(empirical[norm2 > 0] > 0)
+
+
+@pytest.mark.parametrize("levels,bucket,n", [(1, 512, 1), (7, 512, 1237), (127, 64, 1000), (300, 7, 97)])
+def test_qsgd_payload_bytes_and_roundtrip(rng, levels, bucket, n):
+    q = QSGDCompression(levels, bucket)
+    g = qsgd_vector(rng, n, bucket)
+    norms, codes = q.quantize(g, np.random.default_rng(1))
+    payload = q.pack(norms, codes)
+    assert payload.dtype == np.uint8
+    assert payload.size == q.payload_bytes(n) == 4 * math.ceil(n / bucket) + math.ceil(n * q.bits / 8)
+    n2, c2 = q.unpack(payload, n)
+    np.testing.assert_array_equal(n2, norms)
+    np.testing.assert_array_equal(c2, codes)
+    # The signs survive: a decoded element is never of the opposite sign.
+    assert np.all(q.dequantize(norms, codes) * g >= 0)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_qsgd_reduce_sums_the_ranks_quantised_gradients(rng, n):
+    g = grads(rng, n)[0]
+    q_ref = QSGDCompression(3, 100, seed=11)
+
+    def fn(group, step):
+        c = QSGDCompression(3, 100, seed=11)
+        c.begin_step(step)
+        flat = _tensor(np.append(g[group.rank], np.float32(np.nan)))   # a padding element left alone
+        sent = c.reduce(4, flat, NUMEL, LAYOUT, group)
+        return flat.numpy().copy(), sent
+
+    for step in (0, 1):
+        res = run_ranks(n, lambda grp: fn(grp, step))
+        # Reproducible: rank r at step t in bucket-list 4 draws from default_rng([11, t, 4, r]).
+        want = np.zeros(NUMEL, np.float32)
+        for r in range(n):
+            want += q_ref.dequantize(*q_ref.quantize(g[r], np.random.default_rng([11, step, 4, r])))
+        for out, sent in res:
+            assert sent == q_ref.payload_bytes(NUMEL)
+            assert np.isnan(out[-1])
+            np.testing.assert_array_equal(out[:-1], want)   # bit-identical on every rank
+        if step == 0:
+            first = res[0][0]
+    assert not np.array_equal(first, res[0][0])   # another step, other draws
+    # Unbiased but noisy: the sum is within a few standard deviations of the exact one.
+    exact = g.astype(np.float64).sum(0)
+    var = [qsgd_moments(q_ref, g[r])[1] for r in range(n)]
+    spread = np.sqrt(sum(np.sum(v * qsgd_step(q_ref, g[r]) ** 2) for r, v in enumerate(var)))   # sd bound, as above
+    err2 = np.sum((res[0][0][:-1] - exact) ** 2)
+    assert err2 <= sum(v.sum() for v in var) + 8 * spread, err2
+    assert err2 > 0

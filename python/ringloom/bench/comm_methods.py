@@ -2,7 +2,7 @@
 and steps, and logs per-step loss and bytes communicated (notebooks/beyond_allreduce.ipynb).
 
     python -m ringloom launch -n 2 -m ringloom.bench.comm_methods --out DIR allreduce bf16 topk:0.01 \\
-        powersgd:4 localsgd:4
+        powersgd:4 qsgd:7 localsgd:4
     python -m ringloom launch -n 3 -m ringloom.bench.comm_methods --out DIR ps    # 2 workers + 1 server
 
 Methods (one process per worker; the global batch is split over the workers as in `ringloom
@@ -12,6 +12,7 @@ train`, whose defaults for the schedule, weight decay and clipping are used here
   bf16          ... with the gradients all-reduced in bf16 (parallel/compression.py)
   topk:RATIO    ... top-k sparsification with error feedback
   powersgd:R    ... PowerSGD of rank R with error feedback
+  qsgd:S        ... QSGD: unbiased stochastic quantisation to S levels per 512 elements
   localsgd:H    local SGD: replicas step alone and average their weights every H steps
   ps            synchronous parameter server (parallel/param_server.py): the last rank
                 serves (holds the weights and AdamW state), the others push gradients and
@@ -32,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-DP_METHODS = ("allreduce", "bf16", "topk", "powersgd", "localsgd")
+DP_METHODS = ("allreduce", "bf16", "topk", "powersgd", "qsgd", "localsgd")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m ringloom.bench.comm_methods", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("methods", nargs="+", help="allreduce | bf16 | topk:RATIO | powersgd:R | localsgd:H | ps")
+    ap.add_argument("methods", nargs="+", help="allreduce | bf16 | topk:RATIO | powersgd:R | qsgd:S | localsgd:H | ps")
     ap.add_argument("--out", required=True, help="directory for <method>.jsonl")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--n-layer", type=int, default=None, help="override the preset's layer count")
@@ -71,7 +72,7 @@ def _run_dp(method: str, args: argparse.Namespace, config: Any, data: Any, pg: A
 
     name, _, arg = method.partition(":")
     kw: dict[str, Any] = {}
-    if name in ("bf16", "topk", "powersgd"):
+    if name in ("bf16", "topk", "powersgd", "qsgd"):
         kw["compression"] = method
     elif name == "localsgd":
         kw["local_sgd"] = int(arg)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     for m in args.methods:
         if m != "ps" and m.partition(":")[0] not in DP_METHODS:
             raise SystemExit(f"comm_methods: unknown method {m!r} (allreduce, bf16, topk:RATIO, powersgd:R, "
-                             "localsgd:H or ps)")
+                             "qsgd:S, localsgd:H or ps)")
     pg = dist.world() if dist.is_initialized() else dist.init(backend="auto")
     if pg.rank == 0:
         os.makedirs(args.out, exist_ok=True)

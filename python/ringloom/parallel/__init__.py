@@ -9,13 +9,15 @@
 Modules: mesh (ranks and groups), partition (stage splits), schedules (per-rank action
 lists, checked by simulation), data_parallel (bucketed gradient reduction), zero (ZeRO-1
 sharded AdamW), engine (the executor), trace (Chrome trace timelines); beyond all-reduce:
-compression (bf16, top-k, PowerSGD on the dp reduction), param_server (sync and
+compression (bf16, top-k, PowerSGD, QSGD on the dp reduction), param_server + ps_worker (sync and
 bounded-staleness async parameter servers).
 """
 from .data_parallel import DEFAULT_BUCKET_MB, GradReducer, broadcast_parameters
-from .compression import BF16Compression, Compressor, PowerSGDCompression, TopKCompression, parse_compression
+from .compression import (BF16Compression, Compressor, PowerSGDCompression, QSGDCompression, TopKCompression,
+                          parse_compression)
 from .engine import ParallelEngine
-from .param_server import ParameterServer, ParameterServerError, PSLayout, PSWorker
+from .param_server import ParameterServer, ParameterServerError, PSLayout
+from .ps_worker import PSWorker
 from .mesh import DeviceMesh, mesh_coord, mesh_rank
 from .partition import balanced_split, check_split, stage_blocks
 from .schedules import SCHEDULES, Action, Schedule, ideal_bubble, make_schedule, simulate
@@ -25,5 +27,5 @@ from .zero import ShardedAdamW
 __all__ = ["DEFAULT_BUCKET_MB", "GradReducer", "broadcast_parameters", "ParallelEngine", "DeviceMesh", "mesh_coord",
            "mesh_rank", "balanced_split", "check_split", "stage_blocks", "SCHEDULES", "Action", "Schedule",
            "ideal_bubble", "make_schedule", "simulate", "Timeline", "merge_traces", "rank_path", "ShardedAdamW", "BF16Compression", "Compressor",
-           "PowerSGDCompression", "TopKCompression", "parse_compression", "ParameterServer", "ParameterServerError",
+           "PowerSGDCompression", "QSGDCompression", "TopKCompression", "parse_compression", "ParameterServer", "ParameterServerError",
            "PSLayout", "PSWorker"]

@@ -22,6 +22,12 @@ all-reduce of B bytes puts 2 (n-1)/n B on each rank's link, an all-gather (n-1) 
                 power iteration per step). Each rank's new error is M - P Q^T / n (so the
                 errors sum to what the group did not send). Tensors with one dimension, or
                 too small for rank-r factors to be smaller, are all-reduced uncompressed.
+  qsgd:S[:BUCKET]  QSGD (Alistarh et al. 2017): stochastic quantisation of each run of
+                BUCKET elements (default 512, the paper's bucket for its 4-bit runs) to S
+                levels of |g_i| / ||g||, with the sign; unbiased, so no error feedback.
+                Each rank all-gathers its packed levels (the fewest whole bits per element
+                that hold 2S + 1 signed levels) plus one fp32 norm per bucket, and sums the
+                decoded gradients in rank order. The math is at QSGDCompression.
 
 All ranks end with bit-identical sums: collectives return identical buffers everywhere and
 the host-side sums run in rank order.
@@ -40,7 +46,8 @@ Layout = Sequence[tuple[int, tuple[int, ...]]]
 
 
 def parse_compression(spec: "str | Compressor | None") -> "Compressor | None":
-    """'none' | 'bf16' | 'topk:RATIO' | 'powersgd:RANK' -> a compressor (None for 'none')."""
+    """'none' | 'bf16' | 'topk:RATIO' | 'powersgd:RANK' | 'qsgd:S[:BUCKET]' -> a compressor
+    (None for 'none')."""
     if spec is None or isinstance(spec, Compressor):
         return spec
     s = str(spec).strip().lower()
@@ -61,7 +68,16 @@ def parse_compression(spec: "str | Compressor | None") -> "Compressor | None":
         if not arg.isdigit() or int(arg) < 1:
             raise ValueError(f"compression {spec!r}: powersgd needs a positive integer rank, e.g. powersgd:2")
         return PowerSGDCompression(int(arg))
-    raise ValueError(f"unknown compression {spec!r}: expected none, bf16, topk:RATIO or powersgd:RANK")
+    if name == "qsgd":
+        levels, _, bucket = arg.partition(":")
+        if not levels.isdigit() or not 1 <= int(levels) <= QSGDCompression.MAX_LEVELS:
+            raise ValueError(f"compression {spec!r}: qsgd needs an integer number of levels in "
+                             f"[1, {QSGDCompression.MAX_LEVELS}], e.g. qsgd:7 (4 bits per element)")
+        if bucket and (not bucket.isdigit() or int(bucket) < 1):
+            raise ValueError(f"compression {spec!r}: the qsgd bucket must be a positive integer, e.g. qsgd:7:512")
+        return QSGDCompression(int(levels), int(bucket) if bucket else QSGDCompression.DEFAULT_BUCKET)
+    raise ValueError(f"unknown compression {spec!r}: expected none, bf16, topk:RATIO, powersgd:RANK or "
+                     "qsgd:LEVELS[:BUCKET]")
 
 
 def _host(flat: Any) -> tuple[np.ndarray, Any]:
@@ -74,6 +90,11 @@ def _host(flat: Any) -> tuple[np.ndarray, Any]:
 
 class Compressor:
     name = "none"
+
+    def begin_step(self, step: int) -> None:
+        """Called before each step's reductions with the number of steps taken before it
+        (skipped ones too; a resume restores it), for compressors whose randomness must
+        follow the step."""
 
     def reduce(self, key: int, flat: Any, numel: int, layout: Layout, group: Any) -> int:
         """Replaces flat[:numel] (this rank's bucket ``key``) by the approximate sum over
@@ -206,6 +227,109 @@ class PowerSGDCompression(Compressor):
             m[...] = flat[pos:pos + m.size].reshape(m.shape)
             pos += m.size
         return flat.size
+
+
+class QSGDCompression(Compressor):
+    """QSGD (Alistarh, Grubic, Li, Tomioka, Vojnovic 2017, "QSGD: Communication-Efficient
+    SGD via Gradient Quantization and Encoding"), with s = ``levels``, on runs ("buckets")
+    of ``bucket`` consecutive elements of this rank's gradient.
+
+    For a bucket v in R^d, with r_i = s |v_i| / ||v||_2 in [0, s] and l_i = floor(r_i):
+
+        Q_s(v)_i = ||v||_2 * sgn(v_i) * xi_i / s,
+        xi_i = l_i + 1 with probability p_i = r_i - l_i, else l_i.
+
+    Unbiased: E[xi_i] = l_i + p_i = r_i, so E[Q_s(v)_i] = ||v|| sgn(v_i) r_i / s = v_i.
+    Variance (their Lemma 3.1): Var(xi_i) = p_i (1 - p_i) <= 1/4 per element, and
+        E ||Q_s(v) - v||^2 = (||v|| / s)^2 sum_i p_i (1 - p_i) <= min(d / s^2, sqrt(d) / s) ||v||^2
+    (the first from p(1-p) <= 1/4 on all d elements, the second from p(1-p) <= p and
+    sum_i r_i <= s sqrt(d)): smaller buckets or more levels, less noise.
+
+    Encoding (what is sent): per bucket its norm as fp32, rounded *up* so that r_i <= s
+    holds exactly for the norm the receiver multiplies by (rounding it down could push r_i
+    past s and force a clip, a bias); per element the signed level sgn(v_i) xi_i in
+    [-s, s] as the code sgn(v_i) xi_i + s in [0, 2s], packed in b = ceil(log2(2s + 1))
+    bits (s = 1: 2 bits, s = 7: 4 bits, s = 127: 8 bits). The paper's Elias coding of
+    the sparse levels would send fewer bits for small s; fixed-width codes keep every
+    rank's payload the same size, which an all-gather needs. A rank sends
+    4 ceil(n / bucket) + ceil(n b / 8) bytes for n elements: that is what reduce returns.
+
+    Randomness: the draws of rank r in bucket-list ``key`` at step t come from
+    numpy.random.default_rng([seed, t, key, r]): independent between ranks (each rank's
+    quantisation noise is its own, so the sum's variance is the sum of theirs), and the
+    same in every run and after a resume (t is the step count, see begin_step). Every
+    rank decodes the same gathered payloads and sums them in rank order, so all ranks end
+    with bit-identical gradients.
+    """
+
+    DEFAULT_BUCKET = 512
+    MAX_LEVELS = 32767   # codes up to 2s = 65534 fit 16 bits
+
+    def __init__(self, levels: int, bucket: int = DEFAULT_BUCKET, seed: int = 0):
+        if not 1 <= int(levels) <= self.MAX_LEVELS:
+            raise ValueError(f"QSGDCompression: levels must be in [1, {self.MAX_LEVELS}], got {levels}")
+        if int(bucket) < 1:
+            raise ValueError(f"QSGDCompression: bucket must be positive, got {bucket}")
+        self.levels, self.bucket, self.seed = int(levels), int(bucket), int(seed)
+        self.bits = math.ceil(math.log2(2 * self.levels + 1))
+        self.name = f"qsgd:{self.levels}" + (f":{self.bucket}" if self.bucket != self.DEFAULT_BUCKET else "")
+        self.step = 0
+
+    def begin_step(self, step: int) -> None:
+        self.step = int(step)
+
+    def payload_bytes(self, n: int) -> int:
+        return 4 * (-(-n // self.bucket)) + -(-n * self.bits // 8)
+
+    def quantize(self, g: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """g [n] -> (fp32 norms [ceil(n / bucket)], codes uint16 [n] in [0, 2s])."""
+        s, n = self.levels, g.size
+        starts = np.arange(0, n, self.bucket)
+        g64 = g.astype(np.float64)
+        norms = np.sqrt(np.add.reduceat(g64 * g64, starts)) if n else np.zeros(0)
+        n32 = norms.astype(np.float32)
+        low = n32.astype(np.float64) < norms
+        n32[low] = np.nextafter(n32[low], np.float32(np.inf))   # round up: r_i <= s exactly
+        scale = np.repeat(n32.astype(np.float64), np.diff(np.append(starts, n)))
+        r = np.divide(s * np.abs(g64), scale, out=np.zeros(n), where=scale > 0)
+        lo = np.floor(r)
+        xi = lo + (rng.random(n) < r - lo)
+        codes = (np.sign(g64) * xi + s).astype(np.uint16)
+        return n32, codes
+
+    def dequantize(self, norms: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The fp32 vector Q_s(g) that (norms, codes) encode."""
+        counts = np.diff(np.append(np.arange(0, codes.size, self.bucket), codes.size))
+        scale = np.repeat(norms.astype(np.float64) / self.levels, counts)
+        return ((codes.astype(np.float64) - self.levels) * scale).astype(np.float32)
+
+    def pack(self, norms: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """uint8 payload: the norms' bytes, then the codes, ``bits`` each, little-endian."""
+        shifts = np.arange(self.bits, dtype=np.uint16)
+        planes = ((codes[:, None] >> shifts) & 1).astype(np.uint8)
+        return np.concatenate([np.ascontiguousarray(norms, np.float32).view(np.uint8),
+                               np.packbits(planes.reshape(-1), bitorder="little")])
+
+    def unpack(self, payload: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        nb = -(-n // self.bucket)
+        norms = payload[:4 * nb].copy().view(np.float32)
+        planes = np.unpackbits(payload[4 * nb:], count=n * self.bits, bitorder="little").reshape(n, self.bits)
+        codes = (planes.astype(np.uint16) << np.arange(self.bits, dtype=np.uint16)).sum(axis=1, dtype=np.uint16)
+        return norms, codes
+
+    def reduce(self, key: int, flat: Any, numel: int, layout: Layout, group: Any) -> int:
+        arr, write_back = _host(flat)
+        rng = np.random.default_rng([self.seed, self.step, key, group.rank])
+        payload = self.pack(*self.quantize(arr[:numel], rng))
+        size = payload.size
+        gathered = np.empty(size * group.size, np.uint8)
+        group.all_gather(gathered, payload)
+        out = np.zeros(numel, np.float32)
+        for r in range(group.size):
+            out += self.dequantize(*self.unpack(gathered[r * size:(r + 1) * size], numel))
+        arr[:numel] = out
+        write_back()
+        return size
 
 
 def _orthonormal(p: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ Two modes:
 The loss is scaled by 1 / (targets in the global batch) before backward, so the sum over
 ranks is exactly the gradient of the global mean loss (as one process on the whole batch).
 
-``compression`` (all_reduce mode; compression.py: bf16, topk:RATIO, powersgd:RANK) replaces
+``compression`` (all_reduce mode; compression.py: bf16, topk:RATIO, powersgd:RANK, qsgd:S) replaces
 each bucket's fp32 all-reduce by a compressed exchange. Compressed buckets are reduced in
 :meth:`finish`, in bucket order, after backward (no overlap: the host-side compression is
 the cost these modes pay). ``bytes_last_step`` is the payload this rank handed to the
@@ -108,7 +108,11 @@ class GradReducer:
         self.buckets.append(b)
 
     # ---------------------------------------------------------------- per step
-    def reset(self) -> None:
+    def reset(self, step: int = 0) -> None:
+        """Before a step; ``step`` (steps taken before it) seeds compressors that draw random
+        numbers (QSGD)."""
+        if self.compressor is not None:
+            self.compressor.begin_step(step)
         for b in self.buckets:
             b.pending, b.work = len(b.params), None
         self._next = 0

@@ -232,7 +232,7 @@ class ParallelEngine:
         for mdl in self.chunks:
             mdl.zero_grad()
         for red in self.reducers:
-            red.reset()
+            red.reset(self.step_count)
         loss_sum = self._run_schedule(micro, scale)
         with _maybe(tl, "grad sync", "comm"):
             for red in self.reducers:

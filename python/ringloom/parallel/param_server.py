@@ -6,7 +6,7 @@ other W ranks compute gradients, push them to the servers and pull the new param
     if layout.is_server(pg.rank):
         ParameterServer(config, pg, layout, steps, mode="sync", lr=1e-3).serve()
     else:
-        w = PSWorker(config, pg, layout, mode="sync")
+        w = PSWorker(config, pg, layout, mode="sync")      # parallel/ps_worker.py
         loss = w.train_step(ids, targets)         # this worker's rows of the global batch
 
 The model's parameters, in Model.parameters() order, form one flat fp32 vector of N
@@ -15,9 +15,31 @@ updates them with the fused ops.adamw_step (one view per parameter piece, so eac
 keeps its parameter's weight decay, as ZeRO-1 does). Gradient clipping uses the global
 norm: the servers sum their shards' squared norms (a servers-only group).
 
-Each (server, worker) pair talks over its own two-rank group of our TCP transport: a group
-runs its ops one at a time in issue order, so separate pair groups are what lets a server
-wait on every worker at once and serve whoever arrives first.
+Each (server, worker) pair talks over its own two-rank group of the job's ProcessGroup: a
+group runs its ops one at a time in issue order, so separate pair groups are what lets a
+server wait on every worker at once and serve whoever arrives first.
+
+Transport. Every buffer is a ringloom Tensor on the process's ``device`` (the model's, for a
+worker; the server's own, for a server): the flat fp32 gradient a worker pushes, the shard
+plus trailer it pulls, the server's master shard, gradient sum and AdamW moments. send/recv
+go to whatever the group's backend is: our TCP transport on the CPU (which stages CUDA
+tensors through the host), NCCL for CUDA tensors when the job's backend is ``nccl``. On the
+CPU this is the path every test runs; over NCCL/CUDA IPC on GPUs it is written the same way
+but has not been run (no multi-GPU machine was lent when it was written). A worker whose
+model computes in bf16 converts its gradients to fp32 before pushing and the pulled fp32
+weights back to bf16 (the server's fp32 shard is the master copy).
+
+Each pulled shard ends in a trailer of TRAILER fp32 values: the server's version (rounds of
+updates, applied or skipped), the global gradient norm of its last round, and the number of
+AdamW steps applied (the bias-correction step). A round whose global gradient norm is not
+finite is skipped: weights and moments stay as they were, as the trainer's --on-nonfinite
+does, so the workers see the non-finite norm before anything bad was applied.
+
+Checkpoints and the end of a run (the trainer, train/ps_training.py): ``serve(on_update=)``
+calls back after each synchronous round, and ``send_state(worker, moments)`` /
+``PSWorker.recv_state(moments)`` move a server's shard (and its AdamW moments) to a worker,
+which writes them by parameter name like any other checkpoint; ``load_state`` puts a
+checkpoint's moments back on the servers.
 
 Modes
   sync   a step: every worker pushes its gradient, scaled by 1 / (targets in the global
@@ -39,9 +61,10 @@ rank (the transport sees EOF at once; a hung server is caught by the group timeo
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -49,6 +72,8 @@ from .. import _C
 from ..models import ModelConfig, build_model
 
 ops = _C.ops
+F32 = _C.DType.float32
+TRAILER = 3   # after each pulled shard: version, global gradient norm of the last round, AdamW steps
 
 
 class ParameterServerError(RuntimeError):
@@ -122,111 +147,33 @@ def _spec(config: ModelConfig, seed: int) -> tuple[Any, list[tuple[str, Any]], i
     return model, named, sum(p.value.numel() for _, p in named)
 
 
-class PSWorker:
-    """One worker: holds a full model replica for forward/backward, no optimizer state."""
+def flatten_named(named: list[tuple[str, Any]], arrays: Mapping[str, np.ndarray], prefix: str = "") -> np.ndarray:
+    """The flat fp32 vector (Model.parameters() order) of ``arrays[prefix + name]``."""
+    parts = []
+    for name, p in named:
+        a = arrays.get(prefix + name)
+        if a is None:
+            raise ValueError(f"parameter server: no {prefix + name!r} in the state")
+        if tuple(np.shape(a)) != tuple(p.value.shape):
+            raise ValueError(f"parameter server: {prefix + name} has shape {tuple(np.shape(a))}, expected "
+                             f"{tuple(p.value.shape)}")
+        parts.append(np.asarray(a, np.float32).reshape(-1))
+    return np.concatenate(parts)
 
-    def __init__(self, config: ModelConfig, pg: Any, layout: PSLayout, *, mode: str = "sync", staleness: int = 0,
-                 seed: int = 0, ignore_index: int = -100):
-        _check_mode(mode, staleness)
-        if layout.is_server(pg.rank):
-            raise ValueError(f"PSWorker: rank {pg.rank} is a server in {layout}")
-        self.pg, self.layout, self.mode, self.staleness = pg, layout, mode, int(staleness)
-        self.ignore_index = ignore_index
-        self.pairs = _pair_groups(pg, layout)
-        self.workers = _sub_group(pg, layout.worker_ranks())
-        self.model, self.named, self.total = _spec(config, seed)
-        self.flat = np.empty(self.total, np.float32)
-        self.step_count = 0
-        self.comm_bytes_last_step = 0
-        self.last_version = 0     # the server version (updates applied) of the last parameters pulled
-        # The servers start from worker 0's weights: it pushes them, everyone pulls.
-        if pg.rank == 0:
-            self._gather_values()
-            self._push("push the initial parameters")
-        self._pull("pull the initial parameters")
 
-    def _gather_values(self) -> None:
-        pos = 0
-        for _, p in self.named:
-            n = p.value.numel()
-            self.flat[pos:pos + n] = np.asarray(p.value.numpy()).reshape(-1)
-            pos += n
+def unflatten_named(named: list[tuple[str, Any]], flat: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
+    """flatten_named's inverse: {prefix + name: array of the parameter's shape}."""
+    out, pos = {}, 0
+    for name, p in named:
+        n = p.value.numel()
+        out[prefix + name] = np.array(flat[pos:pos + n], np.float32).reshape(tuple(p.value.shape))
+        pos += n
+    return out
 
-    def _gather_grads(self) -> None:
-        pos = 0
-        for _, p in self.named:
-            n = p.grad.numel()
-            self.flat[pos:pos + n] = np.asarray(p.grad.numpy()).reshape(-1)
-            pos += n
 
-    def _scatter_values(self) -> None:
-        pos = 0
-        for _, p in self.named:
-            n = p.value.numel()
-            p.value.copy_(_C.from_numpy(np.ascontiguousarray(self.flat[pos:pos + n]).reshape(list(p.value.shape))))
-            pos += n
-
-    def _fail(self, server: int, what: str, e: BaseException) -> ParameterServerError:
-        return ParameterServerError(f"parameter server rank {server} failed while worker rank {self.pg.rank} was "
-                                    f"waiting to {what} (step {self.step_count}): {e}")
-
-    def _push(self, what: str) -> None:
-        """Sends each server its slice of self.flat (gradients, or the initial weights)."""
-        sends = []
-        for i, s in enumerate(self.layout.server_ranks()):
-            lo, hi = self.layout.shard(self.total, i)
-            try:
-                sends.append((s, self.pairs[(s, self.pg.rank)].send(np.ascontiguousarray(self.flat[lo:hi]), 1,
-                                                                      async_op=True)))
-            except (RuntimeError, TimeoutError) as e:
-                raise self._fail(s, what, e) from e
-            self.comm_bytes_last_step += 4 * (hi - lo)
-        for s, w in sends:
-            try:
-                w.wait()
-            except (RuntimeError, TimeoutError) as e:
-                raise self._fail(s, what, e) from e
-
-    def _pull(self, what: str) -> int:
-        """Receives every server's shard (plus its version) into the model; returns the
-        oldest version among the shards."""
-        versions = []
-        for i, s in enumerate(self.layout.server_ranks()):
-            lo, hi = self.layout.shard(self.total, i)
-            buf = np.empty(hi - lo + 1, np.float32)
-            try:
-                self.pairs[(s, self.pg.rank)].recv(buf, 1)
-            except (RuntimeError, TimeoutError) as e:
-                raise self._fail(s, what, e) from e
-            self.flat[lo:hi] = buf[:-1]
-            versions.append(int(buf[-1]))
-        self._scatter_values()
-        return min(versions)
-
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> float:
-        """One step on this worker's rows. Returns the global batch's mean loss in sync mode,
-        this worker's own mean loss in async mode (workers do not wait for each other)."""
-        local = int(np.count_nonzero(np.asarray(targets) != self.ignore_index))
-        if self.mode == "sync":
-            count = int(round(_sum_f64(self.workers, [local])[0]))
-        else:
-            count = local * self.layout.workers
-        self.model.zero_grad()
-        loss = self.model.forward_backward(inputs, targets, grad_scale=1.0 / max(count, 1),
-                                           ignore_index=self.ignore_index)
-        self._gather_grads()
-        self.comm_bytes_last_step = 0
-        self.step_count += 1
-        self._push("push gradients")
-        self.last_version = self._pull("pull parameters")
-        self.comm_bytes_last_step += 4 * self.total
-        if self.mode == "sync":
-            tot = _sum_f64(self.workers, [loss * local, local])
-            return float(tot[0] / tot[1]) if tot[1] else 0.0
-        return float(loss)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.model.state_dict()
+def _host_values(t: Any) -> np.ndarray:
+    """A host fp32 copy of a (small, or needed on the host anyway) tensor."""
+    return np.array((t if t.device == "cpu" else t.cpu()).numpy(), np.float32)
 
 
 class ParameterServer:
@@ -235,7 +182,8 @@ class ParameterServer:
 
     def __init__(self, config: ModelConfig, pg: Any, layout: PSLayout, steps: int, *, mode: str = "sync",
                  staleness: int = 0, seed: int = 0, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0, lr_at: Any = None):
+                 eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0, lr_at: Any = None,
+                 device: str = "cpu"):
         _check_mode(mode, staleness)
         if not layout.is_server(pg.rank):
             raise ValueError(f"ParameterServer: rank {pg.rank} is a worker in {layout}")
@@ -245,18 +193,16 @@ class ParameterServer:
         self.pairs = _pair_groups(pg, layout)
         self.servers = _sub_group(pg, layout.server_ranks())
         _, named, total = _spec(config, seed)
-        self.total = total
+        self.named, self.total, self.device = named, total, device
         self.lo, self.hi = layout.shard(total, self.index)
-        L = self.hi - self.lo
+        L = self.L = self.hi - self.lo
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.max_grad_norm = float(max_grad_norm)
-        self.lr_at = lr_at   # step -> lr (an LR schedule), or None for a constant lr
-        self.master = np.zeros(L + 1, np.float32)   # the shard, then its version
-        self.grad = np.zeros(L, np.float32)
-        self.m = _C.zeros([L], "float32", "cpu")
-        self.v = _C.zeros([L], "float32", "cpu")
-        self._master_t = _C.from_numpy(self.master)
-        self._grad_t = _C.from_numpy(self.grad)
+        self.lr_at = lr_at   # round -> lr (an LR schedule), or None for a constant lr
+        self.master = _C.zeros([L + TRAILER], "float32", device)   # the shard, then the trailer
+        self.grad = _C.zeros([L], "float32", device)
+        self.m = _C.zeros([L], "float32", device)
+        self.v = _C.zeros([L], "float32", device)
         self._pieces: list[tuple[Any, Any, Any, Any, float]] = []
         off = 0
         for _, p in named:
@@ -265,10 +211,13 @@ class ParameterServer:
             if a < e:
                 wd = float(weight_decay) if p.decay else 0.0
                 sl = (a - self.lo, e - a)
-                self._pieces.append((self._master_t.narrow0(*sl), self._grad_t.narrow0(*sl), self.m.narrow0(*sl),
+                self._pieces.append((self.master.narrow0(*sl), self.grad.narrow0(*sl), self.m.narrow0(*sl),
                                      self.v.narrow0(*sl), wd))
             off += n
-        self.version = 0
+        self.version = 0              # rounds of updates (applied or skipped)
+        self.optimizer_step = 0       # AdamW steps applied (rounds with a finite gradient norm)
+        self.last_grad_norm = float("nan")
+        self.skipped = 0
         self.max_staleness_seen = 0   # updates applied between a gradient's parameters and its own update
         self.max_lead_seen = 0        # steps a worker was ahead of the slowest when its pull was answered
 
@@ -276,48 +225,89 @@ class ParameterServer:
         return ParameterServerError(f"worker rank {worker} failed while parameter server rank {self.pg.rank} was "
                                     f"waiting to {what} (update {self.version}): {e}")
 
-    def _send_params(self, w: int) -> Any:
-        self.master[-1] = float(self.version)
-        try:
-            return self.pairs[(self.pg.rank, w)].send(self.master.copy(), 0, async_op=True)
-        except (RuntimeError, TimeoutError) as e:
-            raise self._fail(w, "send parameters", e) from e
+    def _write_trailer(self) -> None:
+        t = np.array([self.version, self.last_grad_norm, self.optimizer_step], np.float32)
+        self.master.narrow0(self.L, TRAILER).copy_(_C.from_numpy(t).to(self.device))
 
-    def _update(self, grads: list[np.ndarray]) -> None:
-        """One AdamW step on the shard with the sum of ``grads`` (summed in the given order)."""
-        self.grad[:] = 0.0
+    def _send(self, w: int, t: Any, what: str) -> Any:
+        try:
+            return self.pairs[(self.pg.rank, w)].send(t, 0, async_op=True)
+        except (RuntimeError, TimeoutError) as e:
+            raise self._fail(w, what, e) from e
+
+    def _send_params(self, w: int) -> Any:
+        # A copy: in async mode the shard may be updated while this send is under way.
+        self._write_trailer()
+        return self._send(w, self.master.clone(), "send parameters")
+
+    def send_state(self, w: int, moments: bool) -> None:
+        """Sends worker ``w`` this server's current shard (with its trailer) and, with
+        ``moments``, its AdamW m and v (PSWorker.recv_state receives them). Blocks until sent."""
+        works = [self._send_params(w)]
+        if moments:
+            works += [self._send(w, self.m.clone(), "send the optimizer state"),
+                      self._send(w, self.v.clone(), "send the optimizer state")]
+        for wk in works:
+            try:
+                wk.wait()
+            except (RuntimeError, TimeoutError) as e:
+                raise self._fail(w, "send the server state", e) from e
+
+    def load_state(self, m: np.ndarray, v: np.ndarray, optimizer_step: int, version: int) -> None:
+        """Resume: this server's slice of the flat moments (Model.parameters() order), the
+        AdamW step count and the round count. The weights come from worker 0's first push."""
+        for dst, src in ((self.m, m), (self.v, v)):
+            if src.size != self.total:
+                raise ValueError(f"ParameterServer.load_state: {src.size} moment elements, the model has "
+                                 f"{self.total}")
+            dst.copy_(_C.from_numpy(np.ascontiguousarray(src[self.lo:self.hi], np.float32)).to(self.device))
+        self.optimizer_step, self.version = int(optimizer_step), int(version)
+
+    def _update(self, grads: list[Any]) -> None:
+        """One AdamW step on the shard with the sum of ``grads`` (summed in the given order);
+        skipped, weights and moments untouched, when the global gradient norm is not finite."""
+        self.grad.zero_()
         for g in grads:
-            self.grad += g
-        sq = float(np.dot(self.grad.astype(np.float64), self.grad.astype(np.float64)))
-        norm = float(np.sqrt(_sum_f64(self.servers, [sq])[0]))
+            ops.add_(self.grad, g)
+        g = float(_host_values(ops.grad_norm([self.grad]))[0]) if self.L else 0.0
+        norm = float(np.sqrt(_sum_f64(self.servers, [g * g])[0]))
         self.version += 1
+        self.last_grad_norm = norm
+        if not math.isfinite(norm):
+            self.skipped += 1
+            return
+        self.optimizer_step += 1
         lr = self.lr if self.lr_at is None else float(self.lr_at(self.version - 1))
         if self._pieces:
+            norm_t = _C.from_numpy(np.array([norm], np.float32)).to(self.device) if self.max_grad_norm > 0 else None
             ops.adamw_step([x[0] for x in self._pieces], [x[1] for x in self._pieces], [x[2] for x in self._pieces],
                            [x[3] for x in self._pieces], [x[4] for x in self._pieces], lr=lr, beta1=self.betas[0],
-                           beta2=self.betas[1], eps=self.eps, step=self.version, max_norm=self.max_grad_norm,
-                           grad_norm=_C.from_numpy(np.array([norm], np.float32)) if self.max_grad_norm > 0 else None)
+                           beta2=self.betas[1], eps=self.eps, step=self.optimizer_step, max_norm=self.max_grad_norm,
+                           grad_norm=norm_t)
 
-    def serve(self) -> dict[str, Any]:
-        W = self.layout.workers
+    def serve(self, on_update: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Serves ``self.steps`` steps of every worker. ``on_update(version)`` (sync mode
+        only) runs after each round, once its parameters are on their way to the workers."""
+        if on_update is not None and self.mode != "sync":
+            raise ValueError("ParameterServer.serve: on_update needs sync mode (async rounds do not match steps)")
         workers = self.layout.worker_ranks()
         # Initial parameters from worker 0, to everyone.
-        init = np.empty(self.hi - self.lo, np.float32)
+        init = _C.empty([self.L], "float32", self.device)
         try:
             self.pairs[(self.pg.rank, 0)].recv(init, 0)
         except (RuntimeError, TimeoutError) as e:
             raise self._fail(0, "receive the initial parameters", e) from e
-        self.master[:-1] = init
+        self.master.narrow0(0, self.L).copy_(init)
         sends = [self._send_params(w) for w in workers]
         if self.mode == "sync":
-            self._serve_sync(workers, sends)
+            self._serve_sync(workers, sends, on_update)
         else:
             self._serve_async(workers, sends)
-        return {"updates": self.version, "max_staleness": self.max_staleness_seen, "max_lead": self.max_lead_seen}
+        return {"updates": self.version, "max_staleness": self.max_staleness_seen, "max_lead": self.max_lead_seen,
+                "skipped": self.skipped}
 
-    def _serve_sync(self, workers: list[int], sends: list[Any]) -> None:
-        L = self.hi - self.lo
-        bufs = {w: np.empty(L, np.float32) for w in workers}
+    def _serve_sync(self, workers: list[int], sends: list[Any], on_update: Callable[[int], None] | None) -> None:
+        bufs = {w: _C.empty([self.L], "float32", self.device) for w in workers}
         for _ in range(self.steps):
             works = [(w, self.pairs[(self.pg.rank, w)].recv(bufs[w], 0, async_op=True)) for w in workers]
             for w, wk in works:
@@ -329,22 +319,24 @@ class ParameterServer:
                 s.wait()
             self._update([bufs[w] for w in workers])
             sends = [self._send_params(w) for w in workers]
+            if on_update is not None:
+                on_update(self.version)
         for s in sends:
             s.wait()
 
     def _serve_async(self, workers: list[int], sends: list[Any]) -> None:
         """Event loop: poll every worker's pending receive; update every W arrivals; answer a
         worker's pull once the slowest worker is close enough behind it."""
-        L = self.hi - self.lo
         W = len(workers)
+        base = self.version                       # rounds done before this serve (a resumed run)
         pushed = {w: 0 for w in workers}          # gradients received from each worker
         waiting: dict[int, int] = {}               # worker -> its step whose pull is pending
-        arrived: list[tuple[int, int, np.ndarray, int]] = []  # (step, worker, gradient, its version): not applied
-        sent_version = {w: 0 for w in workers}    # the version each worker's current parameters have
+        arrived: list[tuple[int, int, Any, int]] = []  # (step, worker, gradient, its version): not applied
+        sent_version = {w: base for w in workers}  # the version each worker's current parameters have
         pending_sends = list(sends)
 
-        def post(w: int) -> tuple[np.ndarray, Any]:
-            buf = np.empty(L, np.float32)
+        def post(w: int) -> tuple[Any, Any]:
+            buf = _C.empty([self.L], "float32", self.device)
             return buf, self.pairs[(self.pg.rank, w)].recv(buf, 0, async_op=True)
 
         recvs = {w: post(w) for w in workers}
@@ -381,7 +373,7 @@ class ParameterServer:
                 # Answer once the slowest has pushed step k - s, and every complete round
                 # of W gradients received so far is applied.
                 if slowest >= k + 1 - self.staleness and len(arrived) < W:
-                    if self.staleness == 0 and self.version < k + 1:
+                    if self.staleness == 0 and self.version - base < k + 1:
                         continue
                     pending_sends.append(self._send_params(w))
                     sent_version[w] = self.version

@@ -8,7 +8,8 @@ during training: data order and initialisation come from seeded generators; the 
 are saved for user code and callbacks that do).
 
 Used by run_training as ``save_trainer(tr)`` / ``restore_trainer(tr, path)``, on every rank
-of a parallel run (see _Parts for who writes what).
+of a parallel run (see _Parts for who writes what; parameter-server runs: train/ps_training.py,
+which writes the same files).
 """
 from __future__ import annotations
 
@@ -123,6 +124,10 @@ def save_trainer(tr: Any) -> str | None:
     """Write a checkpoint of step tr.step (every rank calls this; see _Parts). Returns the
     directory, or None when this layout cannot be checkpointed and none was asked for
     (--save-every 0 and no --resume: the end-of-run checkpoint is skipped with a note)."""
+    if getattr(tr, "ps", None) is not None:
+        from .ps_training import save_worker
+
+        return save_worker(tr)
     reason = supported(tr)
     if reason:
         if tr.cfg.save_every or tr.cfg.resume:
@@ -171,6 +176,10 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
     """Load a verified checkpoint into the trainer; returns the step it continues from.
     Every rank reads the weights of all rank files merged by name and keeps its own
     parameters, so the checkpoint's layout (dp, pp, stage split) need not match this run's."""
+    if getattr(tr, "ps", None) is not None:
+        from .ps_training import restore
+
+        return restore(tr, ckpt_path)
     parts = _Parts(tr)
     ck = open_checkpoint(ckpt_path)
     _check_config(ckpt_path, ck.config, tr)
@@ -186,6 +195,8 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
     except ValueError as e:
         raise CheckpointError(f"{ckpt_path}: does not fit this model: {e}") from None
     st = ck.rank_state(parts.rank)
+    if st.get("role") == "server":   # a parameter server's file has no data position: worker 0's is the same
+        st = ck.rank_state(0)
     try:
         tr.train_loader.load_state_dict(st["loader"])
     except ValueError as e:
@@ -195,8 +206,8 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
     if parts.step_count != int(st["optimizer_step"]):
         raise CheckpointError(f"{ckpt_path}: optimizer step {parts.step_count} disagrees with the "
                               f"trainer state's {st['optimizer_step']}")
-    if parts.engine is not None:
-        parts.engine.step_count = parts.step_count
+    if parts.engine is not None:   # steps taken, skipped ones too (it seeds QSGD's draws)
+        parts.engine.step_count = tr.step
     set_rng_state(st["rng"])
     mine = getattr(tr, "threads", None)
     if st.get("threads") is not None and mine is not None and st["threads"] != mine and getattr(tr, "is_main", True):

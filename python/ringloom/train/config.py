@@ -45,9 +45,13 @@ class TrainConfig:
     stage_layers: list[int] | None = None  # blocks per (virtual) stage; None: balanced by parameters
     zero: bool = False            # ZeRO-1: optimizer state sharded over the dp ranks
     bucket_mb: float = 25.0       # gradient all-reduce bucket size
-    compression: str = "none"     # none | bf16 | topk:RATIO | powersgd:RANK (parallel/compression.py)
+    compression: str = "none"     # none | bf16 | topk:RATIO | powersgd:RANK | qsgd:S[:BUCKET] (parallel/compression.py)
     local_sgd: int = 0            # average replicas every H steps instead of all-reducing gradients; 0 = off
     local_sgd_moments: bool = False
+    # Parameter-server training (train/ps_training.py): the last param_servers ranks serve.
+    param_servers: int = 0        # 0 = off (all-reduce data parallel)
+    ps_mode: str = "sync"         # sync | async (bounded staleness)
+    ps_staleness: int = 0         # async: steps a worker may run ahead of the slowest
     trace: str | None = None      # Chrome trace JSON of every rank's compute and communication
     backend: str | None = None
     save_every: int = 0
@@ -90,6 +94,12 @@ class TrainConfig:
         if self.local_sgd and (self.zero or self.compression not in ("none", "")):
             raise ValueError("local_sgd averages weights, not gradients: it cannot be combined with zero or "
                              "compression")
+        for name in ("param_servers", "ps_staleness"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.ps_mode not in ("sync", "async"):
+            raise ValueError(f"ps_mode must be sync or async, got {self.ps_mode!r}")
         if self.bucket_mb <= 0:
             raise ValueError(f"bucket_mb must be positive, got {self.bucket_mb}")
 

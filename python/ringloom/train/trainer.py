@@ -7,7 +7,8 @@ One process trains alone with Model.forward_backward; under a launcher (WORLD_SI
 or with --dp/--pp/--micro-batches, each rank drives a ringloom.parallel.ParallelEngine
 instead: its loader reads its dp rank's rows of the same global batch, the engine runs its
 pipeline stage, and rank 0 alone prints, logs metrics, samples and saves (the full model is
-gathered to it).
+gathered to it). With --param-servers S the last S ranks serve the parameters instead and
+the others are workers (train/ps_training.py); worker 0 is rank 0.
 
 Checkpoints (train/checkpointing.py), the non-finite guard (train/nonfinite.py) and the
 metrics sinks (train/telemetry.py) live in their own modules; the loop calls them.
@@ -41,8 +42,13 @@ def _resolve_device(cfg: TrainConfig) -> tuple[str, str]:
 
 
 def _layout(cfg: TrainConfig) -> tuple[int, int, int]:
-    """(world, dp, pp), checked against the launcher's WORLD_SIZE and the batch."""
+    """(world, dp, pp), checked against the launcher's WORLD_SIZE and the batch; with
+    parameter servers dp is the number of workers."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.param_servers:
+        from .ps_training import workers_of
+
+        return world, workers_of(cfg, world), 1
     pp = cfg.pp
     if world % pp:
         raise ValueError(f"--pp {pp} does not divide the world size {world} (ranks started by the launcher)")
@@ -77,8 +83,11 @@ def cpu_threads(requested: int = 0) -> int:
 
 def _refuse_unsupported(cfg: TrainConfig) -> None:
     """Options the CLI accepts but this version cannot honour yet fail loudly, never silently."""
+    from .ps_training import check_options
+
     if (cfg.resume or cfg.save_every) and not cfg.out:
         raise ValueError("--save-every/--resume need an output directory (--out) for the checkpoints")
+    check_options(cfg)
     stateful = cfg.local_sgd or cfg.compression.split(":")[0].lower() in ("topk", "powersgd")
     if cfg.resume and stateful:
         # Replicas that differ between averagings, and error-feedback residuals, are not in
@@ -112,7 +121,8 @@ class Trainer:
         self.device, self.dtype = _resolve_device(cfg)
         self.threads = cpu_threads(cfg.threads)
         _C.set_num_threads(self.threads)  # the CPU ops; also the host-side work of a GPU run
-        self.pg = self.mesh = self.engine = None
+        self.pg = self.mesh = self.engine = self.ps = self.ps_server = None
+        self.is_server = False
         if self.parallel:
             import ringloom.distributed as dist
             from ..parallel import DeviceMesh
@@ -121,7 +131,8 @@ class Trainer:
                 self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(1, _C.cuda_device_count())}"
             backend = cfg.backend or ("nccl" if self.device != "cpu" else "auto")
             self.pg = dist.world() if dist.is_initialized() else dist.init(backend=backend)
-            self.mesh = DeviceMesh(self.dp, self.pp, self.pg)
+            if not cfg.param_servers:
+                self.mesh = DeviceMesh(self.dp, self.pp, self.pg)
         self.is_main = self.pg is None or self.pg.rank == 0
         if cfg.out and self.is_main:
             os.makedirs(cfg.out, exist_ok=True)
@@ -136,7 +147,17 @@ class Trainer:
                              f"length {preset.max_seq_len}")
         self.model_config = get_preset(cfg.preset, vocab_size=self.data.vocab_size)
         self.schedule = LRSchedule(cfg.lr_schedule, cfg.lr, cfg.steps, min(cfg.warmup, cfg.steps), cfg.min_lr)
-        if self.parallel:
+        self.train_loader = self.val_loader = None
+        if cfg.param_servers:
+            from .ps_training import build_role
+
+            self.model = self.optimizer = None
+            build_role(self)
+            if self.is_server:   # a server reads no data
+                self.step, self.skipped_steps, self.captured = 0, 0, None
+                return
+            rank, world = self.pg.rank, self.dp
+        elif self.parallel:
             from ..parallel import ParallelEngine
 
             self.model = self.optimizer = None
@@ -157,8 +178,10 @@ class Trainer:
             m.attention = cfg.attention
         self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
                                         rank=rank, world=world)
+        # Parameter-server workers: worker 0 evaluates whole val batches alone.
+        val_rank, val_world = (0, 1) if cfg.param_servers else (rank, world)
         self.val_loader = ValLoader(self.data.val_path, cfg.batch_size, cfg.seq_len, cfg.eval_batches,
-                                    rank=rank, world=world)
+                                    rank=val_rank, world=val_world)
         self.step = 0
         self.skipped_steps = 0        # steps dropped for a non-finite loss/gradient (--on-nonfinite skip)
         self.last_grad_norm = float("nan")
@@ -173,6 +196,16 @@ class Trainer:
         from .nonfinite import host_scalar, step_is_finite
 
         inputs, targets = self.train_loader.next_batch()
+        if self.ps is not None:
+            # The servers skip a round whose global gradient norm is not finite; a worker that
+            # sees one (or a non-finite loss) stops (--on-nonfinite skip is refused with PS).
+            loss = self.ps.train_step(inputs, targets)
+            self.step += 1
+            self.last_grad_norm = self.ps.last_grad_norm
+            # An async pull may come before any server round of this run: no norm yet (NaN).
+            step_is_finite(loss, self.last_grad_norm if self.ps.rounds_seen else 0.0, self.step,
+                           self.cfg.on_nonfinite)
+            return loss
         if self.engine is not None:
             step = self.step + 1
             loss = self.engine.train_step(inputs, targets, lr=self.schedule(self.step),
@@ -210,11 +243,25 @@ class Trainer:
                                  "last checkpoint with a lower --lr")
         return loss
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> float | None:
+        """The val loss; None on parameter-server workers other than worker 0 (it alone
+        evaluates)."""
+        if self.ps is not None:
+            if not self.is_main:
+                return None
+            return float(np.mean([self.ps.model.loss(x, y) for x, y in self.val_loader]))
         if self.engine is not None:
             return self.engine.evaluate(self.val_loader)
         losses = [self.model.loss(x, y) for x, y in self.val_loader]
         return float(np.mean(losses))
+
+    @property
+    def comm_bytes_last_step(self) -> int | None:
+        """Payload bytes this rank sent and received in the last step's gradient exchange
+        (None for single-process training)."""
+        if self.ps is not None:
+            return self.ps.comm_bytes_last_step
+        return self.engine.comm_bytes_last_step if self.engine is not None else None
 
     def grad_norm(self) -> float:
         """The global gradient norm of the last step (read on the host by train_step)."""
@@ -223,6 +270,8 @@ class Trainer:
     def full_model(self):
         """The whole model on rank 0 (gathered from the stages in a parallel run; a
         collective there: every rank must call it); None on the other ranks."""
+        if self.ps is not None:
+            return self.ps.model if self.is_main else None
         if self.engine is None:
             return self.model
         from ..models import build_model
@@ -271,15 +320,22 @@ def run_training(cfg: TrainConfig | Any) -> dict:
 
     from ..models import param_specs
     from .checkpointing import restore_trainer, resume_path, save_trainer
+    from .ps_training import finish as ps_finish
     from .telemetry import Telemetry
 
     if not isinstance(cfg, TrainConfig):
         cfg = TrainConfig.from_args(cfg)
     tr = Trainer(cfg)
+    if tr.is_server:   # --param-servers: this rank serves, and does nothing else
+        from .ps_training import run_server
+
+        return run_server(tr)
     main = tr.is_main  # in a parallel run rank 0 alone prints, logs and saves
     # -- resume: train/checkpointing.py ("latest" with no checkpoint yet is a fresh start)
     ckpt = resume_path(cfg, tr)
     start = restore_trainer(tr, ckpt) if ckpt else 0
+    if tr.ps is not None:
+        tr.ps.connect(tr.ps_initial)   # worker 0's (possibly restored) weights to the servers, then all pull
     if cfg.progress and cfg.resume and main:
         print(f"resuming from {ckpt} at step {start}" if ckpt else "no checkpoint to resume from: starting at step 0")
     n_params = sum(int(np.prod(shape)) for _, shape, _ in param_specs(tr.model_config))
@@ -293,6 +349,9 @@ def run_training(cfg: TrainConfig | Any) -> dict:
         summary.update({"compression": cfg.compression, "local_sgd": cfg.local_sgd})
         summary.update({"dp": tr.dp, "pp": tr.pp, "schedule": cfg.schedule, "zero": cfg.zero,
                         "micro_batches": tr.engine.micro_batches, "stage_layers": tr.engine.stage_layers})
+    if tr.ps is not None:
+        summary.update({"param_servers": cfg.param_servers, "workers": tr.dp, "ps_mode": cfg.ps_mode,
+                        "ps_staleness": cfg.ps_staleness})
     t_last, tokens_since, loss = time.perf_counter(), 0, float("nan")
     val_loss = None
     try:
@@ -307,14 +366,18 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 record = telemetry.enrich({"step": tr.step, "loss": loss, "tokens_per_s": tps,
                                            "lr": tr.schedule(tr.step - 1), "grad_norm": tr.grad_norm(),
                                            "skipped_steps": tr.skipped_steps})
-                if tr.engine is not None:   # payload bytes of this rank's dp collectives, last step
-                    record["comm_bytes"] = tr.engine.comm_bytes_last_step
+                if tr.comm_bytes_last_step is not None:   # payload bytes of this rank's exchange, last step
+                    record["comm_bytes"] = tr.comm_bytes_last_step
+                if tr.ps is not None:   # the server rounds in the parameters worker 0 last pulled
+                    record["ps_version"] = tr.ps.last_version
                 bar.set_postfix(telemetry.postfix(record), refresh=False)
+            if tr.ps is not None and tr.step == cfg.steps:
+                ps_finish(tr)   # worker 0: the servers' final parameters, before evaluating them
             if (cfg.eval_every and tr.step % cfg.eval_every == 0) or tr.step == cfg.steps:
                 val_loss = tr.evaluate()
                 record = record or {"step": tr.step, "loss": loss}
                 record["val_loss"] = val_loss
-                if main:
+                if main and val_loss is not None:
                     bar.write(f"step {tr.step}: loss {loss:.4f}  val_loss {val_loss:.4f}")
                 t_last = time.perf_counter()  # evaluation time is not training throughput
             if record:
