@@ -174,7 +174,8 @@ class Trainer:
             self.optimizer = AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                    max_grad_norm=cfg.grad_clip)
             rank, world = 0, 1
-        for m in (self.engine.chunks if self.engine is not None else [self.model]):
+        models = self.engine.chunks if self.engine is not None else [self.ps.model if self.ps else self.model]
+        for m in models:
             m.attention = cfg.attention
         self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
                                         rank=rank, world=world)
