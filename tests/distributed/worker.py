@@ -287,11 +287,42 @@ def ipc_group(algo: str, timeout: float):
 
 
 def scenario_ipc(argv) -> None:
-    """Every all_reduce op and dtype through one IPC algorithm; with ring, also
-    reduce_scatter, all_gather, broadcast and overlapping async ops. Sizes 0, 1, 7, odd and
-    64 MiB (of the tensor's own bytes; sum only at that size)."""
+    """Every all_reduce op and dtype through one IPC algorithm; with ring, also the other
+    collectives (check_cuda_collectives)."""
     algo = argv[0]
     pg, g, dev = ipc_group(algo, 120.0)
+    check_cuda_collectives(pg, g, dev, algo)
+
+
+def scenario_nccl(argv) -> None:
+    """Every op and dtype through the NCCL backend on CUDA tensors (check_cuda_collectives),
+    then send/recv between rank pairs."""
+    pg = dist.init(backend="nccl", timeout=120.0)
+    dev = f"cuda:{pg.info.local_rank % rl.cuda_device_count()}"
+    assert pg.cuda_transport == "nccl", pg.cuda_transport
+    check_cuda_collectives(pg, pg, dev, None)
+    n, r = pg.size, pg.rank
+    if n % 2 == 0:
+        peer = r ^ 1
+        for dtype in DTYPES:
+            mine, theirs = make_input(dtype, 1001, r, SEED + 60), make_input(dtype, 1001, peer, SEED + 60)
+            out = poisoned(1001, dtype).to(dev)
+            if r % 2 == 0:
+                pg.send(to_dev(mine, dtype, dev), peer)
+                pg.recv(out, peer)
+            else:
+                pg.recv(out, peer)
+                pg.send(to_dev(mine, dtype, dev), peer)
+            assert np.array_equal(from_rl(out).view(np.uint8), theirs.view(np.uint8)), f"nccl send/recv {dtype}"
+
+
+def check_cuda_collectives(pg, g, dev: str, algo: str | None) -> None:
+    """Every all_reduce op and dtype of `g` on CUDA tensors; unless algo names an IPC
+    algorithm other than ring, also reduce_scatter, all_gather, broadcast and overlapping
+    async ops. Sizes 0, 1, 7, odd and 64 MiB (of the tensor's own bytes; sum only at that
+    size). algo: the IPC algorithm the ops must report running ("ring", "tree", "oneshot"),
+    or None for NCCL."""
+    label = f"ipc {algo}" if algo else "nccl"
     n, r = g.size, g.rank
     big = 64 << 20
     for dtype in DTYPES:
@@ -302,14 +333,14 @@ def scenario_ipc(argv) -> None:
             for op in ops:
                 t = to_dev(inputs[r], dtype, dev)
                 w = g.all_reduce(t, op=op, async_op=True)
-                if count:
+                if count and algo:
                     expect = algo if algo != "oneshot" or count * es <= ipc_region_bytes() else "ring"
                     assert IPC_ALGO_TAG[expect] in w.op, w.op
                 w.wait(timeout=120)
-                check_reduced(from_rl(t), inputs, op, dtype, f"ipc {algo} all_reduce {op} {dtype}[{count}]")
+                check_reduced(from_rl(t), inputs, op, dtype, f"{label} all_reduce {op} {dtype}[{count}]")
             if count == 7 or count == 100003:
-                same_bits_everywhere(pg, t, f"ipc {algo} all_reduce {dtype}[{count}]")
-    if algo != "ring":
+                same_bits_everywhere(pg, t, f"{label} all_reduce {dtype}[{count}]")
+    if algo not in (None, "ring"):
         return
     for dtype in DTYPES:
         es = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
@@ -319,10 +350,10 @@ def scenario_ipc(argv) -> None:
                 src = to_dev(inputs[r], dtype, dev)
                 out = poisoned(m, dtype).to(dev)
                 w = g.reduce_scatter(out, src, op=op, async_op=True)
-                assert "[ipc ring]" in w.op, w.op
+                assert algo is None or "[ipc ring]" in w.op, w.op
                 w.wait(timeout=120)
                 check_reduced(from_rl(out), [x[r * m:(r + 1) * m] for x in inputs], op, dtype,
-                              f"ipc reduce_scatter {op} {dtype}[{n}x{m}]")
+                              f"{label} reduce_scatter {op} {dtype}[{n}x{m}]")
                 assert np.array_equal(from_rl(src).view(np.uint8), inputs[r].view(np.uint8)), "input was modified"
     for dtype in DTYPES + ("float16",):
         for m in (0, 1, 7, 100003, (8 << 20) + 5):
@@ -330,15 +361,16 @@ def scenario_ipc(argv) -> None:
             out = poisoned(n * m, dtype).to(dev)
             g.all_gather(out, to_dev(inputs[r], dtype, dev))
             assert np.array_equal(from_rl(out).view(np.uint8), np.concatenate(inputs).view(np.uint8)), \
-                f"ipc all_gather {dtype}[{m}]"
+                f"{label} all_gather {dtype}[{m}]"
             for root in range(n):
                 t = to_dev(inputs[r], dtype, dev) if r == root else poisoned(m, dtype).to(dev)
                 g.broadcast(t, root)
                 assert np.array_equal(from_rl(t).view(np.uint8), inputs[root].view(np.uint8)), \
-                    f"ipc broadcast {dtype}[{m}] from {root}"
+                    f"{label} broadcast {dtype}[{m}] from {root}"
     # Several ops in flight at once, of different algorithms and channel counts, then a
     # barrier (TCP) that completes after them.
-    g.ipc_oneshot_max_bytes = 64 << 10
+    if algo:
+        g.ipc_oneshot_max_bytes = 64 << 10
     sizes = (3, 50001, 9, 2_000_003, 1)
     inputs = [[make_input("float32", k, q, SEED + 40 + i) for q in range(n)] for i, k in enumerate(sizes)]
     ts = [to_dev(x[r], "float32", dev) for x in inputs]
@@ -347,14 +379,18 @@ def scenario_ipc(argv) -> None:
     for i, w in enumerate(works):
         assert w.is_completed(), f"async op {i} not done after a later barrier"
         w.wait(timeout=60)
-        check_reduced(from_rl(ts[i]), inputs[i], "sum", "float32", f"ipc async all_reduce #{i}")
+        check_reduced(from_rl(ts[i]), inputs[i], "sum", "float32", f"{label} async all_reduce #{i}")
 
 
 def scenario_ipc_peer_dies(argv) -> None:
-    """The last rank SIGKILLs itself after one IPC op; the others must raise within the
-    timeout, naming the op and a peer."""
+    """The last rank SIGKILLs itself after one IPC (or, with algo "nccl", NCCL) op; the
+    others must raise within the timeout, naming the op (and, over IPC, a peer)."""
     algo, timeout = argv[0], float(argv[1])
-    pg, g, dev = ipc_group(algo, timeout)
+    if algo == "nccl":
+        pg = g = dist.init(backend="nccl", timeout=timeout)
+        dev = f"cuda:{pg.info.local_rank % rl.cuda_device_count()}"
+    else:
+        pg, g, dev = ipc_group(algo, timeout)
     t = to_dev(np.ones(300007, np.float32), "float32", dev)
     g.all_reduce(t)
     if g.rank == g.size - 1:

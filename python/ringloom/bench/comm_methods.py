@@ -21,7 +21,16 @@ train`, whose defaults for the schedule, weight decay and clipping are used here
 Rank 0 (a worker in every method) writes DIR/<method>.jsonl, one line per step:
 {"step", "loss" (the global batch's mean), "comm_bytes" (the payload this worker handed to
 collectives, the library's count), "seconds"}; for ps also "pushed_bytes" / "pulled_bytes".
-A last line {"val_loss": ...} holds the loss of the final weights on fixed held-out batches.
+A last line {"val_loss": ..., "tokens_per_s": ...} holds the loss of the final weights on
+fixed held-out batches and the throughput (global batch tokens over the median step time,
+the first quarter of the steps, at most 3, left out as warm-up); rank 0 also prints a table.
+
+On GPUs (--device cuda: rank r uses cuda:LOCAL_RANK, the collectives go through NCCL unless
+--backend says otherwise), e.g. the tokens/s of each method on 4 GPUs:
+
+    ringloom launch -n 4 -m ringloom.bench.comm_methods --device cuda --preset gpt2-124m \
+        --batch-size 64 --seq-len 1024 --steps 30 --out DIR allreduce bf16 topk:0.01 powersgd:4 qsgd:7 localsgd:4
+    ringloom launch -n 4 -m ringloom.bench.comm_methods --device cuda ... --out DIR ps   # 3 workers + 1 server
 """
 from __future__ import annotations
 
@@ -55,7 +64,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--corpus-bytes", type=int, default=200_000, help="size of the built-in corpus")
     ap.add_argument("--eval-batches", type=int, default=4)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: one GPU per rank (cuda:LOCAL_RANK), bf16 compute")
+    ap.add_argument("--backend", default=None, help="process-group backend (default: nccl on cuda, auto on cpu)")
     return ap.parse_args(argv)
+
+
+def _device(args: argparse.Namespace) -> str:
+    if args.device == "cpu":
+        return "cpu"
+    from .. import _C
+
+    if not (_C.has_cuda_build and _C.cuda_available()):
+        raise SystemExit("comm_methods: --device cuda needs a CUDA build of ringloom and a visible GPU")
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % _C.cuda_device_count()}"
+
+
+def _summary(rows: list[dict], args: argparse.Namespace) -> dict:
+    """The tokens/s of a method's run: global batch tokens over the median step time."""
+    steps = [r["seconds"] for r in rows if "seconds" in r]
+    warm = min(3, len(steps) // 4)
+    return {"tokens_per_s": args.batch_size * args.seq_len / float(np.median(steps[warm:]))}
 
 
 def _model_config(args: argparse.Namespace, vocab_size: int) -> Any:
@@ -77,8 +106,8 @@ def _run_dp(method: str, args: argparse.Namespace, config: Any, data: Any, pg: A
     elif name == "localsgd":
         kw["local_sgd"] = int(arg)
     mesh = DeviceMesh(pg.size, 1, pg)
-    engine = ParallelEngine(config, mesh, seed=args.seed, lr=args.lr, weight_decay=args.weight_decay,
-                            max_grad_norm=args.grad_clip, **kw)
+    engine = ParallelEngine(config, mesh, device=_device(args), seed=args.seed, lr=args.lr,
+                            weight_decay=args.weight_decay, max_grad_norm=args.grad_clip, **kw)
     loader = TokenLoader(data.train_path, args.batch_size, args.seq_len, seed=args.seed, rank=pg.rank,
                          world=pg.size)
     rows = []
@@ -89,7 +118,7 @@ def _run_dp(method: str, args: argparse.Namespace, config: Any, data: Any, pg: A
         rows.append({"step": k + 1, "loss": loss, "comm_bytes": engine.comm_bytes_last_step,
                      "seconds": time.perf_counter() - t0})
     val = ValLoader(data.val_path, args.batch_size, args.seq_len, args.eval_batches, rank=pg.rank, world=pg.size)
-    rows.append({"val_loss": engine.evaluate(val)})
+    rows.append({"val_loss": engine.evaluate(val), **_summary(rows, args)})
     return rows
 
 
@@ -101,9 +130,10 @@ def _run_ps(args: argparse.Namespace, config: Any, data: Any, pg: Any, schedule:
     if layout.is_server(pg.rank):
         # lr_at(update index) is the same schedule the data-parallel runs step with.
         ParameterServer(config, pg, layout, args.steps, mode="sync", seed=args.seed, lr=args.lr,
-                        weight_decay=args.weight_decay, max_grad_norm=args.grad_clip, lr_at=schedule).serve()
+                        weight_decay=args.weight_decay, max_grad_norm=args.grad_clip, lr_at=schedule,
+                        device=_device(args)).serve()
         return []
-    worker = PSWorker(config, pg, layout, mode="sync", seed=args.seed)
+    worker = PSWorker(config, pg, layout, mode="sync", seed=args.seed, device=_device(args))
     loader = TokenLoader(data.train_path, args.batch_size, args.seq_len, seed=args.seed, rank=pg.rank,
                          world=layout.workers)
     # What a worker moves per step, from the tensor sizes: it pushes its fp32 gradient (the
@@ -119,7 +149,7 @@ def _run_ps(args: argparse.Namespace, config: Any, data: Any, pg: Any, schedule:
                      "seconds": time.perf_counter() - t0})
     if pg.rank == 0:  # every worker holds the pulled weights: worker 0 evaluates them alone
         val = ValLoader(data.val_path, args.batch_size, args.seq_len, args.eval_batches)
-        rows.append({"val_loss": float(np.mean([worker.model.loss(x, y) for x, y in val]))})
+        rows.append({"val_loss": float(np.mean([worker.model.loss(x, y) for x, y in val])), **_summary(rows, args)})
     return rows
 
 
@@ -134,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         if m != "ps" and m.partition(":")[0] not in DP_METHODS:
             raise SystemExit(f"comm_methods: unknown method {m!r} (allreduce, bf16, topk:RATIO, powersgd:R, "
                              "qsgd:S, localsgd:H or ps)")
-    pg = dist.world() if dist.is_initialized() else dist.init(backend="auto")
+    backend = args.backend or ("nccl" if args.device == "cuda" else "auto")
+    pg = dist.world() if dist.is_initialized() else dist.init(backend=backend)
     if pg.rank == 0:
         os.makedirs(args.out, exist_ok=True)
     else:
@@ -145,13 +176,20 @@ def main(argv: list[str] | None = None) -> None:
     config = _model_config(args, data.vocab_size)
     # The trainer's schedule: warm-up, then cosine decay to lr / 10.
     schedule = LRSchedule("cosine", args.lr, args.steps, min(args.warmup, args.steps), args.lr / 10)
+    table = []
     for m in args.methods:
         rows = _run_ps(args, config, data, pg, schedule) if m == "ps" else _run_dp(m, args, config, data, pg,
                                                                                    schedule)
         if pg.rank == 0:
             with open(os.path.join(args.out, f"{m.replace(':', '-')}.jsonl"), "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
+            mb = float(np.mean([r["comm_bytes"] for r in rows if "comm_bytes" in r])) / 1e6
+            table.append((m, rows[-1]["tokens_per_s"], mb, rows[-1]["val_loss"]))
         pg.barrier()
+    if pg.rank == 0:
+        print(f"{'method':14s} {'tokens/s':>12s} {'MB/step/worker':>15s} {'val loss':>9s}  ({pg.size} ranks, {args.device})")
+        for m, tps, mb, val in table:
+            print(f"{m:14s} {tps:12,.0f} {mb:15.3f} {val:9.4f}")
 
 
 if __name__ == "__main__":
