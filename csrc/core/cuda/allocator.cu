@@ -58,27 +58,39 @@ void release_cached(DevicePool& p) {
   p.free_blocks.clear();
 }
 
-// While capturing: the capture pool's own blocks, then shared cached blocks (which become
-// the pool's), then a fresh cudaMalloc that joins the pool. cudaMalloc is not a stream
-// operation, so the graph does not record it; it is legal because captures run in relaxed
-// mode (graph.cu), and the memory stays the graph's for its lifetime. What is not legal
-// during capture is cudaFree (it synchronises), so an out-of-memory here cannot release
-// the shared cache and retry: it fails and the capture is aborted.
+// A fresh block from cudaMalloc. Outside a capture an out-of-memory releases the shared
+// cache and tries once more; during a capture it cannot (cudaFree synchronises, which a
+// capture forbids), so it fails and the capture is aborted.
+void* malloc_block(DevicePool& p, size_t nbytes, size_t size, int device) {
+  DeviceGuard g(device);
+  void* ptr = nullptr;
+  cudaError_t err = cudaMalloc(&ptr, size);
+  if (err != cudaSuccess && p.capture_pool == 0) {
+    cudaGetLastError();  // clear the error state
+    release_cached(p);
+    err = cudaMalloc(&ptr, size);
+  }
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    fail(ErrorKind::Runtime, "CUDA out of memory allocating ", nbytes, " bytes on cuda:", device, " (",
+         p.stats.allocated_bytes, " bytes in use",
+         p.capture_pool ? "; during CUDA Graph capture, where the cache cannot be released)" : ")");
+  }
+  p.stats.reserved_bytes += size;
+  p.stats.num_cuda_mallocs++;
+  return ptr;
+}
+
+// While capturing: the capture pool's own blocks, then shared cached blocks, then a fresh
+// cudaMalloc; the last two join the pool. cudaMalloc is not a stream operation, so the
+// graph does not record it; it is legal because captures run in relaxed mode (graph.cu),
+// and the memory stays the graph's for its lifetime.
 void* capture_alloc(DevicePool& p, size_t nbytes, size_t size, int device, size_t* got) {
   void* ptr = nullptr;
   if (take_fit(p.private_free[p.capture_pool], size, &ptr, got)) return ptr;
   if (!take_fit(p.free_blocks, size, &ptr, got)) {
-    DeviceGuard g(device);
-    const cudaError_t err = cudaMalloc(&ptr, size);
-    if (err != cudaSuccess) {
-      cudaGetLastError();
-      fail(ErrorKind::Runtime, "CUDA out of memory during CUDA Graph capture on cuda:", device, ": allocating ",
-           nbytes, " bytes (", p.stats.allocated_bytes, " bytes in use; the cache cannot be released while "
-           "capturing)");
-    }
+    ptr = malloc_block(p, nbytes, size, device);
     *got = size;
-    p.stats.reserved_bytes += size;
-    p.stats.num_cuda_mallocs++;
   }
   p.private_bytes[p.capture_pool] += *got;
   return ptr;
@@ -94,21 +106,8 @@ void* cached_alloc(size_t nbytes, int device) {
   if (p.capture_pool != 0) {
     ptr = capture_alloc(p, nbytes, size, device, &got);
   } else if (!take_fit(p.free_blocks, size, &ptr, &got)) {
-    DeviceGuard g(device);
-    cudaError_t err = cudaMalloc(&ptr, size);
-    if (err != cudaSuccess) {
-      cudaGetLastError();  // clear the sticky-free error state
-      release_cached(p);   // give cached memory back and try once more
-      err = cudaMalloc(&ptr, size);
-      if (err != cudaSuccess) {
-        cudaGetLastError();
-        fail(ErrorKind::Runtime, "CUDA out of memory allocating ", nbytes, " bytes on cuda:", device, " (",
-             p.stats.allocated_bytes, " bytes in use)");
-      }
-    }
+    ptr = malloc_block(p, nbytes, size, device);
     got = size;
-    p.stats.reserved_bytes += size;
-    p.stats.num_cuda_mallocs++;
   }
   p.live[ptr] = Block{got, p.capture_pool};
   p.stats.allocated_bytes += got;
