@@ -2,12 +2,12 @@
 single-process reference run."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from ringloom.models import build_model, get_preset
 from ringloom.optim import AdamW
+from ringloom.testing import child_env as _child_env
 
 SEQ = 11          # odd on purpose
 BATCH = 12        # global batch: divisible by dp * micro-batches in every layout tested
@@ -67,13 +67,5 @@ def reference_run(arch: str, n_layer: int, steps: int, seed: int = 3) -> tuple[l
 
 
 def child_env() -> dict[str, str]:
-    """The environment for a launched child: no inherited rank variables, the ringloom this
-    test imported first on PYTHONPATH (installed or the dev tree), one OpenMP thread."""
-    import ringloom
-
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RINGLOOM_JOB_TOKEN")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    """The environment for a launched child (ringloom.testing.child_env)."""
+    return _child_env()
