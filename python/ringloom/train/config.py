@@ -19,7 +19,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     seed: int = 1337
-    eval_every: int = 200
+    eval_every: int = 100
     eval_batches: int = 8
     log_every: int = 10
     device: str = "cpu"
@@ -63,45 +63,17 @@ class TrainConfig:
     tensorboard: bool = True      # event files in --out/tb
     cuda_graph: bool = False      # replay each step as a captured CUDA Graph (train/graph.py)
     attention: str = "auto"       # GPU attention: ours | cudnn | auto (Model.attention)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields replacing the preset's
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
-                     "chunks"):
-            v = getattr(self, name)
-            if v is None and name in ("dp", "micro_batches", "chunks"):
-                continue
-            if not isinstance(v, int) or v < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.attention not in ("ours", "cudnn", "auto"):
-            raise ValueError(f"attention must be ours, cudnn or auto, got {self.attention!r}")
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise ValueError(f"on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
-        if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
-            raise ValueError(f"keep_checkpoints must be an integer >= 0, got {self.keep_checkpoints!r}")
-        if self.save_every < 0:
-            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
-        if self.lr < 0:
-            raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.min_lr is None:
             self.min_lr = self.lr / 10
         if self.schedule == "zb":
             self.schedule = "zb-h1"
-        from ..parallel.compression import parse_compression
+        self.model_overrides = dict(self.model_overrides or {})
+        from .options import validate
 
-        parse_compression(self.compression)   # an unknown spec fails here, before any process work
-        if not isinstance(self.local_sgd, int) or self.local_sgd < 0:
-            raise ValueError(f"local_sgd must be an integer >= 0 (0 = off), got {self.local_sgd!r}")
-        if self.local_sgd and (self.zero or self.compression not in ("none", "")):
-            raise ValueError("local_sgd averages weights, not gradients: it cannot be combined with zero or "
-                             "compression")
-        for name in ("param_servers", "ps_staleness"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-        if self.ps_mode not in ("sync", "async"):
-            raise ValueError(f"ps_mode must be sync or async, got {self.ps_mode!r}")
-        if self.bucket_mb <= 0:
-            raise ValueError(f"bucket_mb must be positive, got {self.bucket_mb}")
+        validate(self)   # every rule on option values and combinations (train/options.py)
 
     @classmethod
     def from_args(cls, args: Any) -> "TrainConfig":
