@@ -36,12 +36,6 @@ OPTION_RULES = [
     (dict(schedule="pipedream"), "schedule must be gpipe, 1f1b, interleaved or zb-h1"),
     (dict(device="gpu"), "unknown device 'gpu'"),
     (dict(compression="gzip"), "unknown compression 'gzip'"),
-    (dict(preset="gpt5"), "unknown preset 'gpt5'"),
-    (dict(model_overrides={"n_layers": 2}), "unknown config fields"),
-    (dict(model_overrides={"n_embd": 100, "n_head": 3}), "must be a multiple of n_head"),
-    (dict(model_overrides={"vocab_size": 100}), "vocabulary size comes from the tokenizer"),
-    (dict(seq_len=512), "--seq-len 512 exceeds the 'tiny' preset's maximum sequence length 256"),
-    (dict(seq_len=100, model_overrides={"max_seq_len": 64}), "--seq-len 100 exceeds"),
     (dict(lr=1e-3, min_lr=1e-2), "--min-lr 0.01 is larger than --lr 0.001"),
     (dict(dtype="bfloat16"), "--dtype bfloat16: the CPU backend computes in float32"),
     (dict(batch_size=10, dp=3), "--batch-size 10 is not divisible by --dp 3"),
@@ -82,8 +76,14 @@ def test_option_rule(fields, needle):
         TrainConfig(**fields)
 
 
-# (TrainConfig fields, ranks started, needle): refused against the launched world.
+# (TrainConfig fields, ranks started, needle): refused when the run starts (the model, the ranks).
 LAYOUT_RULES = [
+    (dict(preset="gpt5"), 1, "unknown preset 'gpt5'"),
+    (dict(model_overrides={"n_layers": 2}), 1, "unknown config fields"),
+    (dict(model_overrides={"n_embd": 100, "n_head": 3}), 1, "must be a multiple of n_head"),
+    (dict(model_overrides={"vocab_size": 100}), 1, "vocabulary size comes from the tokenizer"),
+    (dict(seq_len=512), 1, "--seq-len 512 exceeds the 'tiny' preset's maximum sequence length 256"),
+    (dict(seq_len=100, model_overrides={"max_seq_len": 64}), 1, "--seq-len 100 exceeds"),
     (dict(param_servers=1), 1, "--param-servers 1 needs at least 2 ranks"),
     (dict(param_servers=2), 2, "--param-servers 2 needs at least 3 ranks"),
     (dict(param_servers=1, dp=3, batch_size=6), 3, "--dp 3: with --param-servers 1 of 3 ranks there are 2 workers"),

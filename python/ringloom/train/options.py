@@ -1,11 +1,12 @@
 """Every rule about which training options go together, in one function: ``validate``.
 
     validate(cfg)            # the rules that need only the options (TrainConfig runs these)
-    validate(cfg, world=4)   # and those that need the number of ranks; returns the Layout
+    validate(cfg, world=4)   # and those of the model and the ranks (prepare_run); returns the Layout
 
 A rule is a few lines that raise ValueError with the flags' names, so that the CLI prints it
 as one line and Python callers see what to change. Rules run in the order written: field
-values first, then conflicts between options, then the layout against the world size.
+values first, then conflicts between options, then (with the world) the model shape and the
+layout against the number of ranks.
 ringloom.parallel.ParallelEngine, usable without a TrainConfig, checks its gradient-exchange
 options with parallel/exchange.check_gradient_exchange, which ``validate`` calls too.
 
@@ -56,7 +57,6 @@ def _check_batch_split(batch: int, dp: int, micro_batches: int) -> None:
 def validate(cfg: Any, world: int | None = None) -> Layout | None:
     """Raise ValueError for the first option value or combination ``cfg`` (a TrainConfig)
     cannot run with; with ``world`` (ranks started), check the layout too and return it."""
-    from ..models import get_preset
     from ..parallel.compression import parse_compression
 
     # ---- single options
@@ -81,13 +81,6 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", str(cfg.device)):
         raise ValueError(f"unknown device {cfg.device!r}: expected cpu, cuda or cuda:N")
     parse_compression(cfg.compression)   # an unknown spec names itself
-    if "vocab_size" in cfg.model_overrides:
-        raise ValueError("the vocabulary size comes from the tokenizer (--tokenizer), not from a model override")
-    model = get_preset(cfg.preset, **cfg.model_overrides)   # unknown presets and fields, bad shapes
-    if cfg.seq_len > model.max_seq_len:
-        raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {cfg.preset!r} preset's maximum sequence length "
-                         f"{model.max_seq_len}")
-
     # ---- options that need each other, or exclude each other
     if cfg.min_lr is not None and cfg.min_lr > cfg.lr:
         raise ValueError(f"--min-lr {cfg.min_lr} is larger than --lr {cfg.lr}")
@@ -139,6 +132,16 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
                              "(non-finite values are seen after the step); use --on-nonfinite stop")
     if world is None:
         return None
+
+    # ---- the model: the preset and its overrides (checked when the run starts)
+    from ..models import get_preset
+
+    if "vocab_size" in cfg.model_overrides:
+        raise ValueError("the vocabulary size comes from the tokenizer (--tokenizer), not from a model override")
+    model = get_preset(cfg.preset, **cfg.model_overrides)   # unknown presets and fields, bad shapes
+    if cfg.seq_len > model.max_seq_len:
+        raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {cfg.preset!r} preset's maximum sequence length "
+                         f"{model.max_seq_len}")
 
     # ---- the layout against the ranks the launcher started
     if cfg.param_servers:
