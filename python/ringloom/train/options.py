@@ -15,6 +15,7 @@ tests/train/test_options.py that builds the failing TrainConfig and matches the 
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -170,6 +171,4 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
 
 def launched_world() -> int:
     """The number of ranks the launcher started (1 without a launcher)."""
-    import os
-
     return int(os.environ.get("WORLD_SIZE", "1"))
