@@ -150,8 +150,11 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="capture the training step in a CUDA Graph after 2 eager steps and replay it "
                         "(single GPU; for small models where kernel launch gaps dominate)")
     g.add_argument("--attention", choices=["ours", "cudnn", "auto"], default=None,
-                   help="GPU attention: our flash kernels, cuDNN's fused SDPA, or auto = cuDNN at head "
-                        "dim 128 when built, ours otherwise (default: auto)")
+                   help="GPU attention: our flash kernels, cuDNN's fused SDPA, or auto = per shape the one "
+                        "measured fastest (default: auto)")
+    g.add_argument("--deterministic-attention", action="store_true", default=None,
+                   help="bitwise reproducible attention backward on the GPU (slower: dq in a separate pass "
+                        "instead of atomics; not with --attention cudnn)")
     g.add_argument("--threads", type=nonneg_int, default=0, metavar="N",
                    help="CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the "
                         "machine is idle, else 1 (default: %(default)s)")

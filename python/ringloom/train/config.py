@@ -63,6 +63,7 @@ class TrainConfig:
     tensorboard: bool = True      # event files in --out/tb
     cuda_graph: bool = False      # replay each step as a captured CUDA Graph (train/graph.py)
     attention: str = "auto"       # GPU attention: ours | cudnn | auto (Model.attention)
+    deterministic_attention: bool = False  # bitwise reproducible attention backward (Model.deterministic_attention)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
@@ -74,6 +75,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.attention not in ("ours", "cudnn", "auto"):
             raise ValueError(f"attention must be ours, cudnn or auto, got {self.attention!r}")
+        if self.deterministic_attention and self.attention == "cudnn":
+            raise ValueError("deterministic_attention needs attention ours or auto: the cudnn backend has no "
+                             "deterministic backward")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
         if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
