@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from step_bench import bench_ringloom, bench_torch, model_flops_per_token, report
+from step_bench import bench_ringloom, bench_torch, model_flops_per_token, progress, report
 from torch_gpt2 import torch_gpt2
 
 
@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--attention", choices=["ours", "cudnn", "auto"], default="auto",
+                    help="ringloom's attention backend (default: auto, as ringloom train)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--breakdown", action="store_true", help="profile one step of each side: time per kernel category")
     ap.add_argument("--graph", action="store_true", help="add the CUDA Graph rows (ours captured, torch reduce-overhead)")
@@ -41,12 +43,16 @@ def main() -> None:
         over.update(n_embd=args.embd, n_head=args.embd // 64)
     cfg = get_preset("gpt2-124m", **over)
     B, T, bd = args.batch, args.seq, args.breakdown
-    ours_s, ours_mem, n_params, parts = bench_ringloom(cfg, B, T, args.steps, args.warmup, breakdown=bd)
+    ours_s, ours_mem, n_params, parts = bench_ringloom(cfg, B, T, args.steps, args.warmup, breakdown=bd,
+                                                        attention=args.attention)
     rows = [("ringloom", ours_s, ours_mem, parts)]
+    progress(*rows[-1])
     if args.graph:
-        g_s, g_mem, _, _ = bench_ringloom(cfg, B, T, args.steps, args.warmup, graph=True)
+        g_s, g_mem, _, _ = bench_ringloom(cfg, B, T, args.steps, args.warmup, graph=True, attention=args.attention)
         rows.append(("ringloom graph", g_s, g_mem, None))
+        progress(*rows[-1])
     rows.append(("torch eager", *bench_torch(torch_gpt2, cfg, B, T, args.steps, args.warmup, False, breakdown=bd)))
+    progress(*rows[-1])
     compiles = [] if args.no_compile else [("torch.compile", None)]
     if args.graph:
         compiles.append(("torch.compile ro", "reduce-overhead"))
@@ -54,6 +60,7 @@ def main() -> None:
         try:
             rows.append((label, *bench_torch(torch_gpt2, cfg, B, T, args.steps, args.warmup, True, mode,
                                              breakdown=bd and mode is None)))
+            progress(*rows[-1])
         except Exception as e:  # report, do not hide
             print(f"{label} failed: {type(e).__name__}: {e}")
     flops = model_flops_per_token(n_params, cfg.n_layer, cfg.n_embd, T) * B * T

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from step_bench import bench_ringloom, bench_torch, model_flops_per_token, report
+from step_bench import bench_ringloom, bench_torch, model_flops_per_token, progress, report
 from torch_llama import torch_llama
 
 
@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-breakdown", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--attention", choices=["ours", "cudnn", "auto"], default="auto",
+                    help="ringloom's attention backend (default: auto, as ringloom train)")
     args = ap.parse_args()
 
     from ringloom.models import get_preset
@@ -35,13 +37,17 @@ def main() -> None:
     if cfg.arch != "llama":
         raise SystemExit(f"bench_llama_step: preset {args.preset!r} is not a LLaMA ({cfg.arch})")
     B, T, bd = args.batch, args.seq, not args.no_breakdown
-    ours_s, ours_mem, n_params, parts = bench_ringloom(cfg, B, T, args.steps, args.warmup, breakdown=bd)
+    ours_s, ours_mem, n_params, parts = bench_ringloom(cfg, B, T, args.steps, args.warmup, breakdown=bd,
+                                                        attention=args.attention)
     rows = [("ringloom", ours_s, ours_mem, parts)]
+    progress(*rows[-1])
     rows.append(("torch eager", *bench_torch(torch_llama, cfg, B, T, args.steps, args.warmup, False, breakdown=bd)))
+    progress(*rows[-1])
     if not args.no_compile:
         try:
             rows.append(("torch.compile", *bench_torch(torch_llama, cfg, B, T, args.steps, args.warmup, True,
                                                        breakdown=bd)))
+            progress(*rows[-1])
         except Exception as e:  # report, do not hide
             print(f"torch.compile failed: {type(e).__name__}: {e}")
     flops = model_flops_per_token(n_params, cfg.n_layer, cfg.n_embd, T) * B * T

@@ -75,11 +75,15 @@ def device_info() -> dict:
     import torch
 
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        check=True, cwd=os.path.dirname(__file__)).stdout.strip()
-    except Exception:  # the device copy of the tree carries no .git
-        info["commit"] = os.environ.get("RINGLOOM_COMMIT", "unknown")
+    # RINGLOOM_COMMIT names the tree measured where git would answer for another one (a
+    # worktree copied below the main checkout on the device machine).
+    info["commit"] = os.environ.get("RINGLOOM_COMMIT", "")
+    if not info["commit"]:
+        try:
+            info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                            check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+        except Exception:  # the device copy of the tree carries no .git
+            info["commit"] = "unknown"
     info["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return info
 

@@ -72,23 +72,24 @@ def kernel_breakdown(step, sync, step_ms: float) -> dict:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def bench_ringloom(cfg, B, T, steps, warmup, graph: bool = False, breakdown: bool = False):
+def bench_ringloom(cfg, B, T, steps, warmup, graph: bool = False, breakdown: bool = False, attention: str = "auto"):
     """(seconds per step, peak bytes, parameter count, breakdown or None); the model's
-    memory goes back to the device afterwards, for the peer runs."""
+    memory goes back to the device afterwards, for the peer runs. attention: the model's
+    attention backend (Model.attention; "auto", as `ringloom train` defaults to)."""
     import ringloom as rl
 
-    res = _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown)
+    res = _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention)
     rl._C.cuda_empty_cache(0)
     return res
 
 
-def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown):
+def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention):
     import ringloom as rl
     from ringloom.models import build_model
     from ringloom.optim import AdamW
     from ringloom.train.graph import CapturedStep
 
-    model = build_model(cfg, device="cuda:0", dtype="bfloat16", seed=0)
+    model = build_model(cfg, device="cuda:0", dtype="bfloat16", seed=0, attention=attention)
     opt = AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, max_grad_norm=1.0)
     captured = CapturedStep(model, opt, (B, T)) if graph else None
     rng = np.random.default_rng(0)
@@ -158,6 +159,13 @@ def bench_torch(build, cfg, B, T, steps, warmup, compile_: bool, mode: str | Non
         k = steps + warmup
         parts = kernel_breakdown(lambda: step(k), torch.cuda.synchronize, med * 1e3)
     return med, peak, parts
+
+
+def progress(impl: str, seconds: float, peak: int, parts: dict | None = None) -> None:
+    """One line per side as soon as it is measured (a run cut short still tells something)."""
+    split = ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) if parts else ""
+    print(f"  {impl}: {seconds * 1e3:.1f} ms/step, peak {peak / 2**30:.2f} GiB" + (f" ({split} ms)" if split else ""),
+          flush=True)
 
 
 def report(title: str, rows: list, B: int, T: int, flops_per_step: float, json_path: str | None) -> None:
