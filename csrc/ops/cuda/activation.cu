@@ -67,7 +67,8 @@ __global__ void swiglu_backward_kernel(const T* dy, const T* x, T* dx, int64_t r
       store_pack(dx + xo, da);
       store_pack(dx + xo + F, db);
     } else {
-      const act::SwigluGrad g = act::swiglu_grad(to_f32(dy[r * F + f]), to_f32(x[xo]), to_f32(x[xo + F]), FastSigmoid{});
+      const act::SwigluGrad g =
+          act::swiglu_grad(to_f32(dy[r * F + f]), to_f32(x[xo]), to_f32(x[xo + F]), FastSigmoid{});
       dx[xo] = from_f32<T>(g.da);
       dx[xo + F] = from_f32<T>(g.db);
     }

@@ -156,8 +156,8 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
   // The reduce kernel may start launching now (it waits for this grid to finish).
   asm volatile("griddepcontrol.launch_dependents;");
 
-  float* out = partial + int64_t(blockIdx.x) * NP * C;
-  if (rpb == 1) {
+  // fn(sum, index in a [NP][C] row) for each sum this thread holds (columns < C).
+  auto each_sum = [&](auto&& fn) {
 #pragma unroll
     for (int j = 0; j < VPT; ++j) {
       const int col = (l + j * tpr) * VEC;
@@ -165,26 +165,17 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
 #pragma unroll
         for (int p = 0; p < NP; ++p)
 #pragma unroll
-          for (int k = 0; k < VEC; ++k) out[p * C + col + k] = acc[p][j][k];
+          for (int k = 0; k < VEC; ++k) fn(acc[p][j][k], p * C + col + k);
     }
+  };
+  float* out = partial + int64_t(blockIdx.x) * NP * C;
+  if (rpb == 1) {
+    each_sum([&](float v, int i) { out[i] = v; });
     return;
   }
   // Several rows per block: add the row groups' sums in shared memory, group 0 first.
   for (int gi = 0; gi < rpb; ++gi) {
-    if (g == gi) {
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        const int col = (l + j * tpr) * VEC;
-        if (col < C)
-#pragma unroll
-          for (int p = 0; p < NP; ++p)
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) {
-              float& c = combine[p * C + col + k];
-              c = (gi == 0 ? 0.0f : c) + acc[p][j][k];
-            }
-      }
-    }
+    if (g == gi) each_sum([&](float v, int i) { combine[i] = (gi == 0 ? 0.0f : combine[i]) + v; });
     __syncthreads();
   }
   for (int c = threadIdx.x; c < NP * C; c += blockDim.x) out[c] = combine[c];
