@@ -10,6 +10,11 @@
 // backward:  dv_j += sum_i p_ij dout_i;  dp_ij = dout_i . v_j;  D_i = dout_i . out_i
 //            ds_ij = p_ij (dp_ij - D_i);  dq_i = scale sum_j ds_ij k_j;  dk_j = scale sum_i ds_ij q_i
 // scale <= 0 means 1/sqrt(D).
+// deterministic: the backward sums every gradient in a fixed order, so that it is bitwise
+// the same run to run (on CUDA our kernels then compute dq by a separate pass over the key
+// blocks instead of fp32 atomics, about 1.4x the backward's matrix work; the CPU op always
+// is). It takes precedence over the attention backend's auto choice (our kernels run the
+// backward); the cudnn backend rejects it.
 #pragma once
 #include <utility>
 
@@ -22,19 +27,19 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
                                             float scale);
 // Returns dqkv[B, T, Hq + 2*Hkv, D].
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic = false);
 
 namespace cpu {
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale);
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic);
 }  // namespace cpu
 namespace cuda {
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale);
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic);
 }  // namespace cuda
 
 }  // namespace ringloom

@@ -139,16 +139,16 @@ def test_attention_simple_kernels(rng, dtype, D, causal):
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_attention_backward_repeatable(rng, monkeypatch, deterministic):
-    """dk/dv are always summed in a fixed order; with RINGLOOM_ATTN_DETERMINISTIC=1 so is dq.
+def test_attention_backward_repeatable(rng, deterministic):
+    """dk/dv are always summed in a fixed order; with deterministic=True so is dq.
     The deterministic path must agree with the atomic one to bf16 rounding."""
     B, T, hq, hkv, D = 2, 300, 8, 2, 64
     qkv, dout = make_inputs(rng, B, T, hq, hkv, D)
     x = rl.tensor(qkv, dtype="bfloat16", device="cuda")
     go = rl.tensor(dout, dtype="bfloat16", device="cuda")
     out, lse = rl.ops.attention_forward(x, hq, hkv, True)
-    monkeypatch.setenv("RINGLOOM_ATTN_DETERMINISTIC", "1" if deterministic else "0")
-    runs = [split(to_np(rl.ops.attention_backward(go, x, out, lse, hq, hkv, True)), hq, hkv) for _ in range(3)]
+    runs = [split(to_np(rl.ops.attention_backward(go, x, out, lse, hq, hkv, True, deterministic=deterministic)), hq, hkv)
+            for _ in range(3)]
     for name in (["dq", "dk", "dv"] if deterministic else ["dk", "dv"]):
         for r in runs[1:]:
             assert np.array_equal(r[name], runs[0][name]), f"{name} differs between identical runs"

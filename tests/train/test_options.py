@@ -29,6 +29,7 @@ OPTION_RULES = [
     (dict(lr=-1.0), "lr must be >= 0"),
     (dict(bucket_mb=0.0), "bucket_mb must be positive"),
     (dict(attention="flash"), "attention must be ours, cudnn or auto, got 'flash'"),
+    (dict(attention="cudnn", deterministic_attention=True), "--deterministic-attention needs --attention ours or auto"),
     (dict(on_nonfinite="warn"), "on_nonfinite must be stop or skip, got 'warn'"),
     (dict(ps_mode="lazy"), "ps_mode must be sync or async"),
     (dict(dtype="float16"), "dtype must be auto, float32 or bfloat16"),

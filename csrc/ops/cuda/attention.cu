@@ -3,13 +3,13 @@
 // (attention_fwd.cu, attention_bwd.cu); everything else (fp32, other head dims up to 256)
 // the simple kernels (attention_simple.cu). Inputs are validated in ops/attention.cpp.
 //
-// Backward is deterministic on request: RINGLOOM_ATTN_DETERMINISTIC=1 in the environment
-// replaces the fp32 atomic accumulation of dq by a separate dq pass (about 1.4x the
-// backward's matrix work). dk/dv are always deterministic; the simple kernels always are.
-// The backend setting (ops/attention_backend.h: ours | cudnn | auto) may send a call to
-// cuDNN's fused attention instead (attention_cudnn.cu).
+// Backward is deterministic on request (the `deterministic` argument): a separate dq pass
+// replaces the fp32 atomic accumulation of dq (about 1.4x the backward's matrix work).
+// dk/dv are always deterministic; the simple kernels always are. The backend setting
+// (ops/attention_backend.h: ours | cudnn | auto) may send a call to cuDNN's fused
+// attention instead (attention_cudnn.cu); auto follows the measured table per shape and
+// direction.
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "core/cuda/check.h"
@@ -28,12 +28,6 @@ constexpr int kMaxSimpleDim = 256;
 bool use_flash(const Tensor& qkv) {
   return qkv.dtype() == DType::BFloat16 && (qkv.size(3) == 64 || qkv.size(3) == 128);
 }
-
-int env_int(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : 0;
-}
-bool deterministic_requested() { return env_int("RINGLOOM_ATTN_DETERMINISTIC") != 0; }
 
 attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                          float scale) {
@@ -55,12 +49,18 @@ attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int6
   return p;
 }
 
-// The backend setting (ops/attention_backend.h) applied to one problem: forward and
-// backward decide the same way for the same qkv.
-bool route_to_cudnn(const Tensor& qkv) {
+// The backend setting (ops/attention_backend.h) applied to one problem and direction.
+// Auto may pick differently for forward and backward: both save/read the same lse.
+bool route_to_cudnn(const Tensor& qkv, bool causal, bool backward, bool deterministic) {
   switch (attention_backend()) {
-    case AttentionBackend::Cudnn: return true;  // unsupported shapes fail there, naming the shape
-    case AttentionBackend::Auto: return cudnn_attention_supports(qkv) && qkv.size(3) == 128;
+    case AttentionBackend::Cudnn:  // unsupported shapes fail there, naming the shape
+      RL_CHECK(!(backward && deterministic), Value,
+               "attention_backward: the cudnn attention backend has no deterministic backward; use backend "
+               "\"ours\" or \"auto\"");
+      return true;
+    case AttentionBackend::Auto:
+      if (!cudnn_attention_supports(qkv) || (backward && deterministic)) return false;
+      return attention_auto_choice(qkv.size(3), causal, qkv.size(1), backward) == AttentionBackend::Cudnn;
     default: return false;
   }
 }
@@ -69,7 +69,8 @@ bool route_to_cudnn(const Tensor& qkv) {
 
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale) {
-  if (route_to_cudnn(qkv)) return cudnn_attention_forward(qkv, n_head, n_kv_head, causal, scale);
+  if (route_to_cudnn(qkv, causal, /*backward=*/false, /*deterministic=*/false))
+    return cudnn_attention_forward(qkv, n_head, n_kv_head, causal, scale);
   attn::Params p = make_params("attention_forward", qkv, n_head, n_kv_head, causal, scale);
   Tensor out = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, qkv.dtype(), qkv.device());
   Tensor lse = Tensor::empty({qkv.size(0), n_head, qkv.size(1)}, DType::Float32, qkv.device());
@@ -85,8 +86,9 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
 }
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale) {
-  if (route_to_cudnn(qkv)) return cudnn_attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic) {
+  if (route_to_cudnn(qkv, causal, /*backward=*/true, deterministic))
+    return cudnn_attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale);
   attn::Params p = make_params("attention_backward", qkv, n_head, n_kv_head, causal, scale);
   Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
   if (qkv.numel() == 0) return dqkv;
@@ -110,7 +112,6 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
   Tensor stats = Tensor::empty({2, qkv.size(0), n_head, p.T_pad}, DType::Float32, qkv.device());
   p.dvec = stats.data_as<float>();
   p.lse2 = p.dvec + qkv.size(0) * n_head * p.T_pad;
-  const bool deterministic = deterministic_requested();
   Tensor dq_accum;  // fp32 [B, T, Hq, D], summed into with atomics by the key-block kernel
   if (!deterministic) {
     dq_accum = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, DType::Float32, qkv.device());

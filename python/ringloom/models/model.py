@@ -73,8 +73,8 @@ class Model:
     @property
     def attention(self) -> str | None:
         """The attention implementation this model's blocks use on a GPU: "ours" (our flash
-        kernels), "cudnn" (cuDNN's fused SDPA), "auto" (cuDNN at head dim 128 in bf16 when
-        built, else ours), or None for the process-wide setting
+        kernels), "cudnn" (cuDNN's fused SDPA), "auto" (per shape and direction the one measured
+        fastest, ops/attention_auto_table.h), or None for the process-wide setting
         (ringloom._C.ops.set_attention_backend, env RINGLOOM_ATTENTION). The CPU ignores it."""
         return self.blocks[0].attention_backend if self.blocks else None
 
@@ -84,6 +84,20 @@ class Model:
             raise ValueError(f"Model.attention must be 'ours', 'cudnn', 'auto' or None, got {name!r}")
         for b in self.blocks:
             b.attention_backend = name
+
+    @property
+    def deterministic_attention(self) -> bool:
+        """Whether the attention backward is bitwise reproducible run to run: on a GPU our
+        kernels then compute dq in a separate pass instead of with fp32 atomics (slower; the
+        auto backend runs our backward, the cudnn backend refuses it). The CPU always is."""
+        return bool(self.blocks[0].deterministic_attention) if self.blocks else False
+
+    @deterministic_attention.setter
+    def deterministic_attention(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise TypeError(f"Model.deterministic_attention must be a bool, got {on!r}")
+        for b in self.blocks:
+            b.deterministic_attention = on
 
     # ---------------------------------------------------------------- parameters
 
@@ -354,7 +368,7 @@ class Model:
 
 def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, seed: int = 0, *,
                 blocks: Iterable[int] | None = None, embedding: bool = True, head: bool = True,
-                attention: str | None = None) -> Model:
+                attention: str | None = None, deterministic_attention: bool = False) -> Model:
     """Build and initialise a model (GPT-2 initialisation, drawn on the host from
     numpy.random.default_rng(seed) in a fixed order, so every device, dtype and pipeline
     split gets the same weights).
@@ -363,6 +377,8 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
     indices), ``embedding`` and ``head`` select a pipeline stage's share of the layers; a
     tied head without the embedding holds its own copy of wte (named embedding.wte.weight).
     ``attention``: the GPU attention implementation (Model.attention; None: process-wide).
+    ``deterministic_attention``: a bitwise reproducible attention backward
+    (Model.deterministic_attention).
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"build_model: config must be a ModelConfig, got {type(config).__name__}")
@@ -389,5 +405,6 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
             hd = nn.LMHead(config.n_embd, config.vocab_size, config.norm, config.norm_eps, dtype, device)
     model = Model(config, device, dtype, emb, blks, block_ids, hd)
     model.attention = attention
+    model.deterministic_attention = deterministic_attention
     model._initialize(seed)
     return model

@@ -50,8 +50,10 @@ class TrainConfig:
                       choices=("auto", "float32", "bfloat16"))
     cuda_graph: bool = _opt(False, "capture the training step in a CUDA Graph after 2 eager steps and replay it "
                             "(single GPU; for small models where kernel launch gaps dominate)", MODEL)
-    attention: str = _opt("auto", "GPU attention: our flash kernels, cuDNN's fused SDPA, or auto = cuDNN at "
-                          "head dim 128 when built, ours otherwise", MODEL, choices=("ours", "cudnn", "auto"))
+    attention: str = _opt("auto", "GPU attention: our flash kernels, cuDNN's fused SDPA, or auto = per shape "
+                          "and direction the one measured fastest", MODEL, choices=("ours", "cudnn", "auto"))
+    deterministic_attention: bool = _opt(False, "bitwise reproducible attention backward on the GPU (slower: dq in "
+                                         "a separate pass instead of atomics; not with --attention cudnn)", MODEL)
     threads: int = _opt(0, "CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the machine is "
                         "idle, else 1", MODEL, low=0, metavar="N")
     # ModelConfig fields replacing the preset's (the CLI's model-shape group: --n-layer ...).

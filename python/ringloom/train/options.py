@@ -83,6 +83,9 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
         raise ValueError(f"unknown device {cfg.device!r}: expected cpu, cuda or cuda:N")
     parse_compression(cfg.compression)   # an unknown spec names itself
     # ---- options that need each other, or exclude each other
+    if cfg.deterministic_attention and cfg.attention == "cudnn":
+        raise ValueError("--deterministic-attention needs --attention ours or auto: the cudnn backend has no "
+                         "deterministic backward")
     if cfg.min_lr is not None and cfg.min_lr > cfg.lr:
         raise ValueError(f"--min-lr {cfg.min_lr} is larger than --lr {cfg.lr}")
     if cfg.device == "cpu" and cfg.dtype == "bfloat16":

@@ -20,7 +20,8 @@ from .single import SingleEngine
 def build_engine(run: Any) -> Engine:
     """This rank's engine for a prepared run (train/setup.RunSetup); not for a server rank."""
     cfg, layout = run.cfg, run.layout
-    common = dict(device=run.device, dtype=run.dtype, seed=cfg.seed, attention=cfg.attention)
+    common = dict(device=run.device, dtype=run.dtype, seed=cfg.seed, attention=cfg.attention,
+                  deterministic_attention=cfg.deterministic_attention)
     if run.is_server:
         raise ValueError(f"rank {run.rank} is a parameter server: it serves (train/ps_server.py), it runs no engine")
     if layout.servers:

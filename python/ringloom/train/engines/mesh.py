@@ -18,18 +18,21 @@ from .base import Batch, CheckpointState, Engine
 
 class MeshEngine(Engine):
     def __init__(self, model_config: Any, pg: Any, dp: int, pp: int, *, device: str, dtype: str, seed: int,
-                 attention: str | None = None, trace_path: str | None = None, **options: Any):
+                 attention: str | None = None, deterministic_attention: bool = False, trace_path: str | None = None,
+                 **options: Any):
         """``options``: ParallelEngine's (schedule, micro_batches, chunks, stage_layers, zero,
         bucket_mb, lr, weight_decay, max_grad_norm, compression, local_sgd, local_sgd_moments).
         ``trace_path``: record a timeline of every rank's compute and communication, merged
         into this Chrome trace file at the end."""
         self.model_config, self.pg, self.dtype, self.seed, self.attention = model_config, pg, dtype, seed, attention
+        self.deterministic_attention = deterministic_attention
         self.mesh = DeviceMesh(dp, pp, pg)
         self.parallel = ParallelEngine(model_config, self.mesh, device=device, dtype=dtype, seed=seed,
                                        trace=trace_path is not None,
                                        **options)
         for m in self.parallel.chunks:
             m.attention = attention
+            m.deterministic_attention = deterministic_attention
         self.device = self.parallel.device
         self.data_rank = self.val_rank = self.mesh.dp_index
         self.data_world = self.val_world = dp
@@ -87,7 +90,7 @@ class MeshEngine(Engine):
         if state is None:
             return None
         model = build_model(self.model_config, device=self.device, dtype=self.dtype, seed=self.seed,
-                            attention=self.attention)
+                            attention=self.attention, deterministic_attention=self.deterministic_attention)
         model.load_state_dict(state)
         return model
 

@@ -24,7 +24,8 @@ from .base import Batch, CheckpointState, Engine
 
 class PSWorkerEngine(Engine):
     def __init__(self, model_config: Any, pg: Any, servers: int, *, mode: str, staleness: int, seed: int,
-                 device: str, dtype: str, steps: int, final_moments: bool, attention: str | None = None):
+                 device: str, dtype: str, steps: int, final_moments: bool, attention: str | None = None,
+                 deterministic_attention: bool = False):
         """``steps``: the run's last step (when worker 0 takes the servers' final state, with
         their AdamW moments when ``final_moments``: a checkpoint follows)."""
         self.model_config, self.pg = model_config, pg
@@ -33,6 +34,7 @@ class PSWorkerEngine(Engine):
         self.ps = PSWorker(model_config, pg, self.layout, mode=mode, staleness=staleness, seed=seed, device=device,
                            dtype=dtype, connect=False)
         self.ps.model.attention = attention
+        self.ps.model.deterministic_attention = deterministic_attention
         self.device = self.ps.device
         self.steps, self.final_moments = steps, final_moments
         self.data_rank, self.data_world = pg.rank, self.layout.workers

@@ -18,10 +18,12 @@ _GRAPH_STOP = ("with --cuda-graph: the captured step had already applied its upd
 
 class SingleEngine(Engine):
     def __init__(self, model_config: Any, *, device: str, dtype: str, seed: int, lr: float, weight_decay: float,
-                 max_grad_norm: float, attention: str | None = None, cuda_graph: bool = False,
+                 max_grad_norm: float, attention: str | None = None, deterministic_attention: bool = False,
+                 cuda_graph: bool = False,
                  batch_shape: tuple[int, int] | None = None):
         self.model_config = model_config
-        self.model = build_model(model_config, device=device, dtype=dtype, seed=seed, attention=attention)
+        self.model = build_model(model_config, device=device, dtype=dtype, seed=seed, attention=attention,
+                                 deterministic_attention=deterministic_attention)
         self.device = self.model.device
         self.optimizer = AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
         self.captured = None
