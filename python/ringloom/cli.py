@@ -231,9 +231,10 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                         "(0 = lockstep, equal to sync) (default: %(default)s)")
     g.add_argument("--trace", default=None, metavar="PATH",
                    help="write a Chrome trace JSON of every rank's compute and communication")
-    g.add_argument("--backend", default=None,
-                   help="collective backend: nccl, ring or tree (default: nccl on GPU, ring "
-                        "on CPU)")
+    g.add_argument("--backend", default="auto", choices=("auto", "nccl", "ring", "tree"),
+                   help="collective backend: auto, nccl, ring or tree. auto: on GPUs nccl when every "
+                        "rank of a host has a GPU of its own, else ours (CUDA IPC, ranks sharing a GPU "
+                        "under CUDA MPS; else through host memory); on CPU ours (default: %(default)s)")
     return p
 
 

@@ -129,7 +129,7 @@ class Trainer:
 
             if self.device != "cpu" and self.device == "cuda:0":
                 self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(1, _C.cuda_device_count())}"
-            backend = cfg.backend or ("nccl" if self.device != "cpu" else "auto")
+            backend = dist.backend_for(self.device, cfg.backend)
             self.pg = dist.world() if dist.is_initialized() else dist.init(backend=backend)
             if not cfg.param_servers:
                 self.mesh = DeviceMesh(self.dp, self.pp, self.pg)
