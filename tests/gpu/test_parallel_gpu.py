@@ -65,7 +65,7 @@ def _run(n: int, args: list[str], out: str, env: dict[str, str] | None = None) -
     cmd = [sys.executable, "-m", "ringloom", "train", *COMMON, *args, "--out", out]
     if n > 1:
         cmd = [sys.executable, "-m", "ringloom", "launch", "-n", str(n), "-m", *cmd[2:]]
-    res = subprocess.run(cmd, env=child_env(**(env or {})), capture_output=True, text=True, timeout=240)
+    res = subprocess.run(cmd, env={**child_env(), **(env or {})}, capture_output=True, text=True, timeout=240)
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-5000:]
     return text
