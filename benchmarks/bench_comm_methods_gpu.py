@@ -56,7 +56,8 @@ def main() -> None:
             last = [json.loads(line) for line in f][-1]
         rows[m] = {"tokens_per_s": last["tokens_per_s"], "val_loss": last["val_loss"]}
     base = rows["allreduce"]["tokens_per_s"]
-    print(f"{'method':12s} {'tokens/s':>10s} {'vs all-reduce':>14s}  (2 ranks, {'one shared GPU' if shared else '2 GPUs'})")
+    where = "one shared GPU" if shared else "2 GPUs"
+    print(f"{'method':12s} {'tokens/s':>10s} {'vs all-reduce':>14s}  (2 ranks, {where})")
     for m, r in rows.items():
         print(f"{m:12s} {r['tokens_per_s']:10,.0f} {r['tokens_per_s'] / base:13.2f}x")
     with open(args.json, "w") as f:

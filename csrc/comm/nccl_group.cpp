@@ -199,8 +199,8 @@ std::shared_ptr<NcclWork> NcclGroup::reduce_scatter(const Tensor& out, const Ten
            "ringloom.distributed: reduce_scatter [nccl]: input ", in.describe(), " must hold ", size_,
            " x output ", out.describe());
   return run("reduce_scatter", [&] {
-    NCCL_CHECK(ncclReduceScatter(in.data(), out.data(), size_t(out.numel()), nccl_dtype(out.dtype()), nccl_op(op, size_),
-                                 comm_, stream_));
+    NCCL_CHECK(ncclReduceScatter(in.data(), out.data(), size_t(out.numel()), nccl_dtype(out.dtype()),
+                                 nccl_op(op, size_), comm_, stream_));
   });
 }
 
