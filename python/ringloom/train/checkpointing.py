@@ -175,7 +175,15 @@ def _check_config(ckpt_path: str, saved: dict, tr: Any) -> None:
 def restore_trainer(tr: Any, ckpt_path: str) -> int:
     """Load a verified checkpoint into the trainer; returns the step it continues from.
     Every rank reads the weights of all rank files merged by name and keeps its own
-    parameters, so the checkpoint's layout (dp, pp, stage split) need not match this run's."""
+    parameters, so the checkpoint's layout (dp, pp, stage split) need not match this run's.
+    A state file lacking a field or holding one of the wrong type is a CheckpointError."""
+    try:
+        return _restore(tr, ckpt_path)
+    except (KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{ckpt_path}: malformed checkpoint state ({type(e).__name__}: {e})") from None
+
+
+def _restore(tr: Any, ckpt_path: str) -> int:
     if getattr(tr, "ps", None) is not None:
         from .ps_training import restore
 
