@@ -79,7 +79,12 @@ def test_train_return_code_passes_through(fake):
     (["--steps", "0"], "--steps: must be at least 1, got 0"),
     (["--batch-size", "x"], "--batch-size: expected an integer, got 'x'"),
     (["--lr", "0"], "--lr: must be > 0.0"),
-    (["--lr", "nan"], "--lr: must be > 0.0"),
+    (["--lr", "nan"], "--lr: must be a finite number, got nan"),
+    (["--lr", "inf"], "--lr: must be a finite number, got inf"),
+    (["--weight-decay=-inf"], "--weight-decay: must be a finite number"),
+    (["--grad-clip", "1e999"], "--grad-clip: must be a finite number"),
+    (["--bucket-mb", "inf"], "--bucket-mb: must be a finite number"),
+    (["--temperature", "nan"], "--temperature: must be a finite number"),
     (["--device", "gpu"], "--device: expected cpu, cuda or cuda:N, got 'gpu'"),
     (["--dtype", "float64"], "invalid choice: 'float64'"),
     (["--tokenizer", "sentencepiece"], "--tokenizer: expected byte, bpe:PATH"),
@@ -116,7 +121,17 @@ def test_multiline_error_is_one_line(fake, capsys):
     assert capsys.readouterr().err == "ringloom train: error: a b\n"
 
 
-def test_bugs_are_not_hidden(fake):
+def test_unexpected_errors_are_one_line(fake, capsys, monkeypatch):
+    monkeypatch.delenv("RINGLOOM_DEBUG", raising=False)
+    fake["install"]("ringloom.train.trainer", "run_training", raises=RuntimeError("bug\nin two lines"))
+    assert main(["train"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("ringloom train: internal error: RuntimeError: bug in two lines (set RINGLOOM_DEBUG=1 for "
+                   "the traceback)\n")
+
+
+def test_bugs_are_not_hidden_with_debug(fake, monkeypatch):
+    monkeypatch.setenv("RINGLOOM_DEBUG", "1")
     fake["install"]("ringloom.train.trainer", "run_training", raises=RuntimeError("bug"))
     with pytest.raises(RuntimeError, match="bug"):
         main(["train"])

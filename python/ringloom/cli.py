@@ -11,17 +11,23 @@ This module only parses and checks arguments; the work is done by
 ``ringloom.launch.main(argv)``, ``ringloom.data.prepare_dataset`` and
 ``ringloom.train.plot.plot_run``, imported when used.
 A ValueError or missing-file error from them is a user error: one line on stderr, exit 2.
+Any other exception is reported the same way as an internal error, exit 1; with
+RINGLOOM_DEBUG=1 in the environment it propagates with its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
 import sys
 from typing import Callable, Sequence
 
 USAGE_ERROR = 2
-_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                PermissionError)
+INTERNAL_ERROR = 1
+# OSError: a missing, unreadable or unwritable file, a name too long, a full disk; its
+# message names the file.
+_USER_ERRORS = (ValueError, OSError)
 
 
 # ---- argument types: each says what is wrong -------------------------------------------------
@@ -45,8 +51,10 @@ def _float_in(low: float, high: float | None = None, low_open: bool = False
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value != value or (value <= low if low_open else value < low) or \
+        if not math.isfinite(value) or (value <= low if low_open else value < low) or \
                 (high is not None and value > high):
+            if not math.isfinite(value):
+                raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
             bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high else "")
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
         return value
@@ -173,6 +181,10 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
                    help="resume from a checkpoint (default when given without a value: the "
                         "latest in --out)")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace the run already in --out: its metrics, model, checkpoints, event files "
+                        "and plots are deleted first (other files are kept). Without --resume or "
+                        "--overwrite an existing run is refused")
     g.add_argument("--keep-checkpoints", type=nonneg_int, default=3, metavar="K",
                    help="keep the newest K complete checkpoints, 0 = all (default: %(default)s)")
     g.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
@@ -257,6 +269,9 @@ def _prepare_parser(sub) -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: a cache folder keyed by the inputs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files of the names prepare writes that are "
+                        "not a prepared dataset")
     return p
 
 
@@ -302,10 +317,11 @@ def _check_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    import os
-
     from .data.corpus import prepare_data
+    from .train.run_dir import check_dataset_dir
 
+    if args.out is not None:
+        check_dataset_dir(args.out, args.overwrite)
     _, data = prepare_data(args.data, args.tokenizer, args.out, args.val_fraction,
                            args.corpus_bytes)
     m = data.meta
@@ -334,12 +350,26 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _internal_error(command: str, e: BaseException) -> int:
+    """The last resort: an exception no check foresaw still ends in one line (and the
+    traceback with RINGLOOM_DEBUG=1)."""
+    if os.environ.get("RINGLOOM_DEBUG", "") not in ("", "0"):
+        raise e
+    msg = " ".join(str(e).split()) or "(no message)"
+    print(f"ringloom {command}: internal error: {type(e).__name__}: {msg} (set RINGLOOM_DEBUG=1 for the "
+          "traceback)", file=sys.stderr)
+    return INTERNAL_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "launch":
         # launch has its own parser and passes everything after the script on untouched.
         from .launch import main as launch_main
-        return launch_main(argv[1:]) or 0
+        try:
+            return launch_main(argv[1:]) or 0
+        except Exception as e:  # noqa: BLE001 -- one line, see _internal_error
+            return _internal_error("launch", e)
 
     parser = build_parser()
     try:  # argparse exits 2 on errors, 0 on --help/--version
@@ -360,3 +390,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ringloom {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 -- one line, see _internal_error
+        return _internal_error(args.command, e)

@@ -2,8 +2,56 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+
+# Numeric fields and their ranges: (low, high), None = unbounded; every float must be
+# finite (an infinite learning rate passes "lr >= 0" and turns the weights into -inf).
+_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "steps": (0, None), "batch_size": (1, None), "seq_len": (1, None), "warmup": (0, None),
+    "seed": (0, 2**63 - 1), "eval_every": (0, None), "eval_batches": (1, None), "log_every": (1, None),
+    "threads": (0, 1024), "corpus_bytes": (1, None), "sample_every": (0, None), "sample_len": (0, None),
+    "top_k": (0, None), "dp": (1, None), "pp": (1, None), "micro_batches": (1, None), "chunks": (1, None),
+    "local_sgd": (0, None), "param_servers": (0, None), "ps_staleness": (0, None), "save_every": (0, None),
+    "keep_checkpoints": (0, None)}
+_FLOAT_RANGES: dict[str, tuple[float, float | None, bool]] = {   # (low, high, low excluded)
+    "lr": (0.0, None, False), "min_lr": (0.0, None, False), "weight_decay": (0.0, None, False),
+    "grad_clip": (0.0, None, False), "val_fraction": (0.0, 0.5, True), "temperature": (0.0, None, False),
+    "bucket_mb": (0.0, None, True), "peak_tflops": (0.0, None, True)}
+_OPTIONAL = ("dp", "micro_batches", "chunks", "min_lr", "peak_tflops")
+
+
+def _option(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def check_numbers(cfg: "TrainConfig") -> None:
+    """Every numeric field of ``cfg`` is of its type, finite and in its range, and the
+    prompt is text that can be encoded; ValueError naming the field and its CLI option."""
+    for name, (low, high) in _INT_RANGES.items():
+        v = getattr(cfg, name)
+        if v is None and name in _OPTIONAL:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < low or (high is not None and v > high):
+            bound = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
+            raise ValueError(f"{_option(name)} must be {bound}, got {v!r}")
+    for name, (low, high, open_low) in _FLOAT_RANGES.items():
+        v = getattr(cfg, name)
+        if v is None and name in _OPTIONAL:
+            continue
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+            (v > low if open_low else v >= low) and (high is None or v <= high)
+        if not ok:
+            bound = f"a finite number {'>' if open_low else '>='} {low}" + (f" and <= {high}" if high else "")
+            raise ValueError(f"{_option(name)} must be {bound}, got {v!r}")
+    if not isinstance(cfg.prompt, str):
+        raise ValueError(f"{_option('prompt')} must be text, got {cfg.prompt!r}")
+    try:
+        cfg.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{_option('prompt')} is not valid UTF-8 text (it holds undecodable bytes)") from None
 
 
 @dataclass
@@ -56,6 +104,7 @@ class TrainConfig:
     backend: str | None = None
     save_every: int = 0
     resume: str | None = None     # None, "latest" or a checkpoint path
+    overwrite: bool = False       # replace an existing run in out (train/run_dir.py)
     # Checkpoints, failures, metrics (docs/training.md).
     keep_checkpoints: int = 3     # newest complete checkpoints kept; 0 = all
     on_nonfinite: str = "stop"    # stop | skip (train/nonfinite.py)
@@ -65,43 +114,25 @@ class TrainConfig:
     attention: str = "auto"       # GPU attention: ours | cudnn | auto (Model.attention)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
-                     "chunks"):
-            v = getattr(self, name)
-            if v is None and name in ("dp", "micro_batches", "chunks"):
-                continue
-            if not isinstance(v, int) or v < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_numbers(self)
         if self.attention not in ("ours", "cudnn", "auto"):
             raise ValueError(f"attention must be ours, cudnn or auto, got {self.attention!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
-        if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
-            raise ValueError(f"keep_checkpoints must be an integer >= 0, got {self.keep_checkpoints!r}")
-        if self.save_every < 0:
-            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
-        if self.lr < 0:
-            raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.min_lr is None:
             self.min_lr = self.lr / 10
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr (--min-lr) {self.min_lr} is larger than lr (--lr) {self.lr}")
         if self.schedule == "zb":
             self.schedule = "zb-h1"
         from ..parallel.compression import parse_compression
 
         parse_compression(self.compression)   # an unknown spec fails here, before any process work
-        if not isinstance(self.local_sgd, int) or self.local_sgd < 0:
-            raise ValueError(f"local_sgd must be an integer >= 0 (0 = off), got {self.local_sgd!r}")
         if self.local_sgd and (self.zero or self.compression not in ("none", "")):
             raise ValueError("local_sgd averages weights, not gradients: it cannot be combined with zero or "
                              "compression")
-        for name in ("param_servers", "ps_staleness"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if self.ps_mode not in ("sync", "async"):
             raise ValueError(f"ps_mode must be sync or async, got {self.ps_mode!r}")
-        if self.bucket_mb <= 0:
-            raise ValueError(f"bucket_mb must be positive, got {self.bucket_mb}")
 
     @classmethod
     def from_args(cls, args: Any) -> "TrainConfig":

@@ -134,8 +134,11 @@ class Trainer:
             if not cfg.param_servers:
                 self.mesh = DeviceMesh(self.dp, self.pp, self.pg)
         self.is_main = self.pg is None or self.pg.rank == 0
-        if cfg.out and self.is_main:
-            os.makedirs(cfg.out, exist_ok=True)
+        if cfg.out:   # an existing run is continued or replaced only when asked (train/run_dir.py)
+            from .run_dir import check_run_dir, prepare_run_dir
+
+            prepare_run_dir(cfg.out, cfg.resume, cfg.overwrite) if self.is_main else \
+                check_run_dir(cfg.out, cfg.resume, cfg.overwrite)
         if self.pg is not None and not self.is_main:
             self.pg.barrier()  # rank 0 tokenizes and caches the data first; the others reuse it
         self.tokenizer, self.data = prepare_data(cfg.data, cfg.tokenizer, val_fraction=cfg.val_fraction,
