@@ -70,7 +70,7 @@ def _is_int(v: object) -> bool:
 def check_header(header: object, data_len: int) -> str | None:
     """What is wrong with a parsed safetensors header for a data section of ``data_len``
     bytes, or None. Strict, as the format asks: every entry is exactly dtype, shape (integers
-    >= 0, their product computed without overflow) and data_offsets (two integers), the
+    in [0, 2**63), their product computed without overflow) and data_offsets (two integers), the
     tensors lie back to back without gaps or overlap and cover the data section exactly;
     __metadata__ maps strings to strings."""
     if not isinstance(header, dict):
@@ -87,13 +87,16 @@ def check_header(header: object, data_len: int) -> str | None:
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(dtype, str) or dtype not in _FROM_ST:
             return f"tensor {name!r} has unsupported dtype {dtype!r}"
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < 2**63 for d in shape):
             return f"tensor {name!r} has an invalid shape {shape!r}"
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
             return f"tensor {name!r} has invalid data_offsets {offsets!r}"
-        count = 1
+        count, extent = 1, _FROM_ST[dtype].itemsize
         for d in shape:   # Python integers: a 2**64 dimension cannot wrap around
             count *= d
+            extent *= max(d, 1)
+        if extent >= 2**63:   # what an array may span, empty or not (NumPy's limit too)
+            return f"tensor {name!r} has an invalid shape {shape!r} (too large)"
         begin, end = offsets
         if not (0 <= begin <= end <= data_len) or end - begin != count * _FROM_ST[dtype].itemsize:
             return (f"tensor {name!r} lies outside the file or has the wrong size "
