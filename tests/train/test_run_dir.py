@@ -162,3 +162,12 @@ def test_random_numbers_are_accepted_only_when_valid(fields):
     for name in _NUMERIC:
         v = getattr(cfg, name)
         assert v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)), name
+
+
+def test_overwrite_that_fails_early_keeps_the_old_run(train_config, tmp_path):
+    cfg = train_config(save_every=3)
+    run_training(cfg)
+    before = _snapshot(cfg.out)
+    with pytest.raises(FileNotFoundError, match="data path not found"):
+        run_training(train_config(data=[str(tmp_path / "missing.txt")], overwrite=True))
+    assert _snapshot(cfg.out) == before

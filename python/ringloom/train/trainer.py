@@ -135,10 +135,9 @@ class Trainer:
                 self.mesh = DeviceMesh(self.dp, self.pp, self.pg)
         self.is_main = self.pg is None or self.pg.rank == 0
         if cfg.out:   # an existing run is continued or replaced only when asked (train/run_dir.py)
-            from .run_dir import check_run_dir, prepare_run_dir
+            from .run_dir import check_run_dir
 
-            prepare_run_dir(cfg.out, cfg.resume, cfg.overwrite) if self.is_main else \
-                check_run_dir(cfg.out, cfg.resume, cfg.overwrite)
+            check_run_dir(cfg.out, cfg.resume, cfg.overwrite)
         if self.pg is not None and not self.is_main:
             self.pg.barrier()  # rank 0 tokenizes and caches the data first; the others reuse it
         self.tokenizer, self.data = prepare_data(cfg.data, cfg.tokenizer, val_fraction=cfg.val_fraction,
@@ -335,6 +334,10 @@ def run_training(cfg: TrainConfig | Any) -> dict:
 
         return run_server(tr)
     main = tr.is_main  # in a parallel run rank 0 alone prints, logs and saves
+    if cfg.out and main:   # --overwrite deletes the old run only now, when nothing can fail before writing
+        from .run_dir import prepare_run_dir
+
+        prepare_run_dir(cfg.out, cfg.resume, cfg.overwrite)
     # -- resume: train/checkpointing.py ("latest" with no checkpoint yet is a fresh start)
     ckpt = resume_path(cfg, tr)
     start = restore_trainer(tr, ckpt) if ckpt else 0
