@@ -171,3 +171,12 @@ def test_overwrite_that_fails_early_keeps_the_old_run(train_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="data path not found"):
         run_training(train_config(data=[str(tmp_path / "missing.txt")], overwrite=True))
     assert _snapshot(cfg.out) == before
+
+
+def test_trace_path_that_cannot_be_written_fails_before_training(train_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="--trace .*file: exists and is not a directory"):
+        run_training(train_config(trace=str(blocker / "trace.json"), micro_batches=1))
+    with pytest.raises(ValueError, match="--trace .*is a directory"):
+        run_training(train_config(trace=str(tmp_path), micro_batches=1))

@@ -46,6 +46,14 @@ def _check_creatable(out: str, option: str) -> None:
         raise ValueError(f"{option} {out}: the directory is not writable")
 
 
+def check_output_file(path: str, option: str) -> None:
+    """An output file written at the end of a run (--trace): its directory must exist or be
+    creatable and writable now, so the run does not fail after training."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a directory, expected a file name")
+    _check_creatable(os.path.dirname(os.path.abspath(path)), option)
+
+
 def existing_run(out: str) -> list[str]:
     """The entries of a previous run present in ``out`` (empty when it holds none)."""
     return [n for n in RUN_ENTRIES if os.path.lexists(os.path.join(out, n))]

@@ -138,6 +138,10 @@ class Trainer:
             from .run_dir import check_run_dir
 
             check_run_dir(cfg.out, cfg.resume, cfg.overwrite)
+        if cfg.trace:
+            from .run_dir import check_output_file
+
+            check_output_file(cfg.trace, "--trace")
         if self.pg is not None and not self.is_main:
             self.pg.barrier()  # rank 0 tokenizes and caches the data first; the others reuse it
         self.tokenizer, self.data = prepare_data(cfg.data, cfg.tokenizer, val_fraction=cfg.val_fraction,
