@@ -23,8 +23,8 @@ still act kills.)
 
 ``ringloom launch -n 2 python x.py`` is accepted as one types it for mpirun: a leading
 ``python``, ``python3``, ``python3.N`` or this interpreter's path is dropped (the ranks
-always run this interpreter, ``sys.executable -u``); interpreter options after it are
-refused with the reason.
+always run this interpreter, ``sys.executable -u``); the path of another interpreter, and
+interpreter options after it, are refused with the reason.
 Across machines use torchrun, srun or mpirun: ringloom.distributed reads their variables.
 """
 from __future__ import annotations
@@ -114,6 +114,9 @@ def parse_args(argv: list[str]) -> LaunchConfig:
         """The script (or -m module) at argv[i]; a leading interpreter name is dropped."""
         nonlocal i
         if _is_interpreter(a):
+            if os.path.sep in a and os.path.realpath(a) != os.path.realpath(sys.executable):
+                raise UsageError(f"{a} is another interpreter than this one ({sys.executable}), which the ranks "
+                                 f"run: start the launcher with {a} -m ringloom.launch instead")
             if i + 1 >= len(argv):
                 raise UsageError(f"{a}: no script or -m module after it")
             i += 1
@@ -165,8 +168,7 @@ def _is_interpreter(arg: str) -> bool:
     for mpirun, and not a script of that name in the current directory."""
     if os.path.isfile(arg) and arg.endswith(".py"):
         return False
-    same = os.path.realpath(arg) == os.path.realpath(sys.executable) if os.path.sep in arg else False
-    return same or bool(_INTERPRETERS.match(os.path.basename(arg)))
+    return os.path.realpath(arg) == os.path.realpath(sys.executable) or bool(_INTERPRETERS.match(os.path.basename(arg)))
 
 
 def check_environment(cfg: LaunchConfig) -> None:

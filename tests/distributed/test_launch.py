@@ -137,6 +137,7 @@ def test_ranks_die_with_a_launcher_killed_by_sigkill(tmp_path):
     (["--max-restarts", "-1", "a.py"], "--max-restarts must be >= 0"),
     (["-n", "2", "python"], "no script or -m module after it"),
     (["-n", "2", "python", "-u", "a.py"], "interpreter option -u is not supported"),
+    (["-n", "2", "/opt/other/bin/python3", "a.py"], "is another interpreter than this one"),
 ])
 def test_bad_options_are_refused(argv, msg):
     with pytest.raises(UsageError, match=msg.replace("(", r"\(").replace("+", r"\+")):
