@@ -254,6 +254,16 @@ def test_sample_with_a_bad_model_json(saved_model, capsys, meta, needle):
     _one_line_error(capsys, "sample", needle)
 
 
+def test_sample_with_a_tokenizer_linked_out_of_the_model(saved_model, tmp_path, capsys):
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    os.symlink(outside, saved_model / "tokenizer.json")
+    meta = json.load(open(saved_model / "model.json"))
+    (saved_model / "model.json").write_text(json.dumps({**meta, "tokenizer": "bpe:tokenizer.json"}))
+    assert main(["sample", "--model", str(saved_model)]) == 2
+    _one_line_error(capsys, "sample", "tokenizer.json: cannot open (a symbolic link")
+
+
 def test_sample_with_a_forged_safetensors_header(saved_model, capsys):
     header = {"w": {"dtype": "F32", "shape": [2**64, 2**64, 0], "data_offsets": [0, 0]}}
     blob = json.dumps(header).encode()

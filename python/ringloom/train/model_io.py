@@ -9,7 +9,7 @@ import shutil
 from typing import Any
 
 from ..checkpoint import atomic_write_text, load_safetensors, save_safetensors
-from ..checkpoint.safe_files import member_path, read_bounded
+from ..checkpoint.safe_files import member_path, open_regular, read_bounded
 
 
 def save_model(model: Any, out_dir: str, tokenizer_spec: str) -> None:
@@ -55,5 +55,7 @@ def load_model(model_dir: str, device: str = "cpu") -> tuple[Any, dict]:
     model.load_state_dict(state)
     if meta["tokenizer"].startswith("bpe:"):
         # The tokenizer travels with the weights (save_model): it must lie in model_dir.
-        meta["tokenizer"] = "bpe:" + member_path(model_dir, meta["tokenizer"][4:], meta_path)
+        path = member_path(model_dir, meta["tokenizer"][4:], meta_path)
+        open_regular(path, meta_path).close()   # a regular file, not a link out of model_dir
+        meta["tokenizer"] = "bpe:" + path
     return model, meta
