@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "comm/algorithms.h"
+#include "core/check.h"
 
 namespace ringloom::comm {
 
@@ -68,6 +69,12 @@ size_t ipc_oneshot_default() {
 
 void require_defined(const char* op, const Tensor& t) {
   RL_CHECK(t.defined(), Value, "ringloom.distributed: ", op, ": the tensor is undefined");
+}
+
+// A tensor the op writes its result into.
+void require_output(const char* op, const Tensor& t) {
+  require_defined(op, t);
+  check_writable(str_cat("ringloom.distributed: ", op).c_str(), "the output", t);
 }
 
 bool reducible(DType t) {
@@ -292,7 +299,7 @@ void ProcessGroup::set_ipc_oneshot_max_bytes(size_t bytes) { ipc_oneshot_max_ = 
 
 std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   const char* name = "all_reduce";
-  require_defined(name, t);
+  require_output(name, t);
   RL_CHECK(reducible(t.dtype()), Type, where(name), ": cannot reduce ", t.describe(),
            " (supported: float32, bfloat16, int32, int64, uint8)");
   RL_CHECK(op != ReduceOp::Avg || is_floating(t.dtype()), Value, where(name), ": op='avg' needs a floating dtype, got ",
@@ -317,7 +324,7 @@ std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
 
 std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) {
   const char* name = "reduce_scatter";
-  require_defined(name, out);
+  require_output(name, out);
   require_defined(name, in);
   RL_CHECK(out.dtype() == in.dtype() && out.device() == in.device(), Type, where(name), ": output ", out.describe(),
            " and input ", in.describe(), " differ in dtype or device");
@@ -349,7 +356,7 @@ std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tens
 
 std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& in) {
   const char* name = "all_gather";
-  require_defined(name, out);
+  require_output(name, out);
   require_defined(name, in);
   RL_CHECK(out.dtype() == in.dtype() && out.device() == in.device(), Type, where(name), ": output ", out.describe(),
            " and input ", in.describe(), " differ in dtype or device");
@@ -372,7 +379,7 @@ std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& 
 
 std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
   const char* name = "broadcast";
-  require_defined(name, t);
+  require_output(name, t);
   RL_CHECK(src >= 0 && src < size(), Index, where(name), ": src=", src, " is not a rank of this group (0..",
            size() - 1, ")");
   if (IpcTransport* ipc = ipc_for(t, name))
@@ -418,7 +425,7 @@ std::shared_ptr<Work> ProcessGroup::send(const Tensor& t, int dst) {
 
 std::shared_ptr<Work> ProcessGroup::recv(const Tensor& t, int src) {
   const char* name = "recv";
-  require_defined(name, t);
+  require_output(name, t);
   RL_CHECK(src >= 0 && src < size() && src != me_, Index, where(name), ": src=", src,
            " must be another rank of this group (0..", size() - 1, ")");
   return enqueue(str_cat(name, " from rank ", src), {t}, [this, t, src, name](Deadline d) {

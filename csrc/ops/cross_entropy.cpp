@@ -29,6 +29,7 @@ Tensor cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_
 
 Tensor cross_entropy_forward_backward(Tensor& logits, const Tensor& targets, int64_t ignore_index, float grad_scale) {
   check_xent("cross_entropy_forward_backward", logits, targets, ignore_index);
+  check_writable("cross_entropy_forward_backward", "logits (overwritten by the gradient)", logits);
   return RL_DISPATCH(logits, cross_entropy_forward_backward(logits, targets, ignore_index, grad_scale));
 }
 

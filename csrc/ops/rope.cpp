@@ -19,11 +19,13 @@ void check_rope(const char* op, const Tensor& x, int64_t n_rot_heads, float base
 
 void rope_forward(Tensor& x, int64_t n_rot_heads, float base, int64_t pos_offset) {
   check_rope("rope_forward", x, n_rot_heads, base, pos_offset);
+  check_writable("rope_forward", "x", x);
   RL_DISPATCH(x, rope_apply(x, n_rot_heads, base, pos_offset, false));
 }
 
 void rope_backward(Tensor& dx, int64_t n_rot_heads, float base, int64_t pos_offset) {
   check_rope("rope_backward", dx, n_rot_heads, base, pos_offset);
+  check_writable("rope_backward", "dx", dx);
   RL_DISPATCH(dx, rope_apply(dx, n_rot_heads, base, pos_offset, true));
 }
 

@@ -237,7 +237,7 @@ __global__ void layernorm_backward_wide_kernel(const T* __restrict__ dy, const T
 std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                      float eps) {
   const int64_t C = x.size(-1);
-  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t rows = leading_rows(x.shape());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({rows}, DType::Float32, x.device());
   Tensor rstd = Tensor::empty({rows}, DType::Float32, x.device());
@@ -276,7 +276,7 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tens
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                           const Tensor& rstd, Tensor& dgamma, Tensor& dbeta) {
   const int64_t C = x.size(-1);
-  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (rows == 0) return dx;
   RL_CHECK(dgamma.dtype() == dbeta.dtype(), Type, "layernorm_backward: dgamma (", dgamma.describe(),

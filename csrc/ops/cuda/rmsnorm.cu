@@ -178,7 +178,7 @@ __global__ void rmsnorm_backward_wide_kernel(const T* __restrict__ dy, const T* 
 
 std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma, float eps) {
   const int64_t C = x.size(-1);
-  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t rows = leading_rows(x.shape());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, DType::Float32, x.device());
   if (rows == 0) return {y, rstd};
@@ -213,7 +213,7 @@ std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma,
 
 Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma) {
   const int64_t C = x.size(-1);
-  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (rows == 0) return dx;
   OpContext ctx(x);
