@@ -172,9 +172,10 @@ Backend ProcessGroup::pick(size_t nbytes) const {
   return nbytes <= tree_max_bytes() ? Backend::Tree : Backend::Ring;
 }
 
-std::shared_ptr<Work> ProcessGroup::enqueue(const std::string& op, std::vector<Tensor> keep, Fn fn) {
+std::shared_ptr<Work> ProcessGroup::enqueue(const std::string& op, std::vector<Tensor> keep, Fn fn, CallDesc desc) {
   auto w = std::make_shared<Work>(op);
   w->keep = std::move(keep);
+  w->desc = desc;
   {
     std::lock_guard<std::mutex> l(mu_);
     RL_CHECK(!stop_, Runtime, where(op.c_str()), ": the process group was shut down");
@@ -206,37 +207,67 @@ void ProcessGroup::worker_loop() {
                                broken))));
       continue;
     }
-    mesh_->begin(w->op());
-    current_ = w;
-    deferred_ = false;
+    run_one(w, fn);
+  }
+}
+
+void ProcessGroup::run_one(const std::shared_ptr<Work>& w, Fn& fn) {
+  mesh_->begin(w->op());
+  current_ = w;
+  deferred_ = false;
+  recorder_.begin(++calls_, w->op(), w->desc);
+  const Deadline d = deadline_after(timeout_s_);
+  if (w->desc.compare && check_collectives_enabled() && size() > 1) {
     try {
-      fn(deadline_after(timeout_s_));
-      fn = nullptr;  // drop the op's captures here, not when the next op replaces them
-      current_.reset();
-      if (!deferred_) w->finish(nullptr);
+      agree_on_call(*mesh_, w->desc, ++collectives_, d, where(call_kind_name(w->desc.kind)));
     } catch (const Error& e) {
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        broken_ = e.what();
-        broken_kind_ = e.kind();
+      if (e.kind() == ErrorKind::Value) {
+        // Every rank saw the same ranges and raises the same error; the byte streams are
+        // still in step, so the group stays usable.
+        recorder_.end(false);
+        fn = nullptr;
+        current_.reset();
+        w->finish(std::current_exception());
+        return;
       }
-      mesh_->abort();  // peers waiting on us see EOF now instead of at their deadline
-      abort_ipc();
-      fn = nullptr;
-      current_.reset();
-      w->finish(std::current_exception());
-    } catch (...) {
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        broken_ = "unexpected non-ringloom exception";
-      }
-      mesh_->abort();
-      abort_ipc();
-      fn = nullptr;
-      current_.reset();
-      w->finish(std::current_exception());
+      // A transport failure during the agreement: handled below like any other.
+      fn = [e](Deadline) { throw e; };
     }
   }
+  std::string failure;
+  ErrorKind kind = ErrorKind::Runtime;
+  try {
+    fn(d);
+    fn = nullptr;  // drop the op's captures here, not when the next op replaces them
+    current_.reset();
+    recorder_.end(true);
+    if (!deferred_) w->finish(nullptr);
+    return;
+  } catch (const Error& e) {
+    failure = e.what();
+    kind = e.kind();
+  } catch (const std::exception& e) {
+    failure = str_cat("unexpected error: ", e.what());
+  } catch (...) {
+    failure = "unexpected non-ringloom exception";
+  }
+  // Where this rank was and what it last completed: with every rank saying so, the stuck
+  // rank is the one whose history ends earliest.
+  const std::string history = recorder_.report();
+  recorder_.end(false);
+  std::fprintf(stderr, "ringloom.distributed: group '%s' rank %d (global rank %d): %s\n  %s\n", name_.c_str(), me_,
+               members_[size_t(me_)], failure.c_str(), history.c_str());
+  const std::string msg = failure + "\n  " + history;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    broken_ = msg;
+    broken_kind_ = kind;
+  }
+  mesh_->abort();  // peers waiting on us see EOF now instead of at their deadline
+  abort_ipc();
+  fn = nullptr;
+  current_.reset();
+  w->finish(std::make_exception_ptr(Error(kind, msg)));
 }
 
 void ProcessGroup::abort_ipc() {
@@ -319,7 +350,7 @@ std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
     else ring_all_reduce(*mesh_, wb.span, wb.wire, op, d);
     wb.write(host.data(), 0, wb.span.count, t.dtype(), op, n);
     from_host(t, host);
-  });
+  }, CallDesc{CallKind::AllReduce, int64_t(t.dtype()), t.numel(), -1, int64_t(op), -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) {
@@ -351,7 +382,7 @@ std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tens
     else ring_reduce_scatter(*mesh_, wb.span, off, wb.wire, op, d);
     wb.write(hout.data(), c * size_t(me), c, out.dtype(), op, n);
     from_host(out, hout);
-  });
+  }, CallDesc{CallKind::ReduceScatter, int64_t(in.dtype()), out.numel(), -1, int64_t(op), -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& in) {
@@ -374,7 +405,7 @@ std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& 
     for (int i = 0; i <= n; ++i) off[size_t(i)] = c * size_t(i);
     ring_all_gather(*mesh_, span, off, d);
     from_host(out, hout);
-  });
+  }, CallDesc{CallKind::AllGather, int64_t(in.dtype()), in.numel(), -1, -1, -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
@@ -388,14 +419,14 @@ std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
     Tensor host = to_host(t);
     tree_broadcast(*mesh_, Span{static_cast<char*>(host.data()), size_t(host.numel()), dtype_size(t.dtype())}, src, d);
     from_host(t, host);
-  });
+  }, CallDesc{CallKind::Broadcast, int64_t(t.dtype()), t.numel(), src, -1, -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::barrier() {
   return enqueue("barrier", {}, [this](Deadline d) {
     int32_t token = 0;
     tree_all_reduce(*mesh_, Span{reinterpret_cast<char*>(&token), 1, 4}, DType::Int32, ReduceOp::Sum, d);
-  });
+  }, CallDesc{CallKind::Barrier, -1, 0, -1, -1, -1, true});
 }
 
 // Point-to-point messages carry their byte count first, so a send/recv mismatch is an
@@ -420,7 +451,7 @@ std::shared_ptr<Work> ProcessGroup::send(const Tensor& t, int dst) {
       mesh_->send(dst, hdr.get(), 8, d, [hdr](std::exception_ptr) {});
       mesh_->send(dst, host.data(), host.nbytes(), d, finish);
     }
-  });
+  }, CallDesc{CallKind::Send, int64_t(t.dtype()), t.numel(), -1, -1, dst, false});
 }
 
 std::shared_ptr<Work> ProcessGroup::recv(const Tensor& t, int src) {
@@ -436,7 +467,7 @@ std::shared_ptr<Work> ProcessGroup::recv(const Tensor& t, int src) {
              " bytes but this recv expects ", host.nbytes(), " (", t.describe(), ")");
     mesh_->recv(src, host.data(), host.nbytes(), d);
     from_host(t, host);
-  });
+  }, CallDesc{CallKind::Recv, int64_t(t.dtype()), t.numel(), -1, -1, src, false});
 }
 
 std::shared_ptr<ProcessGroup> ProcessGroup::new_group(std::vector<int> ranks, Backend backend) {

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <unordered_map>
@@ -173,8 +175,20 @@ class ServerState {
 
 }  // namespace
 
+namespace {
+double auth_timeout() {
+  const char* e = std::getenv("RINGLOOM_STORE_AUTH_TIMEOUT");
+  if (!e || !*e) return kAuthSeconds;
+  char* end = nullptr;
+  const double v = std::strtod(e, &end);
+  RL_CHECK(end && *end == '\0' && std::isfinite(v) && v > 0 && v <= 86400, Value,
+           "ringloom store: RINGLOOM_STORE_AUTH_TIMEOUT must be a number of seconds in (0, 86400], got '", e, "'");
+  return v;
+}
+}  // namespace
+
 StoreServer::StoreServer(const std::string& host, int port, std::string token)
-    : listener_(host, port), token_(std::move(token)) {
+    : listener_(host, port), token_(std::move(token)), auth_s_(auth_timeout()) {
   RL_CHECK(::pipe2(wake_, O_CLOEXEC) == 0, Runtime, "ringloom store: pipe failed: ", std::strerror(errno));
   thread_ = std::thread([this] { loop(); });
 }
@@ -226,7 +240,7 @@ void StoreServer::loop() {
         }
         conns.emplace_back();
         conns.back().sock = Socket(fd);
-        conns.back().auth_deadline = deadline_after(kAuthSeconds);
+        conns.back().auth_deadline = deadline_after(auth_s_);
         if (conns.size() >= kMaxConnections) break;
       }
     }

@@ -19,8 +19,9 @@
 // timed on the server (it answers TIMEOUT), so one stuck client never blocks others.
 //
 // Before the handshake a connection may send at most one frame of kMaxHelloFrame bytes
-// (what a HELLO with the longest token needs), and must complete it within kAuthSeconds
-// of connecting; otherwise it is closed. So a stranger costs at most a few KiB and a file
+// (what a HELLO with the longest token needs), and must complete it within
+// RINGLOOM_STORE_AUTH_TIMEOUT seconds (default kAuthSeconds) of connecting; otherwise it
+// is closed. So a stranger costs at most a few KiB and a file
 // descriptor for a few seconds, never a 16 MiB buffer. When accept() fails (file
 // descriptors exhausted) the server stops accepting for kAcceptBackoffMs instead of
 // spinning on a listener that stays readable.
@@ -59,6 +60,7 @@ class StoreServer {
   void loop();
   Listener listener_;
   std::string token_;
+  double auth_s_;  // how long a connection may stay unauthenticated
   int wake_[2] = {-1, -1};  // a pipe: writing to it ends the loop
   std::thread thread_;
 };
