@@ -9,7 +9,6 @@ Tensor add(const Tensor& a, const Tensor& b) {
   check_same(op, {{"a", &a}, {"b", &b}}, true);
   check_shape(op, "b", b, a.shape());
   check_dtype_in(op, "a", a, {DType::Float32, DType::BFloat16});
-  check_writable(op, "a", a);
   if (a.is_cpu()) check_cpu_float32(op, {{"a", &a}});
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   RL_DISPATCH(a, add_out(a, b, out));
@@ -21,6 +20,7 @@ void add_(Tensor& a, const Tensor& b) {
   check_same(op, {{"a", &a}, {"b", &b}}, true);
   check_shape(op, "b", b, a.shape());
   check_dtype_in(op, "a", a, {DType::Float32, DType::BFloat16});
+  check_writable(op, "a", a);
   if (a.is_cpu()) check_cpu_float32(op, {{"a", &a}});
   RL_DISPATCH(a, add_out(a, b, a));
 }

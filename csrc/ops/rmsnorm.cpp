@@ -1,6 +1,7 @@
 #include "ops/rmsnorm.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "ops/dispatch.h"
 
@@ -13,7 +14,7 @@ std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma,
   RL_CHECK(x.dim() >= 1, Value, op, ": x must have at least 1 dimension, got ", x.describe());
   RL_CHECK(x.size(-1) > 0, Value, op, ": x (", x.describe(), ") has an empty last dimension: nothing to normalize over");
   check_shape(op, "gamma", gamma, {x.size(-1)});
-  RL_CHECK(eps > 0, Value, op, ": eps must be positive, got ", eps);
+  RL_CHECK(std::isfinite(eps) && eps > 0, Value, op, ": eps must be finite and positive, got ", eps);
   if (x.is_cpu()) check_cpu_float32(op, {{"x", &x}});
   return RL_DISPATCH(x, rmsnorm_forward(x, gamma, eps));
 }
