@@ -9,8 +9,7 @@ namespace ringloom {
 
 namespace {
 void check_qkv(const char* op, const Tensor& qkv, int64_t n_head, int64_t n_kv_head, float scale) {
-  RL_CHECK(std::isfinite(scale) && scale >= 0, Value, op, ": scale must be finite and >= 0 (0: 1/sqrt(head dim)), got ",
-           scale);
+  RL_CHECK(std::isfinite(scale), Value, op, ": scale must be finite (<= 0: 1/sqrt(head dim)), got ", scale);
   check_dtype_in(op, "qkv", qkv, {DType::Float32, DType::BFloat16});
   check_dim(op, "qkv", qkv, 4);
   RL_CHECK(n_head > 0 && n_kv_head > 0 && n_head % n_kv_head == 0, Value, op, ": n_head (", n_head,
