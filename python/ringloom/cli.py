@@ -152,6 +152,10 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--attention", choices=["ours", "cudnn", "auto"], default=None,
                    help="GPU attention: our flash kernels, cuDNN's fused SDPA, or auto = cuDNN at head "
                         "dim 128 when built, ours otherwise (default: auto)")
+    g.add_argument("--recompute", choices=["none", "selective", "full"], default=None,
+                   help="activation recomputation: selective redoes the norms and the MLP activation in "
+                        "backward, full keeps only each block's input and redoes its forward; same "
+                        "results, less memory (default: none)")
     g.add_argument("--threads", type=nonneg_int, default=0, metavar="N",
                    help="CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the "
                         "machine is idle, else 1 (default: %(default)s)")
@@ -170,6 +174,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="output directory (default: runs/<preset>)")
     g.add_argument("--save-every", type=nonneg_int, default=0, metavar="STEPS",
                    help="checkpoint every N steps, 0 = only at the end (default: %(default)s)")
+    g.add_argument("--async-save", action="store_true", default=None,
+                   help="write checkpoints on a background thread from a host snapshot while training "
+                        "goes on (at most one save in flight)")
     g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
                    help="resume from a checkpoint (default when given without a value: the "
                         "latest in --out)")
@@ -204,8 +211,10 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                    help="virtual stages per rank for --schedule interleaved (default: 2)")
     g.add_argument("--stage-layers", type=_int_list, default=None, metavar="N,N,...",
                    help="layers per (virtual) stage, e.g. 3,2,2 (default: balanced by parameter count)")
-    g.add_argument("--zero", action="store_true",
-                   help="ZeRO-1: shard the optimizer state over the data-parallel ranks")
+    g.add_argument("--zero", type=int, choices=[0, 1, 2, 3], nargs="?", const=1, default=None, metavar="STAGE",
+                   help="ZeRO over the data-parallel ranks: 1 shards the optimizer state, 2 also the "
+                        "gradients, 3 also the parameters (gathered per layer when used); --zero alone = 1 "
+                        "(default: 0, off)")
     g.add_argument("--bucket-mb", type=positive_float, default=25.0, metavar="MB",
                    help="gradient all-reduce bucket size (default: %(default)s)")
     g.add_argument("--compression", default="none", metavar="SPEC",

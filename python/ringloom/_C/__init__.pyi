@@ -87,6 +87,14 @@ class Tensor:
         ...
     def __repr__(self) -> str:
         ...
+    def allocate_storage_(self) -> None:
+        """
+        Fresh uninitialised memory for this tensor's whole storage
+        """
+    def bind_storage_(self, src: Tensor) -> None:
+        """
+        Point this tensor's whole storage at src's memory (same dtype, size, device); keeps src alive
+        """
     def clone(self) -> Tensor:
         ...
     def copy_(self, src: Tensor) -> Tensor:
@@ -105,12 +113,20 @@ class Tensor:
         """
         A NumPy array: a view for CPU tensors (bfloat16 as ml_dtypes.bfloat16), a copy for CUDA tensors
         """
+    def release_storage_(self) -> None:
+        """
+        Free the memory of this tensor's whole storage (every view of it sees no memory until bind_storage_/allocate_storage_; ops must not get it meanwhile)
+        """
     def reshape(self, *args) -> Tensor:
         ...
     def shares_memory(self, arg0: Tensor) -> bool:
         ...
     def size(self, dim: typing.SupportsInt | typing.SupportsIndex) -> int:
         ...
+    def storage_id(self) -> int:
+        """
+        A number naming this tensor's storage, stable while its memory is released and bound again
+        """
     def to(self, target: typing.Any) -> Tensor:
         """
         Copy to a device ('cpu', 'cuda:0') or convert to a dtype
@@ -123,6 +139,11 @@ class Tensor:
     @property
     def dtype(self) -> DType:
         ...
+    @property
+    def has_memory(self) -> bool:
+        """
+        False while the storage is released (core/storage_swap.h)
+        """
     @property
     def is_cuda(self) -> bool:
         ...

@@ -13,6 +13,7 @@ which writes the same files).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -21,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint.async_save import AsyncCheckpointWriter, wait_for_rank_files
 from ..checkpoint.manager import (CheckpointError, finalize, open_checkpoint, resolve_resume, step_dir_name,
                                   write_rank_files)
 from ..models import param_specs
+from ..models.config import RUNTIME_FIELDS
 
 # TrainConfig fields that must match to resume (they change what the run computes);
 # a difference in the others in _WARN is reported but allowed (e.g. training for longer).
@@ -64,7 +67,7 @@ class _Parts:
 
     Single process: tr.model and tr.optimizer. Parallel (tr.engine, ringloom.parallel): the
     engine's chunks (this rank's stages) and its optimizers: AdamW, or under --zero the
-    ZeRO-1 ShardedAdamW (whose state is gathered whole, by parameter name, so a checkpoint
+    ZeRO ShardedAdamW (whose state is gathered whole, by parameter name, so a checkpoint
     does not depend on the dp size) plus an AdamW for the replicated tied embedding. The
     ranks of data-parallel index 0 write the weights and optimizer state (the other
     replicas hold the same values), every rank writes its state file, rank 0 finalizes.
@@ -87,11 +90,21 @@ class _Parts:
     def step_count(self) -> int:
         return self.optimizers[0].step_count
 
+    @property
+    def gathers(self) -> bool:
+        """The weights are sharded (ZeRO-3): reading them is a collective over the dp ranks."""
+        return self.engine is not None and self.engine.gather is not None
+
     def model_state(self) -> dict[str, np.ndarray]:
+        if self.engine is not None:
+            return self.engine.state_dict()
         out: dict[str, np.ndarray] = {}
         for m in self.models:
             out.update(m.state_dict())
         return out
+
+    def full_parameters(self):
+        return self.engine.full_parameters() if self.engine is not None else contextlib.nullcontext()
 
     def optim_state(self) -> dict[str, Any]:
         """A collective under ZeRO (the shards are gathered): every rank calls it."""
@@ -138,9 +151,27 @@ def save_trainer(tr: Any) -> str | None:
     parts = _Parts(tr)
     root = checkpoint_root(tr.cfg)
     ckpt_dir = os.path.join(root, step_dir_name(tr.step))
+    if tr.cfg.async_save:
+        writer = async_writer(tr)
+        writer.wait()   # at most one save in flight; its error (if any) surfaces here
     optim = parts.optim_state()  # every rank: a collective under ZeRO
-    write_rank_files(ckpt_dir, parts.rank, parts.model_state() if parts.holds else None,
-                     optim if parts.holds else None, trainer_state(tr, parts.step_count))
+    model_state = parts.model_state() if parts.holds or parts.gathers else None   # host copies: a snapshot
+    if not parts.holds:
+        model_state = None
+    state = trainer_state(tr, parts.step_count)
+    if tr.cfg.async_save:
+        config, step, world, keep = run_config(tr, parts.world), tr.step, parts.world, tr.cfg.keep_checkpoints
+        rank = parts.rank
+
+        def write() -> None:
+            write_rank_files(ckpt_dir, rank, model_state, optim if parts.holds else None, state)
+            if rank == 0:
+                wait_for_rank_files(ckpt_dir, world)
+                finalize(root, step, config, world_size=world, keep=keep)
+
+        writer.submit(step_dir_name(step), write)
+        return ckpt_dir
+    write_rank_files(ckpt_dir, parts.rank, model_state, optim if parts.holds else None, state)
     if parts.world > 1:
         parts.barrier()
     if parts.rank == 0:
@@ -150,6 +181,27 @@ def save_trainer(tr: Any) -> str | None:
     return ckpt_dir
 
 
+def async_writer(tr: Any) -> AsyncCheckpointWriter:
+    """The trainer's background checkpoint writer (made on first use)."""
+    if getattr(tr, "checkpoint_writer", None) is None:
+        tr.checkpoint_writer = AsyncCheckpointWriter()
+    return tr.checkpoint_writer
+
+
+def check_async_save(tr: Any) -> None:
+    """Raise the error of a failed background save (a no-op without --async-save)."""
+    if getattr(tr, "checkpoint_writer", None) is not None:
+        tr.checkpoint_writer.check()
+
+
+def finish_async_save(tr: Any) -> None:
+    """Wait for the background save in flight and raise its error; at the end of a run."""
+    if getattr(tr, "checkpoint_writer", None) is not None:
+        tr.checkpoint_writer.close()
+        if tr.pg is not None and tr.pg.size > 1:
+            tr.pg.barrier()   # rank 0's finalize waited for every rank's files; all leave together
+
+
 # ---------------------------------------------------------------------------------- restore
 def _check_config(ckpt_path: str, saved: dict, tr: Any) -> None:
     saved_model = saved.get("model")
@@ -157,7 +209,7 @@ def _check_config(ckpt_path: str, saved: dict, tr: Any) -> None:
         raise CheckpointError(f"{ckpt_path}: config.json has no model configuration")
     mine = dataclasses.asdict(tr.model_config)
     diffs = [f"{k}: checkpoint {saved_model.get(k)!r}, this run {v!r}" for k, v in mine.items()
-             if saved_model.get(k) != v]
+             if saved_model.get(k) != v and k not in RUNTIME_FIELDS]
     if diffs:
         raise CheckpointError(f"{ckpt_path}: the checkpoint is of another model ({'; '.join(diffs)})")
     train = saved.get("train", {})
@@ -188,10 +240,11 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
     # to no parameter of this model configuration stay in, so load_state_dict reports them.
     full = {n for n, _, _ in param_specs(tr.model_config)}
     try:
-        for m in parts.models:
-            mine = {n for n, _ in m.parameters()}
-            m.load_state_dict({k: v for k, v in merged.items() if k in mine or k not in full})
-        parts.load_optim_state(ck.optim_state())  # after the weights: ZeRO refreshes its masters from them
+        with parts.full_parameters():   # ZeRO-3: the weights gathered while they are loaded
+            for m in parts.models:
+                mine = {n for n, _ in m.parameters()}
+                m.load_state_dict({k: v for k, v in merged.items() if k in mine or k not in full})
+            parts.load_optim_state(ck.optim_state())  # after the weights: ZeRO refreshes its masters from them
     except ValueError as e:
         raise CheckpointError(f"{ckpt_path}: does not fit this model: {e}") from None
     st = ck.rank_state(parts.rank)

@@ -43,7 +43,8 @@ class TrainConfig:
     micro_batches: int | None = None  # per step and dp rank; None: pp
     chunks: int | None = None     # virtual stages per rank (interleaved; default 2)
     stage_layers: list[int] | None = None  # blocks per (virtual) stage; None: balanced by parameters
-    zero: bool = False            # ZeRO-1: optimizer state sharded over the dp ranks
+    zero: int = 0                 # ZeRO stage over the dp ranks: 0 off, 1 optimizer state, 2 + gradients,
+                                  # 3 + parameters (parallel/zero.py)
     bucket_mb: float = 25.0       # gradient all-reduce bucket size
     compression: str = "none"     # none | bf16 | topk:RATIO | powersgd:RANK | qsgd:S[:BUCKET] (parallel/compression.py)
     local_sgd: int = 0            # average replicas every H steps instead of all-reducing gradients; 0 = off
@@ -55,6 +56,7 @@ class TrainConfig:
     trace: str | None = None      # Chrome trace JSON of every rank's compute and communication
     backend: str | None = None
     save_every: int = 0
+    async_save: bool = False      # write checkpoints on a background thread (checkpoint/async_save.py)
     resume: str | None = None     # None, "latest" or a checkpoint path
     # Checkpoints, failures, metrics (docs/training.md).
     keep_checkpoints: int = 3     # newest complete checkpoints kept; 0 = all
@@ -63,6 +65,7 @@ class TrainConfig:
     tensorboard: bool = True      # event files in --out/tb
     cuda_graph: bool = False      # replay each step as a captured CUDA Graph (train/graph.py)
     attention: str = "auto"       # GPU attention: ours | cudnn | auto (Model.attention)
+    recompute: str = "none"       # activation recomputation: none | selective | full (ModelConfig.recompute)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
@@ -74,6 +77,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.attention not in ("ours", "cudnn", "auto"):
             raise ValueError(f"attention must be ours, cudnn or auto, got {self.attention!r}")
+        if self.recompute not in ("none", "selective", "full"):
+            raise ValueError(f"recompute must be none, selective or full, got {self.recompute!r}")
+        if isinstance(self.zero, bool):
+            self.zero = int(self.zero)   # True: ZeRO-1, as a boolean flag meant
+        if not isinstance(self.zero, int) or self.zero not in (0, 1, 2, 3):
+            raise ValueError(f"zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
         if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:

@@ -50,6 +50,7 @@ _INCOMPATIBLE = (("pp", lambda c: c.pp > 1, "--pp (pipeline stages)"),
                  ("micro_batches", lambda c: (c.micro_batches or 1) > 1, "--micro-batches"),
                  ("cuda_graph", lambda c: c.cuda_graph, "--cuda-graph"),
                  ("trace", lambda c: c.trace is not None, "--trace"),
+                 ("async_save", lambda c: c.async_save, "--async-save (the servers write their part in step)"),
                  ("on_nonfinite", lambda c: c.on_nonfinite == "skip",
                   "--on-nonfinite skip (the servers skip a non-finite round themselves; workers stop)"))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -145,7 +146,7 @@ class Trainer:
         if cfg.seq_len > preset.max_seq_len:
             raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {cfg.preset!r} preset's maximum sequence "
                              f"length {preset.max_seq_len}")
-        self.model_config = get_preset(cfg.preset, vocab_size=self.data.vocab_size)
+        self.model_config = get_preset(cfg.preset, vocab_size=self.data.vocab_size, recompute=cfg.recompute)
         self.schedule = LRSchedule(cfg.lr_schedule, cfg.lr, cfg.steps, min(cfg.warmup, cfg.steps), cfg.min_lr)
         self.train_loader = self.val_loader = None
         if cfg.param_servers:
@@ -188,6 +189,7 @@ class Trainer:
         self.last_grad_norm = float("nan")
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
         self.captured = None
+        self.checkpoint_writer = None   # --async-save: train/checkpointing.async_writer
         if cfg.cuda_graph:
             from .graph import CapturedStep
 
@@ -320,7 +322,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     from tqdm.auto import tqdm
 
     from ..models import param_specs
-    from .checkpointing import restore_trainer, resume_path, save_trainer
+    from .checkpointing import check_async_save, finish_async_save, restore_trainer, resume_path, save_trainer
     from .ps_training import finish as ps_finish
     from .telemetry import Telemetry
 
@@ -358,6 +360,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     try:
         for _ in range(start, cfg.steps):
             loss = tr.train_step()
+            check_async_save(tr)   # a failed background save stops the run at the next step
             tokens_since += tr.tokens_per_step
             record: dict[str, Any] | None = None
             if tr.step % cfg.log_every == 0 or tr.step == cfg.steps:
@@ -392,9 +395,16 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 save_trainer(tr)
                 t_last = time.perf_counter()
             bar.update(1)
+        finish_async_save(tr)
     finally:
         bar.close()
         telemetry.close()
+        writer = getattr(tr, "checkpoint_writer", None)
+        if writer is not None and writer.in_flight:   # the loop raised: let the save in flight complete
+            try:
+                writer.wait()
+            except Exception as e:   # the loop's exception is the one to raise; this one is reported
+                print(f"ringloom: {e}", file=sys.stderr)
     bubbles = tr.write_trace() if cfg.trace else None
     model = tr.full_model()
     if not main:
