@@ -52,7 +52,10 @@ def single(tmp_path_factory) -> list[dict]:
     (2, ["--pp", "2", "--schedule", "1f1b", "--micro-batches", "4"]),
     (2, ["--pp", "2", "--schedule", "zb", "--micro-batches", "2"]),
     (4, ["--dp", "2", "--pp", "2", "--schedule", "1f1b", "--micro-batches", "2", "--zero", "--bucket-mb", "0.05"]),
-], ids=["dp2", "pp2-1f1b", "pp2-zb", "dp2xpp2-zero"])
+    (2, ["--dp", "2", "--zero", "2", "--bucket-mb", "0.05"]),
+    (2, ["--dp", "2", "--zero", "3", "--recompute", "selective"]),
+    (4, ["--dp", "2", "--pp", "2", "--schedule", "zb", "--micro-batches", "2", "--zero", "3", "--recompute", "full"]),
+], ids=["dp2", "pp2-1f1b", "pp2-zb", "dp2xpp2-zero", "dp2-zero2", "dp2-zero3-selective", "dp2xpp2-zb-zero3-full"])
 def test_gpu_layouts_match_one_gpu(single, tmp_path, n, args):
     out = str(tmp_path / "run")
     _run([sys.executable, "-m", "ringloom", "launch", "-n", str(n), "-m", "ringloom", "train", *COMMON, *args,
