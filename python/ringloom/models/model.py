@@ -26,7 +26,7 @@ import numpy as np
 from .. import _C
 from ..tensor import tensor as _tensor
 from .config import RECOMPUTE, ModelConfig
-from .init import init_parameters
+from .init import initial_values, param_specs
 
 _layers = _C.layers
 Param = _layers.Param
@@ -140,7 +140,7 @@ class Model:
         """{name: float32 NumPy copy of the parameter}."""
         out = {}
         for name, p in self._params:
-            v = p.value if p.value.device == "cpu" else p.value.cpu()
+            v = p.value.cpu()
             out[name] = np.array(v, dtype=np.float32, copy=True)
         return out
 
@@ -164,6 +164,22 @@ class Model:
         for name, p in self._params:
             self._assign(p, state[name])
 
+    def _initialize(self, seed: int) -> None:
+        """Draw every parameter of the full model in order (models/init.py); keep those this
+        model holds."""
+        params = dict(self._params)
+        # The layers and param_specs describe the same layout; a drift between them is a bug.
+        extra = [n for n in params if n not in {name for name, _, _ in param_specs(self.config)}]
+        if extra:
+            raise RuntimeError(f"build_model: parameters {extra} have no init spec")
+        for name, value in initial_values(self.config, seed):
+            p = params.get(name)
+            if p is None:
+                continue
+            if tuple(p.value.shape) != value.shape:
+                raise RuntimeError(f"build_model: {name} has shape {tuple(p.value.shape)}, spec says {value.shape}")
+            self._assign(p, value)
+
     def _assign(self, p, array) -> None:
         t = _tensor(np.ascontiguousarray(np.asarray(array, dtype=np.float32)), dtype=_C.DType.float32)
         if self.dtype != _C.DType.float32:
@@ -182,7 +198,7 @@ class Model:
                 raise TypeError(f"{what} must be int32, got {x.dtype} tensor of shape {tuple(x.shape)}")
             if x.ndim != 2:
                 raise ValueError(f"{what} must be [B, T], got shape {tuple(x.shape)}")
-            return x if x.device == self.device else x.to(self.device)
+            return x.to(self.device)
         a = np.asarray(x)
         if a.dtype.kind not in "iu":
             raise TypeError(f"{what} must be integers, got {a.dtype} array of shape {a.shape}")
@@ -197,7 +213,7 @@ class Model:
                 where = tuple(int(i) for i in np.argwhere(~ok)[0])
                 raise ValueError(f"{what}: token id {int(bad)} at {where} is outside the vocabulary [0, {V})")
         t = _tensor(np.ascontiguousarray(a, dtype=np.int32), dtype=_C.DType.int32)
-        return t if self.device == "cpu" else t.to(self.device)
+        return t.to(self.device)
 
     def _inputs(self, ids, targets, ignore_index: int):
         ids_t = self._tokens(ids, "ids")
@@ -207,7 +223,7 @@ class Model:
         T = ids_t.shape[1]
         if T > self.config.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds the model's max_seq_len of {self.config.max_seq_len}")
-        host = np.asarray(tgt_t if tgt_t.device == "cpu" else tgt_t.cpu())
+        host = np.asarray(tgt_t.cpu())
         count = int(np.count_nonzero(host != ignore_index))
         return ids_t, tgt_t, count
 
@@ -241,7 +257,7 @@ class Model:
         except BaseException:
             self.release(slot)  # leave no half-used slot behind
             raise
-        return self._mean(losses, count)
+        return self.mean_loss(losses, count)
 
     def loss(self, ids, targets, ignore_index: int = -100) -> float:
         """Mean loss over targets != ignore_index, forward only (nothing saved)."""
@@ -250,7 +266,7 @@ class Model:
         x = self.embedding.infer(ids_t)
         for b in self.blocks:
             x = b.infer(x)
-        return self._mean(self.head.loss(x, tgt_t, ignore_index), count)
+        return self.mean_loss(self.head.loss(x, tgt_t, ignore_index), count)
 
     def logits(self, ids):
         """Logits [B, T, V] of every position (a Tensor in the parameter dtype on the model's
@@ -297,6 +313,30 @@ class Model:
             self.release(slot)
             raise
 
+    def stage_infer(self, x, targets=None, ignore_index: int = -100):
+        """Forward of this model's share of the layers with nothing saved (evaluation).
+
+        x: token ids [B, T] when the stage has the embedding, else activations [B, T, C].
+        Returns activations [B, T, C] for the next stage, or, when the stage has the head,
+        per-position losses [B, T] (float32; 0 where targets == ignore_index; targets
+        required). Model.loss_sum adds them up on the host.
+        """
+        if self.head is not None and targets is None:
+            raise ValueError("stage_infer: this stage has the LM head; targets are required")
+        i = 0
+        if self.embedding is not None:
+            with self.using(0, +1):
+                x = self.embedding.infer(self._tokens(x, "ids"))
+            i = 1
+        for b in self.blocks:
+            with self.using(i, +1):
+                x = b.infer(x)
+            i += 1
+        if self.head is None:
+            return x
+        with self.using(i, +1):
+            return self.head.loss(x, self._tokens(targets, "targets", ignore_index), ignore_index)
+
     def stage_backward_input(self, slot: int, dy=None):
         """Input-gradient half for ``slot``: dy [B, T, C] from the next stage (None when this
         stage has the head). Returns dx [B, T, C] for the previous stage, or None when this
@@ -335,9 +375,14 @@ class Model:
             [self.head] if self.head is not None else [])
 
     @staticmethod
-    def _mean(losses, count: int) -> float:
-        host = np.asarray(losses if losses.device == "cpu" else losses.cpu(), dtype=np.float64)
-        return float(host.sum() / count) if count else 0.0
+    def loss_sum(losses) -> float:
+        """The float64 sum of per-position losses (a Tensor on any device), on the host."""
+        return float(np.asarray(losses.to("cpu"), dtype=np.float64).sum())
+
+    @staticmethod
+    def mean_loss(losses, count: int) -> float:
+        """loss_sum(losses) / count; 0.0 when no target counted."""
+        return Model.loss_sum(losses) / count if count else 0.0
 
     def __repr__(self) -> str:
         c = self.config
@@ -383,5 +428,5 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
     model = Model(config, device, dtype, emb, blks, block_ids, hd)
     model.attention = attention
     model.recompute = config.recompute
-    init_parameters(model, seed)
+    model._initialize(seed)
     return model

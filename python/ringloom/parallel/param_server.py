@@ -173,7 +173,7 @@ def unflatten_named(named: list[tuple[str, Any]], flat: np.ndarray, prefix: str 
 
 def _host_values(t: Any) -> np.ndarray:
     """A host fp32 copy of a (small, or needed on the host anyway) tensor."""
-    return np.array((t if t.device == "cpu" else t.cpu()).numpy(), np.float32)
+    return np.array(t.cpu().numpy(), np.float32)
 
 
 class ParameterServer:
