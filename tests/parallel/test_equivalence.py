@@ -116,3 +116,26 @@ def test_val_loss_agrees(runs, world):
     for c in CONFIGS[world]:
         per_rank = [float(np.load(f)["val"]) for f in sorted(glob.glob(os.path.join(out, f"{c['name']}.rank*.npz")))]
         assert len(set(per_rank)) == 1, f"{c['name']}: ranks disagree on val loss {per_rank}"
+
+
+ZERO_DP = [(w, c) for w, c in ALL if c.get("zero", 0) >= 2 and c["pp"] == 1]
+
+
+@pytest.mark.parametrize("world,cfg", ZERO_DP, ids=[c["name"] for _, c in ZERO_DP])
+def test_zero_memory_per_rank(runs, world, cfg):
+    """After a step each rank holds its shard of the gradients (ZeRO-2) and of the weights
+    too (ZeRO-3), not whole copies: at most 1/dp of the elements plus the padding of one
+    bucket per layer."""
+    out = runs(world)
+    ref_w = _reference(cfg.get("arch", "gpt2"), cfg.get("n_layer", 4))[1]
+    n = sum(w.size for w in ref_w.values())
+    slack = 4 * cfg["dp"] * (cfg.get("n_layer", 4) + 2)   # < dp padding elements per bucket, fp32
+    for f in sorted(glob.glob(os.path.join(out, f"{cfg['name']}.rank*.npz"))):
+        mem = json.loads(str(np.load(f)["memory"]))
+        share = 4 * n / cfg["dp"]
+        assert share * 0.9 <= mem["grads"] <= share + slack, (f, mem, share)
+        assert 3 * share * 0.9 <= mem["optimizer"] <= 3 * (share + slack), (f, mem, share)
+        if cfg["zero"] == 3:
+            assert mem["params"] == 0, (f, mem)   # between steps no layer is gathered
+        else:
+            assert mem["params"] == 4 * n, (f, mem)

@@ -50,7 +50,8 @@ def main() -> None:
         state = {f"param/{k}": v for k, v in engine.state_dict().items()}
         np.savez(os.path.join(out, f"{cfg['name']}.rank{pg.rank}.npz"), losses=np.array(losses), val=np.array(val),
                  comm_bytes=np.array(comm, np.int64),
-                 grad_norm=np.array(engine.last_grad_norm), **state)
+                 grad_norm=np.array(engine.last_grad_norm), memory=np.array(json.dumps(engine.memory_bytes())),
+                 **state)
         if cfg.get("trace"):
             engine.trace.write(rank_path(os.path.join(out, f"{cfg['name']}.trace.json"), pg.rank))
     pg.barrier()
