@@ -33,12 +33,14 @@ GiB = 2.0**30
 
 
 # ---------------------------------------------------------------------------------- recompute
-def _ours_recompute(cfg, B: int, T: int, steps: int) -> list[dict]:
+def _ours_recompute(cfg, B: int, T: int, steps: int, device: str) -> list[dict]:
     import ringloom as rl
     from ringloom.models import build_model
     from ringloom.optim import AdamW
 
-    model = build_model(cfg, device="cuda:0", dtype="bfloat16", seed=0)
+    gpu = device != "cpu"
+    model = build_model(cfg, device=device, dtype="bfloat16" if gpu else "float32", seed=0)
+    sync = (lambda: rl._C.cuda_synchronize(0)) if gpu else (lambda: None)
     opt = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, max_grad_norm=1.0)
     rng = np.random.default_rng(0)
     data = rng.integers(0, cfg.vocab_size, size=(steps + 2, B, T + 1)).astype(np.int32)
@@ -49,26 +51,27 @@ def _ours_recompute(cfg, B: int, T: int, steps: int) -> list[dict]:
         model.recompute = mode
         model.zero_grad()
         loss = model.forward_backward(probe[:, :-1], probe[:, 1:])
-        norm = float(np.asarray(rl._C.ops.grad_norm([p.grad for _, p in model.parameters()]).cpu().numpy())[0])
+        norm = float(np.asarray(rl._C.ops.grad_norm([p.grad for _, p in model.parameters()]).to("cpu").numpy())[0])
         model.stage_forward(0, probe[:, :-1], targets=probe[:, 1:])
         saved = sum(b.saved_bytes(0) for b in model.blocks)
         model.release(0)
         checks[mode] = (loss, norm, saved)
     for mode in ("none", "selective", "full"):
         model.recompute = mode
-        rl._C.cuda_synchronize(0)
-        rl._C.cuda_reset_peak_memory(0)
+        sync()
+        if gpu:
+            rl._C.cuda_reset_peak_memory(0)
         times = []
         for i in range(steps + 1):   # the first step warms up
             t0 = time.perf_counter()
             model.zero_grad()
             loss = model.forward_backward(data[i + 1, :, :-1], data[i + 1, :, 1:])
             opt.step()
-            rl._C.cuda_synchronize(0)
+            sync()
             if i:
                 times.append(time.perf_counter() - t0)
             assert math.isfinite(loss), f"recompute {mode}: loss {loss}"
-        peak = rl._C.cuda_memory_stats(0)["peak_allocated_bytes"]
+        peak = rl._C.cuda_memory_stats(0)["peak_allocated_bytes"] if gpu else 0
         rows.append({"impl": f"ringloom recompute={mode}", "peak_gib": peak / GiB,
                      "tokens_per_s": B * T / float(np.median(times)), "step_ms": 1e3 * float(np.median(times)),
                      "probe_loss": checks[mode][0], "probe_grad_norm": checks[mode][1],
@@ -81,7 +84,8 @@ def _ours_recompute(cfg, B: int, T: int, steps: int) -> list[dict]:
         assert saved < ref[2], f"recompute {mode} keeps {saved} bytes, none keeps {ref[2]}"
     assert checks["full"][2] < checks["selective"][2]
     del model, opt
-    rl._C.cuda_empty_cache()
+    if gpu:
+        rl._C.cuda_empty_cache()
     return rows
 
 
@@ -172,6 +176,8 @@ def _torch_recompute(cfg, B: int, T: int, steps: int) -> list[dict]:
                          "tokens_per_s": B * T / float(np.median(times)), "step_ms": 1e3 * float(np.median(times))})
         except torch.OutOfMemoryError as e:   # reported, not hidden
             rows.append({"impl": label, "error": f"out of memory: {str(e).splitlines()[0]}"})
+        except Exception as e:   # the peer failing must not lose our rows
+            rows.append({"impl": label, "error": f"{type(e).__name__}: {e}"})
         finally:
             model = opt = None
             torch.cuda.empty_cache()
@@ -181,13 +187,14 @@ def _torch_recompute(cfg, B: int, T: int, steps: int) -> list[dict]:
 def part_recompute(args) -> list[dict]:
     from ringloom.models import get_preset
 
-    cfg = get_preset("llama-1b")
-    rows = _ours_recompute(cfg, args.batch, args.seq, args.steps)
-    try:
-        rows += _torch_recompute(cfg, args.batch, args.seq, args.steps)
-    except ImportError as e:
-        rows.append({"impl": "torch", "error": f"not installed: {e}"})
-    print(f"\nllama-1b B{args.batch} T{args.seq} bf16, one GPU: activation recomputation")
+    cfg = get_preset(args.preset)
+    rows = _ours_recompute(cfg, args.batch, args.seq, args.steps, args.device)
+    if args.device != "cpu":
+        try:
+            rows += _torch_recompute(cfg, args.batch, args.seq, args.steps)
+        except ImportError as e:
+            rows.append({"impl": "torch", "error": f"not installed: {e}"})
+    print(f"\n{args.preset} B{args.batch} T{args.seq} on {args.device}: activation recomputation")
     print(f"{'impl':<38} | {'peak GiB':>8} | {'tokens/s':>9} | {'step ms':>8} | {'acts GiB':>8}")
     for r in rows:
         if "error" in r:
@@ -305,10 +312,12 @@ def part_save(args) -> list[dict]:
     for async_save in (False, True):
         out = tempfile.mkdtemp(prefix="rl-save-")
         try:
-            cfg = TrainConfig(preset="gpt2-124m", device="cuda", batch_size=16, seq_len=1024, steps=100,
+            cfg = TrainConfig(preset=args.save_preset, device=args.device, batch_size=args.save_batch,
+                              seq_len=args.save_seq, steps=100,
                               out=out, save_every=1000, async_save=async_save, progress=False, tensorboard=False,
                               corpus_bytes=4_000_000, tokenizer="byte", eval_every=0, sample_len=0)
             tr = Trainer(cfg)
+            n_params = sum(int(np.prod(p.value.shape)) for _, p in tr.engine.model.parameters())
             times = []
             for i in range(14):
                 t0 = time.perf_counter()
@@ -326,7 +335,8 @@ def part_save(args) -> list[dict]:
                          "checkpoint_mb": sum(v["bytes"] for v in ck.manifest["files"].values()) / 2**20})
         finally:
             shutil.rmtree(out, ignore_errors=True)
-    print("\ngpt2-124m B16 T1024, one GPU: a checkpoint save inside training")
+    print(f"\n{args.save_preset} (byte vocabulary: {n_params / 1e6:.0f} M parameters) B{args.save_batch} "
+          f"T{args.save_seq} on {args.device}: a checkpoint save inside training")
     print(f"{'mode':<9} | {'step ms':>8} | {'save step ms':>12} | {'next 3 steps ms':>22} | {'cost ms':>8} | {'MB':>6}")
     for r in rows:
         nxt = ", ".join(f"{t:.0f}" for t in r["next_steps_ms"])
@@ -343,8 +353,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--json", default=None)
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--preset", default="llama-1b", help="zero: the model (default: %(default)s)")
-    ap.add_argument("--device", default="cuda:0", help="zero: cuda:0, or cpu for a dry run of the logic")
+    ap.add_argument("--preset", default="llama-1b", help="recompute, zero: the model (default: %(default)s)")
+    ap.add_argument("--device", default="cuda:0", help="zero, save: cuda:0, or cpu for a dry run of the logic")
+    ap.add_argument("--save-preset", default="gpt2-124m")
+    ap.add_argument("--save-batch", type=int, default=16)
+    ap.add_argument("--save-seq", type=int, default=1024)
     args = ap.parse_args()
     if args.part == "zero-worker":
         zero_worker(args.worker_out, T=64, preset=args.preset, device=args.device)
