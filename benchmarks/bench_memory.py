@@ -215,8 +215,9 @@ def zero_worker(out_path: str, T: int, preset: str, device: str) -> None:
     from ringloom.parallel import DeviceMesh, ParallelEngine
 
     # The byte counts do not depend on the values: skip drawing 1.24 B initial weights on
-    # the host in every rank (the weights stay zero; the loss is then log V, finite).
-    model_mod.init_parameters = lambda model, seed: None
+    # the host in every rank (the weights stay as the layers made them, zero matrices and
+    # unit norm gains; the loss is then log V, finite).
+    model_mod.Model._initialize = lambda model, seed: None
     pg = dist.init(backend="ring", timeout=600)
     n = pg.size
     cfg = get_preset(preset)

@@ -105,10 +105,6 @@ class ParameterGather:
         if left:
             raise RuntimeError(f"ParameterGather: units {left} still gathered after the step")
 
-    def held_parameter_bytes(self) -> int:
-        """Bytes of gathered parameters this rank holds now (0 between layer calls)."""
-        return sum(b.nbytes for b in self._buf if b is not None)
-
 
 def layer_units(chunks: Sequence[Any], reducer: GradReducer, tied_head_needs_embedding: bool) -> list[list[list[int]]]:
     """Per chunk model, per layer of layers(): the indices of the reducer buckets holding
