@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from gpu_util import DEV
 from ringloom.checkpoint.manager import list_step_dirs, open_checkpoint
 from ringloom.models import build_model, get_preset
 from ringloom.optim import AdamW
@@ -33,7 +34,7 @@ def _grads(model):
 
 def _run(arch, mode, split):
     preset, over = SHAPES[arch]
-    model = build_model(get_preset(preset, **over), device="cuda", seed=3)
+    model = build_model(get_preset(preset, **over), device=DEV, seed=3)
     model.recompute = mode
     losses = []
     if split:   # zero-bubble order: two forwards, both input halves, weight halves reversed
