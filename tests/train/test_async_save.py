@@ -155,3 +155,22 @@ def test_kill_during_background_write_keeps_previous_checkpoint(tmp_path):
     resumed = run_training(_cfg(out, steps=6, resume="latest", async_save=True))
     straight = run_training(_cfg(tmp_path / "straight", steps=6))
     assert resumed["loss"] == straight["loss"]
+
+
+def test_host_staging_reuses_its_buffers():
+    import ringloom as rl
+    from ringloom.tensor import HostStaging
+
+    staging = HostStaging()
+    a = rl.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    b = rl.tensor(np.ones(4, np.float32), dtype="bfloat16")
+    with staging.snapshot():
+        x, y = staging.copy(a), staging.copy(b)
+    first = list(staging._buffers)
+    assert np.array_equal(x, np.arange(6).reshape(2, 3)) and y.tolist() == [1, 1, 1, 1]
+    assert staging.nbytes == 6 * 4 + 4 * 2
+    with staging.snapshot():
+        staging.copy(a)
+        staging.copy(rl.tensor(np.zeros(5, np.float32)))   # another shape: a new buffer
+    assert staging._buffers[0] is first[0] and staging._buffers[1] is not first[1]
+    assert np.array_equal(x, np.arange(6).reshape(2, 3))   # views of the reused buffer (same values here)

@@ -8,7 +8,7 @@ import typing_extensions
 from . import ops
 from . import layers
 from . import comm
-__all__: list[str] = ['CudaGraph', 'DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'layers', 'ops', 'set_num_threads', 'zeros']
+__all__: list[str] = ['CudaGraph', 'DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'layers', 'ops', 'pinned_empty', 'set_num_threads', 'zeros']
 class DType:
     """
     Members:
@@ -217,6 +217,10 @@ def from_numpy(array: typing.Any) -> Tensor:
 def get_num_threads() -> int:
     """
     Threads the CPU ops use (OpenMP loops and OpenBLAS GEMMs).
+    """
+def pinned_empty(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any = 'float32') -> Tensor:
+    """
+    An uninitialised CPU tensor in page-locked memory (device copies into it run at full PCIe speed); plain host memory in a build without CUDA
     """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     """

@@ -1,7 +1,8 @@
 """Checkpoints written on a background thread while training goes on.
 
 A save has two halves. The snapshot copies everything a checkpoint holds to host memory
-(the weights, the optimizer state, the trainer state); it runs on the training thread,
+(the weights, the optimizer state, the trainer state; device tensors into reused pinned
+buffers, ``staging``); it runs on the training thread,
 because the state changes with the next step, and under ZeRO it is a collective. The write
 (safetensors files, checksums, manifest, ``latest``) only reads that snapshot, so it runs
 on a thread of its own: the same files in the same order as a blocking save
@@ -19,11 +20,16 @@ import threading
 import time
 from typing import Callable
 
+from ..tensor import HostStaging
 from .manager import CheckpointError, rank_file
 
 
 class AsyncCheckpointWriter:
     def __init__(self) -> None:
+        # Pinned host buffers the snapshots of device tensors go through (tensor.HostStaging);
+        # a snapshot's arrays view them, which is safe because the next snapshot starts only
+        # after this writer finished with the previous one.
+        self.staging = HostStaging()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._what = ""

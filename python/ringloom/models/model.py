@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import _C
+from ..tensor import host_copy
 from ..tensor import tensor as _tensor
 from .config import RECOMPUTE, ModelConfig
 from .init import initial_values, param_specs
@@ -138,11 +139,7 @@ class Model:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """{name: float32 NumPy copy of the parameter}."""
-        out = {}
-        for name, p in self._params:
-            v = p.value.cpu()
-            out[name] = np.array(v, dtype=np.float32, copy=True)
-        return out
+        return {name: host_copy(p.value) for name, p in self._params}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy every parameter from ``state`` (arrays of any float dtype). The names must

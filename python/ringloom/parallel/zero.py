@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import _C
+from ..tensor import host_copy
 from .data_parallel import GradReducer, flat_view
 
 ops = _C.ops
@@ -114,7 +115,7 @@ class ShardedAdamW:
         works = [self.group.all_gather(o, s, async_op=True) for o, s in zip(outs, shards)]
         for w in works:
             w.wait()
-        return [np.array(o.cpu().numpy(), copy=True) for o in outs]
+        return [host_copy(o) for o in outs]
 
     def _mixed(self) -> bool:
         return any(p.value.dtype != _C.DType.float32 for b in self.reducer.buckets for _, p in b.params)

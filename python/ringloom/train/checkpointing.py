@@ -88,10 +88,12 @@ def save_trainer(tr: Any) -> str:
     writer = async_writer(tr) if tr.run.cfg.async_save else None
     if writer is not None:
         writer.wait()   # at most one save in flight; its error (if any) surfaces here
-    st = tr.engine.state_dict()   # host copies; a collective in the modes whose state is spread over ranks
-    state = trainer_state(tr, st.optimizer_step)
     if writer is None:
-        return write_checkpoint(tr.run, tr.step, st.model, st.optim, state)
+        st = tr.engine.state_dict()   # a collective in the modes whose state is spread over ranks
+        return write_checkpoint(tr.run, tr.step, st.model, st.optim, trainer_state(tr, st.optimizer_step))
+    with writer.staging.snapshot():   # device tensors through the writer's pinned buffers
+        st = tr.engine.state_dict()
+    state = trainer_state(tr, st.optimizer_step)
     run, step = tr.run, tr.step
     root = checkpoint_root(run.cfg)
     ckpt_dir = os.path.join(root, step_dir_name(step))
