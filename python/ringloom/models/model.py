@@ -24,13 +24,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import _C
+from .. import nn
 from ..tensor import host_copy
 from ..tensor import tensor as _tensor
 from .config import RECOMPUTE, ModelConfig
 from .init import initial_values, param_specs
 
-_layers = _C.layers
-Param = _layers.Param
 _NO_HOOK = contextlib.nullcontext()
 
 
@@ -410,18 +409,18 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
 
     emb = None
     if embedding:
-        emb = _layers.Embedding(config.vocab_size, config.n_embd, config.max_seq_len, config.learned_positions,
+        emb = nn.Embedding(config.vocab_size, config.n_embd, config.max_seq_len, config.learned_positions,
                                 dtype, device)
-    bcfg = _layers.BlockConfig(n_embd=config.n_embd, n_head=config.n_head, n_kv_head=config.n_kv_head,
+    bcfg = nn.BlockConfig(n_embd=config.n_embd, n_head=config.n_head, n_kv_head=config.n_kv_head,
                                ffn_hidden=config.ffn_hidden, norm=config.norm, mlp=config.mlp, bias=config.bias,
                                rope=config.rope, rope_base=config.rope_base, norm_eps=config.norm_eps)
-    blks = [_layers.TransformerBlock(bcfg, dtype, device) for _ in block_ids]
+    blks = [nn.TransformerBlock(bcfg, dtype, device) for _ in block_ids]
     hd = None
     if head:
         if config.tie_embeddings and emb is not None:
-            hd = _layers.LMHead(emb, config.norm, config.norm_eps)
+            hd = nn.LMHead(emb, config.norm, config.norm_eps)
         else:
-            hd = _layers.LMHead(config.n_embd, config.vocab_size, config.norm, config.norm_eps, dtype, device)
+            hd = nn.LMHead(config.n_embd, config.vocab_size, config.norm, config.norm_eps, dtype, device)
     model = Model(config, device, dtype, emb, blks, block_ids, hd)
     model.attention = attention
     model.recompute = config.recompute

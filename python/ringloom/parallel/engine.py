@@ -19,7 +19,7 @@ Every micro-batch's loss is scaled by 1 / (targets in the whole global batch), s
 gradients summed over micro-batches and dp ranks equal single-process training's on the
 whole batch, and the returned loss is the global batch's mean loss on every rank.
 
-Beyond plain all-reduce (issue 7): ``compression`` (parallel/compression.py) compresses the
+Beyond plain all-reduce: ``compression`` (parallel/compression.py) compresses the
 dp gradient reduction; ``local_sgd=H`` drops the per-step gradient reduction instead: each
 dp replica steps alone on its own rows (its local mean loss, its own clipping norm) and
 the replicas average their parameters (and, with ``local_sgd_moments``, AdamW's m and v)
