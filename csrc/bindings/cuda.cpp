@@ -1,11 +1,17 @@
-// ringloom._C.cuda_*: allocator statistics and cache control (no-ops without CUDA), and
+// ringloom._C.cuda_*: allocator statistics and cache control (no-ops without CUDA), pinned
+// host tensors (plain host memory without CUDA), and
 // CudaGraph (capture/replay of the compute stream: core/cuda/graph.h), bound in every build
 // so the module's names are the same; without CUDA its constructor raises.
-#include <memory>
+#include <pybind11/stl.h>
 
+#include <memory>
+#include <vector>
+
+#include "bindings/convert.h"
 #include "bindings/registry.h"
 #include "core/error.h"
 #include "core/transfer_stats.h"
+#include "core/tensor.h"
 #ifdef RINGLOOM_WITH_CUDA
 #include "core/cuda/allocator.h"
 #include "core/cuda/graph.h"
@@ -83,6 +89,24 @@ RINGLOOM_BIND(cuda, 5) {
     ringloom::cuda::empty_cache(device);
 #endif
   }, py::arg("device") = 0);
+
+  m.def(
+      "pinned_empty",
+      [](const std::vector<int64_t>& shape, py::object dtype) {
+        const ringloom::DType dt = ringloom::bindings::dtype_from_py(dtype);
+        for (int64_t d : shape) RL_CHECK(d >= 0, Value, "pinned_empty: negative dimension in shape ", ringloom::shape_str(shape));
+#ifdef RINGLOOM_WITH_CUDA
+        const size_t nbytes = size_t(ringloom::shape_numel(shape)) * ringloom::dtype_size(dt);
+        void* p = ringloom::cuda::pinned_host_alloc(nbytes);
+        std::shared_ptr<void> owner(p, [](void* q) { ringloom::cuda::pinned_host_free(q); });
+        return ringloom::Tensor::wrap(p, shape, dt, ringloom::Device::cpu(), owner);
+#else
+        return ringloom::Tensor::empty(shape, dt);
+#endif
+      },
+      py::arg("shape"), py::arg("dtype") = "float32",
+      "An uninitialised CPU tensor in page-locked memory (device copies into it run at full PCIe "
+      "speed); plain host memory in a build without CUDA");
 
   py::class_<PyCudaGraph>(m, "CudaGraph",
                           "A CUDA Graph of the work issued on a device's compute stream between capture_begin "

@@ -145,7 +145,15 @@ RINGLOOM_BIND(layers, 20) {
       .def_property("deterministic_attention", &TransformerBlock::deterministic_attention,
                     &TransformerBlock::set_deterministic_attention,
                     "Whether the attention backward is bitwise reproducible run to run (slower on a GPU; "
-                    "not with the cudnn backend)");
+                    "not with the cudnn backend)")
+      .def_property(
+          "recompute", [](const TransformerBlock& b) { return std::string(recompute_name(b.recompute())); },
+          [](TransformerBlock& b, const std::string& name) { b.set_recompute(parse_recompute(name)); },
+          "What a slot keeps between forward and backward_input: \"none\" (everything), \"selective\" "
+          "(recomputes the norm outputs and the MLP activation), \"full\" (only the block input; the "
+          "forward is re-run in backward_input). Applies to later forwards.")
+      .def("saved_bytes", &TransformerBlock::saved_bytes, py::arg("slot"),
+           "Bytes of activations the slot holds now (each storage once, the block input included)");
 
   py::class_<LMHead, Layer, std::shared_ptr<LMHead>>(l, "LMHead")
       .def(py::init([](int64_t n_embd, int64_t vocab_size, const std::string& norm, float norm_eps, py::object dtype,

@@ -9,6 +9,7 @@
 #include "bindings/registry.h"
 #include "core/backend.h"
 #include "core/dlpack.h"
+#include "core/storage_swap.h"
 
 namespace py = pybind11;
 
@@ -277,6 +278,16 @@ RINGLOOM_BIND(tensor, 0) {
                              "Whether this tensor views read-only memory (writes into it raise)")
       .def("numel", &Tensor::numel)
       .def("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data()); })
+      .def("storage_id", &storage_id,
+           "A number naming this tensor's storage, stable while its memory is released and bound again")
+      .def_property_readonly("has_memory", &storage_has_memory,
+                             "False while the storage is released (core/storage_swap.h)")
+      .def("release_storage_", &storage_release,
+           "Free the memory of this tensor's whole storage (every view of it sees no memory until "
+           "bind_storage_/allocate_storage_; ops must not get it meanwhile)")
+      .def("bind_storage_", &storage_bind, py::arg("src"),
+           "Point this tensor's whole storage at src's memory (same dtype, size, device); keeps src alive")
+      .def("allocate_storage_", &storage_allocate, "Fresh uninitialised memory for this tensor's whole storage")
       .def("__len__", [](const Tensor& t) {
         RL_CHECK(t.dim() > 0, Type, "len() of a 0-d tensor");
         return t.size(0);

@@ -95,6 +95,10 @@ class SlotMap {
              " has not run backward_input yet");
     return e.saved;
   }
+  const Saved* peek(int slot) const {
+    auto it = map_.find(slot);
+    return it == map_.end() ? nullptr : &it->second.saved;
+  }
   void release(int slot) { map_.erase(slot); }
   std::vector<int> slots() const;
 

@@ -1,5 +1,7 @@
 #include "layers/transformer_block.h"
 
+#include <unordered_set>
+
 #include "core/check.h"
 #include "core/size.h"
 #include "ops/activation.h"
@@ -10,6 +12,22 @@
 namespace ringloom::layers {
 
 const char* mlp_kind_name(MlpKind k) { return k == MlpKind::GELU ? "gelu" : "swiglu"; }
+
+const char* recompute_name(Recompute r) {
+  switch (r) {
+    case Recompute::None: return "none";
+    case Recompute::Selective: return "selective";
+    case Recompute::Full: return "full";
+  }
+  return "?";
+}
+
+Recompute parse_recompute(const std::string& name) {
+  if (name == "none") return Recompute::None;
+  if (name == "selective") return Recompute::Selective;
+  if (name == "full") return Recompute::Full;
+  fail(ErrorKind::Value, "recompute must be none, selective or full, got '", name, "'");
+}
 
 void BlockConfig::validate() const {
   const char* op = "TransformerBlock";
@@ -101,7 +119,10 @@ Tensor TransformerBlock::forward(int slot, const Tensor& x) {
   check_x("TransformerBlock.forward", x);
   slots_.check_free(slot);
   Saved s;
-  Tensor y = run_forward(x, &s);
+  s.mode = recompute_;
+  Tensor y = run_forward(x, recompute_ == Recompute::Full ? nullptr : &s);
+  s.x = x;
+  if (recompute_ == Recompute::Selective) s.h1 = s.h2 = s.g = Tensor();  // redone in backward_input
   slots_.store(slot, std::move(s));
   return y;
 }
@@ -109,8 +130,9 @@ Tensor TransformerBlock::forward(int slot, const Tensor& x) {
 Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
   const char* what = "TransformerBlock.backward_input";
   Saved& s = slots_.for_backward_input(slot);
-  check_shape(what, "dy", dy, s.n1.x.shape());
-  check_same(what, {{"dy", &dy}, {"x", &s.n1.x}}, true);
+  check_shape(what, "dy", dy, s.x.shape());
+  check_same(what, {{"dy", &dy}, {"x", &s.x}}, true);
+  if (s.mode == Recompute::Full) run_forward(s.x, &s);  // everything `none` would have kept
   const int64_t B = dy.size(0), T = dy.size(1);
   const int64_t Hq = cfg_.n_head, Hkv = cfg_.n_kv_head, D = cfg_.head_dim();
   NormGrads g1, g2;
@@ -135,7 +157,15 @@ Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
   Tensor dx = ln1_.backward_input(dh1, s.n1, g1);
   add_(dx, dx2);
 
+  if (s.mode == Recompute::Selective) {
+    // The weight half's inputs, from what this slot still holds (same kernels, same bits).
+    s.h1 = ln1_.forward(s.n1.x, nullptr);
+    s.h2 = ln2_.forward(s.n2.x, nullptr);
+    s.g = cfg_.mlp == MlpKind::GELU ? gelu_forward(s.f) : swiglu_forward(s.f);
+  }
+
   // Keep what the weight half needs; drop the rest now.
+  s.x = Tensor();
   s.d_qkv = dqkv_flat;
   s.d_proj = dx2;
   s.d_fc = df;
@@ -158,6 +188,19 @@ void TransformerBlock::backward_weight(int slot) {
   ln1_.backward_weight(s.g1);
   ln2_.backward_weight(s.g2);
   slots_.release(slot);
+}
+
+size_t TransformerBlock::saved_bytes(int slot) const {
+  const Saved* s = slots_.peek(slot);
+  if (!s) return 0;
+  std::unordered_set<const void*> seen;
+  size_t total = 0;
+  for (const Tensor* t : {&s->x, &s->n1.x, &s->n1.mean, &s->n1.rstd, &s->n2.x, &s->n2.mean, &s->n2.rstd, &s->qkv,
+                          &s->att, &s->lse, &s->f, &s->h1, &s->att_flat, &s->h2, &s->g, &s->d_qkv, &s->d_proj,
+                          &s->d_fc, &s->d_down, &s->g1.dgamma, &s->g1.dbeta, &s->g2.dgamma, &s->g2.dbeta}) {
+    if (t->defined() && seen.insert(t->storage().get()).second) total += t->storage()->nbytes;
+  }
+  return total;
 }
 
 }  // namespace ringloom::layers

@@ -11,6 +11,18 @@
 // backward_input runs this in reverse for dx and keeps, per linear, the pair (dy, input)
 // its weight gradient needs; backward_weight does those four GEMMs and adds the norm
 // gradients. Parameter names: ln1.*, attn.qkv.*, attn.proj.*, ln2.*, mlp.fc.*, mlp.proj.*.
+//
+// Activation recomputation (Chen et al. 2016, "Training deep nets with sublinear memory
+// cost"; Korthikanti et al. 2022 for the selective variant) trades compute for the memory
+// a slot holds between forward and backward_input:
+//   none       keeps everything listed in Saved.
+//   selective  drops h1 = norm1(x), h2 = norm2(x2) and g = act(f) (2C + F values per
+//              token; three memory-bound kernels to redo, no GEMM) and recomputes them at
+//              the end of backward_input, where only the weight half still needs them.
+//   full       keeps only the block input x and re-runs the whole forward at the start of
+//              backward_input (one extra forward: about a third more compute).
+// The recomputed tensors come from the same kernels on the same inputs, so losses and
+// gradients are bit-identical to `none` wherever the kernels are deterministic.
 #pragma once
 #include "layers/layer.h"
 #include "layers/linear.h"
@@ -21,6 +33,10 @@ namespace ringloom::layers {
 
 enum class MlpKind { GELU, SwiGLU };
 const char* mlp_kind_name(MlpKind k);
+
+enum class Recompute { None, Selective, Full };
+const char* recompute_name(Recompute r);
+Recompute parse_recompute(const std::string& name);  // ValueError naming the choices
 
 struct BlockConfig {
   int64_t n_embd = 128;
@@ -62,8 +78,18 @@ class TransformerBlock : public Layer {
   void set_deterministic_attention(bool on) { deterministic_attention_ = on; }
   bool deterministic_attention() const { return deterministic_attention_; }
 
+  // What a slot keeps between forward and backward_input (see the top of this file). A
+  // run-time choice: it applies to forwards issued after the change.
+  void set_recompute(Recompute r) { recompute_ = r; }
+  Recompute recompute() const { return recompute_; }
+  // Bytes of the activations slot `slot` holds now (each storage counted once; the block
+  // input, which the previous layer produced, included).
+  size_t saved_bytes(int slot) const;
+
  private:
   struct Saved {
+    Tensor x;          // the block input (also n1.x when the forward's tensors are kept)
+    Recompute mode = Recompute::None;   // how the slot's forward saved
     // From forward, for backward_input.
     NormSaved n1, n2;
     Tensor qkv, att, lse, f;
@@ -84,6 +110,7 @@ class TransformerBlock : public Layer {
   SlotMap<Saved> slots_{"TransformerBlock"};
   std::optional<AttentionBackend> attention_;
   bool deterministic_attention_ = false;
+  Recompute recompute_ = Recompute::None;
 };
 
 }  // namespace ringloom::layers

@@ -55,7 +55,9 @@ def _resume_from(src_ckpt: str, out: str) -> None:
 ZERO = ["--dp", "2", "--micro-batches", "2", "--zero", "--bucket-mb", "0.05"]  # several buckets
 # QSGD draws its random numbers from the optimizer step: a resumed run draws the same ones.
 QSGD = ["--dp", "2", "--compression", "qsgd:3"]
-LAYOUTS = {"pp2": PP2, "dp2-zero": ZERO, "dp2-qsgd": QSGD}
+ZERO2 = ["--dp", "2", "--micro-batches", "2", "--zero", "2", "--bucket-mb", "0.05"]
+ZERO3 = ["--dp", "2", "--micro-batches", "2", "--zero", "3"]   # parameters sharded, one bucket per layer
+LAYOUTS = {"pp2": PP2, "dp2-zero": ZERO, "dp2-qsgd": QSGD, "dp2-zero2": ZERO2, "dp2-zero3": ZERO3}
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +121,23 @@ def test_zero_checkpoint_is_whole(runs):
         set(ck.manifest["files"]) and "model.rank00001.safetensors" not in ck.manifest["files"]
 
 
-@pytest.mark.parametrize("layout,n", [([], 1), (DP2, 2), (ZERO, 2)], ids=["single", "dp2", "dp2-zero"])
+@pytest.mark.parametrize("layout,n", [([], 1), (DP2, 2), (ZERO, 2), (ZERO3, 2)],
+                         ids=["single", "dp2", "dp2-zero", "dp2-zero3"])
 def test_resume_under_another_layout(pp2_run, tmp_path, layout, n):
+    _check_resume_elsewhere(pp2_run, tmp_path, layout, n)
+
+
+@pytest.mark.parametrize("layout,n", [([], 1), (["--dp", "4", "--micro-batches", "2", "--zero", "3"], 4)],
+                         ids=["single", "dp4-zero3"])
+def test_zero3_checkpoint_resumes_at_another_world_size(runs, tmp_path, layout, n):
+    _check_resume_elsewhere(runs("dp2-zero3"), tmp_path, layout, n)
+
+
+def _check_resume_elsewhere(base: str, tmp_path, layout: list[str], n: int) -> None:
     out = str(tmp_path / "other")
-    _resume_from(_step(pp2_run, 2).path, out)
+    _resume_from(_step(base, 2).path, out)
     _train(out, layout, "--resume", n=n)
+    pp2_run = base
     want, got = _losses(pp2_run), _losses(out)
     assert sorted(got) == [3, 4]
     np.testing.assert_allclose([got[s] for s in (3, 4)], [want[s] for s in (3, 4)], rtol=1e-5)

@@ -30,12 +30,22 @@ CONFIGS = {
         dict(name="dp2-zero", dp=2, pp=1, micro_batches=2, zero=True),
         *[dict(name=f"pp2-{s}", dp=1, pp=2, micro_batches=4, schedule=s) for s in ("gpipe", "1f1b", "interleaved",
                                                                                    "zb-h1")],
-        dict(name="pp2-llama-zb-h1", dp=1, pp=2, micro_batches=3, schedule="zb-h1", arch="llama")],
+        dict(name="pp2-llama-zb-h1", dp=1, pp=2, micro_batches=3, schedule="zb-h1", arch="llama"),
+        dict(name="pp2-zb-h1-recompute-full", dp=1, pp=2, micro_batches=3, schedule="zb-h1", recompute="full"),
+        dict(name="dp2-zero2", dp=2, pp=1, micro_batches=2, zero=2),
+        dict(name="dp2-zero3", dp=2, pp=1, micro_batches=1, zero=3),
+        dict(name="dp2-zero3-llama-selective", dp=2, pp=1, micro_batches=2, zero=3, arch="llama",
+             recompute="selective")],
     3: [dict(name="dp3", dp=3, pp=1, micro_batches=2),
         dict(name="pp3-uneven-1f1b", dp=1, pp=3, micro_batches=3, n_layer=7, stage_layers=[3, 2, 2]),
-        dict(name="pp3-zb-h1", dp=1, pp=3, micro_batches=4, n_layer=7, schedule="zb-h1")],
+        dict(name="pp3-zb-h1", dp=1, pp=3, micro_batches=4, n_layer=7, schedule="zb-h1"),
+        dict(name="dp3-zero2", dp=3, pp=1, micro_batches=2, zero=2),
+        dict(name="dp3-zero3", dp=3, pp=1, micro_batches=2, zero=3, n_layer=3)],
     4: [dict(name="dp2xpp2-1f1b", dp=2, pp=2, micro_batches=3),
-        dict(name="dp2xpp2-zero-interleaved", dp=2, pp=2, micro_batches=2, schedule="interleaved", zero=True)],
+        dict(name="dp2xpp2-zero-interleaved", dp=2, pp=2, micro_batches=2, schedule="interleaved", zero=True),
+        dict(name="dp4-zero3", dp=4, pp=1, micro_batches=1, zero=3),
+        dict(name="dp2xpp2-zero3-zb-h1", dp=2, pp=2, micro_batches=2, schedule="zb-h1", zero=3),
+        dict(name="dp2xpp2-zero2-1f1b-llama", dp=2, pp=2, micro_batches=3, zero=2, arch="llama")],
 }
 ALL = [(n, c) for n, cs in CONFIGS.items() for c in cs]
 
@@ -106,3 +116,26 @@ def test_val_loss_agrees(runs, world):
     for c in CONFIGS[world]:
         per_rank = [float(np.load(f)["val"]) for f in sorted(glob.glob(os.path.join(out, f"{c['name']}.rank*.npz")))]
         assert len(set(per_rank)) == 1, f"{c['name']}: ranks disagree on val loss {per_rank}"
+
+
+ZERO_DP = [(w, c) for w, c in ALL if c.get("zero", 0) >= 2 and c["pp"] == 1]
+
+
+@pytest.mark.parametrize("world,cfg", ZERO_DP, ids=[c["name"] for _, c in ZERO_DP])
+def test_zero_memory_per_rank(runs, world, cfg):
+    """After a step each rank holds its shard of the gradients (ZeRO-2) and of the weights
+    too (ZeRO-3), not whole copies: at most 1/dp of the elements plus the padding of one
+    bucket per layer."""
+    out = runs(world)
+    ref_w = _reference(cfg.get("arch", "gpt2"), cfg.get("n_layer", 4))[1]
+    n = sum(w.size for w in ref_w.values())
+    slack = 4 * cfg["dp"] * (cfg.get("n_layer", 4) + 2)   # < dp padding elements per bucket, fp32
+    for f in sorted(glob.glob(os.path.join(out, f"{cfg['name']}.rank*.npz"))):
+        mem = json.loads(str(np.load(f)["memory"]))
+        share = 4 * n / cfg["dp"]
+        assert share * 0.9 <= mem["grads"] <= share + slack, (f, mem, share)
+        assert 3 * share * 0.9 <= mem["optimizer"] <= 3 * (share + slack), (f, mem, share)
+        if cfg["zero"] == 3:
+            assert mem["params"] == 0, (f, mem)   # between steps no layer is gathered
+        else:
+            assert mem["params"] == 4 * n, (f, mem)

@@ -1,7 +1,7 @@
 """One rank of the equivalence tests: `python worker.py OUT_DIR CONFIGS_JSON`.
 
-For each config (a dict: name, dp, pp, schedule, micro_batches, zero, stage_layers, arch,
-n_layer, steps, chunks, bucket_mb, trace, compression, local_sgd,
+For each config (a dict: name, dp, pp, schedule, micro_batches, zero (0-3), stage_layers, arch,
+n_layer, recompute, steps, chunks, bucket_mb, trace, compression, local_sgd,
 local_sgd_moments, lr, data = "random" | "learnable") it trains with ParallelEngine on its rows of the
 same global batches the reference uses, and writes OUT_DIR/<name>.rank<r>.npz with the
 loss of every step, the payload bytes of the dp collectives of every step and this rank's
@@ -9,6 +9,7 @@ final parameters.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +29,9 @@ def main() -> None:
     pg = dist.init(backend="auto", timeout=60)
     for cfg in configs:
         mesh = DeviceMesh(cfg["dp"], cfg["pp"], pg)
-        engine = ParallelEngine(model_config(cfg.get("arch", "gpt2"), cfg.get("n_layer", 4)), mesh, seed=3,
+        mcfg = dataclasses.replace(model_config(cfg.get("arch", "gpt2"), cfg.get("n_layer", 4)),
+                                   recompute=cfg.get("recompute", "none"))
+        engine = ParallelEngine(mcfg, mesh, seed=3,
                                 schedule=cfg.get("schedule", "1f1b"), micro_batches=cfg.get("micro_batches", 1),
                                 chunks=cfg.get("chunks"), stage_layers=cfg.get("stage_layers"),
                                 zero=cfg.get("zero", False), bucket_mb=cfg.get("bucket_mb", 0.01),
@@ -47,7 +50,8 @@ def main() -> None:
         state = {f"param/{k}": v for k, v in engine.state_dict().items()}
         np.savez(os.path.join(out, f"{cfg['name']}.rank{pg.rank}.npz"), losses=np.array(losses), val=np.array(val),
                  comm_bytes=np.array(comm, np.int64),
-                 grad_norm=np.array(engine.last_grad_norm), **state)
+                 grad_norm=np.array(engine.last_grad_norm), memory=np.array(json.dumps(engine.memory_bytes())),
+                 **state)
         if cfg.get("trace"):
             engine.trace.write(rank_path(os.path.join(out, f"{cfg['name']}.trace.json"), pg.rank))
     pg.barrier()

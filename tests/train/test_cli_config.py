@@ -58,11 +58,12 @@ def test_every_flag_reaches_the_config():
     changed = dict(preset="llama-tiny", steps=7, batch_size=8, seq_len=32, lr=1e-3, min_lr=1e-4, warmup=3,
                    lr_schedule="linear", weight_decay=0.05, grad_clip=0.5, seed=3, device="cuda:1",
                    dtype="bfloat16", cuda_graph=False, attention="ours", deterministic_attention=True, threads=2,
-                   data=["a.txt", "b"],                   corpus_bytes=1000, tokenizer="byte", val_fraction=0.2, eval_every=5, eval_batches=2,
-                   log_every=2, out="o", save_every=4, resume="latest", overwrite=True, keep_checkpoints=1, on_nonfinite="skip",
+                   data=["a.txt", "b"], corpus_bytes=1000, tokenizer="byte", val_fraction=0.2, eval_every=5,
+                   eval_batches=2, log_every=2, out="o", save_every=4, async_save=True, resume="latest", overwrite=True,
+                   keep_checkpoints=1, on_nonfinite="skip",
                    peak_tflops=100.0, tensorboard=False, progress=False, sample_every=3, prompt="p", sample_len=9,
                    temperature=0.5, top_k=3, dp=2, pp=2, schedule="interleaved", micro_batches=2, chunks=2,
-                   stage_layers=[1, 1, 1, 1], zero=True, bucket_mb=4.0, compression="none", local_sgd=0,
+                   stage_layers=[1, 1, 1, 1], zero=3, bucket_mb=4.0, compression="none", local_sgd=0,
                    local_sgd_moments=True, param_servers=0, ps_mode="sync", ps_staleness=0, trace="t.json",
                    backend="ring")
     assert set(changed) == {f.name for f in CLI_FIELDS}
@@ -89,7 +90,7 @@ def test_every_model_field_overrides_the_preset(f):
     base = get_preset("llama-tiny")
     value = {"arch": "gpt2", "n_layer": 2, "n_head": 8, "n_kv_head": 4, "n_embd": 64, "ffn_hidden": 96,
              "max_seq_len": 128, "norm_eps": 1e-6, "rope_base": 500.0, "tie_embeddings": True,
-             "bias": True}[f.name]
+             "bias": True, "recompute": "full"}[f.name]
     assert getattr(base, f.name) != value
     if isinstance(value, bool):
         argv = [flag(f.name) if value else flag("no_" + f.name)]

@@ -54,6 +54,8 @@ OPTION_RULES = [
     (dict(param_servers=1, micro_batches=2), "--param-servers cannot be combined with --micro-batches"),
     (dict(param_servers=1, cuda_graph=True), "--param-servers cannot be combined with --cuda-graph"),
     (dict(param_servers=1, trace="t.json"), "--param-servers cannot be combined with --trace"),
+    (dict(param_servers=1, async_save=True), "--param-servers cannot be combined with --async-save"),
+    (dict(zero=4), "zero must be 0, 1, 2 or 3, got 4"),
     (dict(param_servers=1, on_nonfinite="skip"), "--param-servers cannot be combined with --on-nonfinite skip"),
     (dict(param_servers=1, ps_staleness=2), "--ps-staleness applies to --ps-mode async"),
     (dict(param_servers=1, ps_mode="async", save_every=2, out="o"), "--save-every with --ps-mode async"),

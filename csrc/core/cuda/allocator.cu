@@ -197,4 +197,14 @@ void release_private_pool(int device, int pool_id) {
   if (p.capture_pool == pool_id) p.capture_pool = 0;
 }
 
+void* pinned_host_alloc(size_t nbytes) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaHostAlloc(&p, nbytes > 0 ? nbytes : 1, cudaHostAllocDefault));
+  return p;
+}
+
+void pinned_host_free(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);  // no throw: called from destructors
+}
+
 }  // namespace ringloom::cuda

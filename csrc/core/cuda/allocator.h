@@ -32,6 +32,12 @@ void reset_peak_stats(int device);
 // Returns every cached (free) block of the shared cache to the driver.
 void empty_cache(int device);
 
+// ---- Pinned (page-locked) host memory ----
+// For host buffers that device copies fill at full PCIe speed (checkpoint snapshots). Not
+// cached: callers keep and reuse their buffers. The current device's context is used.
+void* pinned_host_alloc(size_t nbytes);
+void pinned_host_free(void* ptr);
+
 // ---- CUDA Graph support ----
 // A new private pool id (> 0) on `device`.
 int create_private_pool(int device);

@@ -8,7 +8,7 @@ import typing_extensions
 from . import ops
 from . import layers
 from . import comm
-__all__: list[str] = ['CudaGraph', 'DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'host_transfer_stats', 'layers', 'ops', 'reset_host_transfer_stats', 'set_num_threads', 'zeros']
+__all__: list[str] = ['CudaGraph', 'DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'host_transfer_stats', 'layers', 'ops', 'pinned_empty', 'reset_host_transfer_stats', 'set_num_threads', 'zeros']
 class DType:
     """
     Members:
@@ -87,6 +87,14 @@ class Tensor:
         ...
     def __repr__(self) -> str:
         ...
+    def allocate_storage_(self) -> None:
+        """
+        Fresh uninitialised memory for this tensor's whole storage
+        """
+    def bind_storage_(self, src: Tensor) -> None:
+        """
+        Point this tensor's whole storage at src's memory (same dtype, size, device); keeps src alive
+        """
     def clone(self) -> Tensor:
         ...
     def copy_(self, src: Tensor) -> Tensor:
@@ -105,12 +113,20 @@ class Tensor:
         """
         A NumPy array: a view for CPU tensors (bfloat16 as ml_dtypes.bfloat16), a copy for CUDA tensors
         """
+    def release_storage_(self) -> None:
+        """
+        Free the memory of this tensor's whole storage (every view of it sees no memory until bind_storage_/allocate_storage_; ops must not get it meanwhile)
+        """
     def reshape(self, *args) -> Tensor:
         ...
     def shares_memory(self, arg0: Tensor) -> bool:
         ...
     def size(self, dim: typing.SupportsInt | typing.SupportsIndex) -> int:
         ...
+    def storage_id(self) -> int:
+        """
+        A number naming this tensor's storage, stable while its memory is released and bound again
+        """
     def to(self, target: typing.Any) -> Tensor:
         """
         Copy to a device ('cpu', 'cuda:0') or convert to a dtype
@@ -123,6 +139,11 @@ class Tensor:
     @property
     def dtype(self) -> DType:
         ...
+    @property
+    def has_memory(self) -> bool:
+        """
+        False while the storage is released (core/storage_swap.h)
+        """
     @property
     def is_cuda(self) -> bool:
         ...
@@ -205,6 +226,10 @@ def get_num_threads() -> int:
 def host_transfer_stats() -> dict:
     """
     Bytes and copies Tensor copies moved between host memory and a device in this process (device->host: to_host_*, host->device: from_host_*) since the start or the last reset
+    """
+def pinned_empty(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any = 'float32') -> Tensor:
+    """
+    An uninitialised CPU tensor in page-locked memory (device copies into it run at full PCIe speed); plain host memory in a build without CUDA
     """
 def reset_host_transfer_stats() -> None:
     ...

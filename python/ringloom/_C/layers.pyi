@@ -123,6 +123,10 @@ class Embedding(Layer):
 class TransformerBlock(Layer):
     def __init__(self, config: BlockConfig, dtype: typing.Any = 'float32', device: typing.Any = 'cpu') -> None:
         ...
+    def saved_bytes(self, slot: typing.SupportsInt | typing.SupportsIndex) -> int:
+        """
+        Bytes of activations the slot holds now (each storage once, the block input included)
+        """
     @property
     def attention_backend(self) -> str | None:
         """
@@ -141,6 +145,14 @@ class TransformerBlock(Layer):
         """
     @deterministic_attention.setter
     def deterministic_attention(self, arg1: bool) -> None:
+        ...
+    @property
+    def recompute(self) -> str:
+        """
+        What a slot keeps between forward and backward_input: "none" (everything), "selective" (recomputes the norm outputs and the MLP activation), "full" (only the block input; the forward is re-run in backward_input). Applies to later forwards.
+        """
+    @recompute.setter
+    def recompute(self, arg1: str) -> None:
         ...
 class LMHead(Layer):
     @typing.overload

@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 ARCHS = ("gpt2", "llama")
+RECOMPUTE = ("none", "selective", "full")
+# Fields that change how a step runs, not what it computes: a checkpoint written under one
+# value resumes under another.
+RUNTIME_FIELDS = ("recompute",)
 
 
 @dataclass
 class ModelConfig:
     """Shape of a model. ``n_kv_head=None`` means ``n_head`` (no GQA); ``ffn_hidden=None``
-    means 4 * n_embd for GPT-2 and LLaMA's 8/3 * n_embd rounded up to a multiple of 64."""
+    means 4 * n_embd for GPT-2 and LLaMA's 8/3 * n_embd rounded up to a multiple of 64.
+    ``recompute`` (none | selective | full): activation recomputation in every block
+    (csrc/layers/transformer_block.h); results are the same, memory and speed differ."""
 
     arch: str = "gpt2"
     vocab_size: int = 256
@@ -32,10 +38,13 @@ class ModelConfig:
     rope_base: float = 10000.0
     tie_embeddings: bool = True
     bias: bool = True
+    recompute: str = "none"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"ModelConfig: arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.recompute not in RECOMPUTE:
+            raise ValueError(f"ModelConfig: recompute must be one of {RECOMPUTE}, got {self.recompute!r}")
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.ffn_hidden is None:

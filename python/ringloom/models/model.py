@@ -18,16 +18,19 @@ Parameter names (one per logical parameter; a tied weight is listed once, as
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterable
 
 import numpy as np
 
 from .. import _C
 from .. import nn
+from ..tensor import host_copy
 from ..tensor import tensor as _tensor
-from .config import ModelConfig
+from .config import RECOMPUTE, ModelConfig
 from .init import initial_values, param_specs
 
+_NO_HOOK = contextlib.nullcontext()
 
 
 def _norm_device(device: str) -> str:
@@ -67,6 +70,10 @@ class Model:
         self.block_ids = list(block_ids)
         self.head = head
         self._params = self._collect_params()
+        # Called around every layer call of the stage_* methods (and by engines that drive
+        # the layers directly): use(model, index in layers(), direction) -> context manager.
+        # ZeRO-3 gathers a layer's parameters there (parallel/zero3.py); None: nothing to do.
+        self.layer_hooks: Any = None
 
     # ---------------------------------------------------------------- attention backend
 
@@ -98,6 +105,20 @@ class Model:
             raise TypeError(f"Model.deterministic_attention must be a bool, got {on!r}")
         for b in self.blocks:
             b.deterministic_attention = on
+
+    @property
+    def recompute(self) -> str:
+        """Activation recomputation of the blocks: "none", "selective" or "full"
+        (ModelConfig.recompute; csrc/layers/transformer_block.h). Setting it applies to the
+        next forward; gradients do not depend on it."""
+        return self.blocks[0].recompute if self.blocks else self.config.recompute
+
+    @recompute.setter
+    def recompute(self, mode: str) -> None:
+        if mode not in RECOMPUTE:
+            raise ValueError(f"Model.recompute must be one of {RECOMPUTE}, got {mode!r}")
+        for b in self.blocks:
+            b.recompute = mode
 
     # ---------------------------------------------------------------- parameters
 
@@ -131,11 +152,7 @@ class Model:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """{name: float32 NumPy copy of the parameter}."""
-        out = {}
-        for name, p in self._params:
-            v = p.value.cpu()
-            out[name] = np.array(v, dtype=np.float32, copy=True)
-        return out
+        return {name: host_copy(p.value) for name, p in self._params}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy every parameter from ``state`` (arrays of any float dtype). The names must
@@ -285,17 +302,23 @@ class Model:
         per-position losses [B, T] (float32; targets required; the gradient of
         grad_scale * sum(losses) is saved for the backward).
         """
+        if self.head is not None and targets is None:
+            raise ValueError("stage_forward: this stage has the LM head; targets are required")
         try:
+            i = 0
             if self.embedding is not None:
-                x = self.embedding.forward(slot, self._tokens(x, "ids"))
+                with self.using(0, +1):
+                    x = self.embedding.forward(slot, self._tokens(x, "ids"))
+                i = 1
             for b in self.blocks:
-                x = b.forward(slot, x)
+                with self.using(i, +1):
+                    x = b.forward(slot, x)
+                i += 1
             if self.head is None:
                 return x
-            if targets is None:
-                raise ValueError("stage_forward: this stage has the LM head; targets are required")
-            return self.head.forward_loss(slot, x, self._tokens(targets, "targets", ignore_index), float(grad_scale),
-                                          ignore_index)
+            with self.using(i, +1):
+                return self.head.forward_loss(slot, x, self._tokens(targets, "targets", ignore_index),
+                                              float(grad_scale), ignore_index)
         except BaseException:
             self.release(slot)
             raise
@@ -308,37 +331,48 @@ class Model:
         per-position losses [B, T] (float32; 0 where targets == ignore_index; targets
         required). Model.loss_sum adds them up on the host.
         """
+        if self.head is not None and targets is None:
+            raise ValueError("stage_infer: this stage has the LM head; targets are required")
+        i = 0
         if self.embedding is not None:
-            x = self.embedding.infer(self._tokens(x, "ids"))
+            with self.using(0, +1):
+                x = self.embedding.infer(self._tokens(x, "ids"))
+            i = 1
         for b in self.blocks:
-            x = b.infer(x)
+            with self.using(i, +1):
+                x = b.infer(x)
+            i += 1
         if self.head is None:
             return x
-        if targets is None:
-            raise ValueError("stage_infer: this stage has the LM head; targets are required")
-        return self.head.loss(x, self._tokens(targets, "targets", ignore_index), ignore_index)
+        with self.using(i, +1):
+            return self.head.loss(x, self._tokens(targets, "targets", ignore_index), ignore_index)
 
     def stage_backward_input(self, slot: int, dy=None):
         """Input-gradient half for ``slot``: dy [B, T, C] from the next stage (None when this
         stage has the head). Returns dx [B, T, C] for the previous stage, or None when this
         stage has the embedding. Parameter gradients are untouched until stage_backward_weight."""
-        if self.head is not None:
-            if dy is not None:
-                raise ValueError("stage_backward_input: this stage has the LM head; its gradient comes from "
-                                 "stage_forward's targets, pass dy=None")
-            dy = self.head.backward_input(slot, None)
-        elif dy is None:
+        if self.head is not None and dy is not None:
+            raise ValueError("stage_backward_input: this stage has the LM head; its gradient comes from "
+                             "stage_forward's targets, pass dy=None")
+        if self.head is None and dy is None:
             raise ValueError("stage_backward_input: dy from the next stage is required")
-        for b in reversed(self.blocks):
-            dy = b.backward_input(slot, dy)
-        if self.embedding is not None:
-            return self.embedding.backward_input(slot, dy)
-        return dy
+        layers = self.layers()
+        for i in range(len(layers) - 1, -1, -1):
+            with self.using(i, -1):
+                dy = layers[i].backward_input(slot, dy)
+        return None if self.embedding is not None else dy
 
     def stage_backward_weight(self, slot: int) -> None:
         """Weight-gradient half for ``slot`` (accumulates into .grad, frees the slot)."""
         for layer in reversed(self.layers()):
             layer.backward_weight(slot)
+
+    def using(self, index: int, direction: int):
+        """Context around a call of layer ``index`` of layers() (direction +1 in a forward,
+        -1 in a backward): the layer_hooks' context, or a no-op."""
+        if self.layer_hooks is None:
+            return _NO_HOOK
+        return self.layer_hooks.use(self, index, direction)
 
     def release(self, slot: int) -> None:
         """Drop the activations of ``slot`` in every layer (after a failed or abandoned step)."""
@@ -406,5 +440,6 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
     model = Model(config, device, dtype, emb, blks, block_ids, hd)
     model.attention = attention
     model.deterministic_attention = deterministic_attention
+    model.recompute = config.recompute
     model._initialize(seed)
     return model

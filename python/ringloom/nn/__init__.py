@@ -18,7 +18,8 @@ Shapes (B batch, T sequence, C n_embd, V vocab):
 - ``Embedding(vocab_size, n_embd, max_seq_len, learned_positions=True, dtype, device)``:
   forward(slot, ids int32 [B, T]) -> [B, T, C]; backward_input returns None.
 - ``TransformerBlock(BlockConfig(...), dtype, device)``: [B, T, C] -> [B, T, C]; pre-norm
-  attention (RoPE, GQA) and MLP (GELU or SwiGLU) with residual adds.
+  attention (RoPE, GQA) and MLP (GELU or SwiGLU) with residual adds. ``recompute`` ("none",
+  "selective", "full") sets what a slot keeps for backward; ``saved_bytes(slot)`` reports it.
 - ``LMHead(n_embd, vocab_size, norm, norm_eps, dtype, device)`` or ``LMHead(tied=embedding,
   norm=..., norm_eps=...)``: forward(slot, x) -> logits [B, T, V];
   forward_loss(slot, x, targets int32 [B, T], grad_scale, ignore_index) -> per-position

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import _C
+from ..tensor import host_copy
 
 ops = _C.ops
 
@@ -95,10 +96,10 @@ class AdamW:
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"step": self.step_count}
         for (name, _), m, v, w in zip(self.named, self._m, self._v, self._masters):
-            state[f"m.{name}"] = np.array(m.numpy(), copy=True)
-            state[f"v.{name}"] = np.array(v.numpy(), copy=True)
+            state[f"m.{name}"] = host_copy(m)
+            state[f"v.{name}"] = host_copy(v)
             if self._compute:
-                state[f"master.{name}"] = np.array(w.numpy(), copy=True)
+                state[f"master.{name}"] = host_copy(w)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

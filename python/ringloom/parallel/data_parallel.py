@@ -12,9 +12,16 @@ gradient accumulation is free.
 
 Two modes:
   "all_reduce"      sum over the group, copied back into each Param.grad (plain DP)
-  "reduce_scatter"  ZeRO-1: each bucket is padded to a multiple of the group size; rank k
+  "reduce_scatter"  ZeRO: each bucket is padded to a multiple of the group size; rank k
                     keeps the reduced segment [k L, (k+1) L) in ``bucket.shard`` (L = padded
                     size / group size) and its own optimizer updates only that segment.
+
+``release_grads`` (ZeRO-2 and 3, reduce_scatter mode): a bucket's flat buffer exists only
+while its collective runs, and its parameters' gradients are freed as soon as they are
+copied into it; :meth:`reset` gives them fresh zeroed memory before the next step. So full
+gradients live only between a layer's first backward of the step and its bucket's launch.
+``units`` (ZeRO-3): explicit buckets, one per layer, so a bucket is also the unit whose
+parameters are gathered together.
 
 The loss is scaled by 1 / (targets in the global batch) before backward, so the sum over
 ranks is exactly the gradient of the global mean loss (as one process on the whole batch).
@@ -42,7 +49,7 @@ class Bucket:
     offsets: list[int]              # element offset of each param in the flat buffer
     numel: int                      # sum of the params' sizes
     padded: int                     # numel rounded up to a multiple of the group size
-    flat: Any                       # fp32 Tensor [padded]
+    flat: Any                       # fp32 Tensor [padded] (with release_grads: only while reduced)
     shard: Any = None               # ZeRO: fp32 Tensor [padded / group size]
     work: Any = None
     pending: int = 0                # params not yet final this step
@@ -50,7 +57,7 @@ class Bucket:
 
 
 def _key(p: Any) -> int:
-    return p.value.data_ptr()
+    return p.value.storage_id()   # stable while ZeRO-3 releases and rebinds the memory
 
 
 def flat_view(t: Any, start: int, length: int, shape: Sequence[int]) -> Any:
@@ -63,13 +70,17 @@ class GradReducer:
     Param) given in the order they become final; see the module docstring."""
 
     def __init__(self, ordered: Sequence[tuple[str, Any]], group: Any, bucket_bytes: float = DEFAULT_BUCKET_MB * 2**20,
-                 mode: str = "all_reduce", trace: Any = None, compression: "str | Compressor | None" = None):
+                 mode: str = "all_reduce", trace: Any = None, compression: "str | Compressor | None" = None,
+                 release_grads: bool = False, units: Sequence[Sequence[tuple[str, Any]]] | None = None):
         if mode not in ("all_reduce", "reduce_scatter"):
             raise ValueError(f"GradReducer: mode must be all_reduce or reduce_scatter, got {mode!r}")
         self.compressor = parse_compression(compression)
         if self.compressor is not None and mode != "all_reduce":
             raise ValueError(f"GradReducer: compression {self.compressor} needs mode all_reduce (not ZeRO's "
                              f"reduce_scatter)")
+        if release_grads and mode != "reduce_scatter":
+            raise ValueError("GradReducer: release_grads needs mode reduce_scatter (each rank keeps a shard)")
+        self.release_grads = bool(release_grads)
         self.bytes_last_step = 0
         if bucket_bytes <= 0:
             raise ValueError(f"GradReducer: bucket size must be positive, got {bucket_bytes} bytes")
@@ -80,14 +91,19 @@ class GradReducer:
         cur: list[tuple[str, Any]] = []
         size = 0
         limit = max(1, int(bucket_bytes // 4))
-        for name, p in ordered:
-            cur.append((name, p))
-            size += p.grad.numel()
-            if size >= limit:
+        if units is not None:
+            for unit in units:
+                if unit:
+                    self._add(list(unit), n)
+        else:
+            for name, p in ordered:
+                cur.append((name, p))
+                size += p.grad.numel()
+                if size >= limit:
+                    self._add(cur, n)
+                    cur, size = [], 0
+            if cur:
                 self._add(cur, n)
-                cur, size = [], 0
-        if cur:
-            self._add(cur, n)
         self._next = 0
 
     def _add(self, params: list[tuple[str, Any]], n: int) -> None:
@@ -97,7 +113,8 @@ class GradReducer:
             off += p.grad.numel()
         padded = -(-off // n) * n
         device = params[0][1].grad.device
-        b = Bucket(params, offsets, off, padded, _C.zeros([padded], "float32", device))
+        flat = None if self.release_grads else _C.zeros([padded], "float32", device)
+        b = Bucket(params, offsets, off, padded, flat)
         if self.mode == "reduce_scatter":
             b.shard = _C.zeros([padded // n], "float32", device)
         b.keys = [_key(p) for _, p in params]
@@ -107,6 +124,10 @@ class GradReducer:
             self._bucket_of[k] = len(self.buckets)
         self.buckets.append(b)
 
+    def bucket_index(self, p: Any) -> int | None:
+        """The bucket holding Param ``p``, or None when this reducer does not reduce it."""
+        return self._bucket_of.get(_key(p))
+
     # ---------------------------------------------------------------- per step
     def reset(self, step: int = 0) -> None:
         """Before a step; ``step`` (steps taken before it) seeds compressors that draw random
@@ -115,6 +136,11 @@ class GradReducer:
             self.compressor.begin_step(step)
         for b in self.buckets:
             b.pending, b.work = len(b.params), None
+            if self.release_grads:
+                for _, p in b.params:
+                    if not p.grad.has_memory:
+                        p.grad.allocate_storage_()
+                        p.grad.zero_()
         self._next = 0
         self.bytes_last_step = 0
 
@@ -129,8 +155,14 @@ class GradReducer:
             self._next += 1
 
     def _launch(self, b: Bucket) -> None:
+        if self.release_grads:
+            b.flat = _C.empty([b.padded], "float32", b.shard.device)
+            if b.padded > b.numel:
+                b.flat.narrow0(b.numel, b.padded - b.numel).zero_()
         for (_, p), off in zip(b.params, b.offsets):
             flat_view(b.flat, off, p.grad.numel(), p.grad.shape).copy_(p.grad)
+            if self.release_grads:
+                p.grad.release_storage_()
         if self.compressor is not None:
             return   # reduced in finish()
         if self.trace is not None:
@@ -156,6 +188,8 @@ class GradReducer:
                 b.work.wait()
             if span is not None:
                 span.close()
+            if self.release_grads:
+                b.flat = None
             if self.mode == "all_reduce":
                 for (_, p), off in zip(b.params, b.offsets):
                     p.grad.copy_(flat_view(b.flat, off, p.grad.numel(), p.grad.shape))

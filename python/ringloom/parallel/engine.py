@@ -9,7 +9,11 @@ A step: split the rows into micro-batches (in order: which sequences form the gl
 never depends on the layout), run this pipeline rank's action list (schedules.py) on its
 chunk models, reduce gradients over the dp group in buckets while backward runs
 (data_parallel.py), sum the tied wte gradient between first and last stage, compute the
-global gradient norm, and step the optimizer (AdamW, or ZeRO-1's ShardedAdamW).
+global gradient norm, and step the optimizer (AdamW, or ZeRO's ShardedAdamW).
+
+``zero`` (over the dp ranks; zero.py, zero3.py): 1 shards the optimizer state, 2 also frees
+the full gradients once reduce-scattered, 3 also shards the parameters, which are gathered
+per layer as the schedule reaches it.
 
 Every micro-batch's loss is scaled by 1 / (targets in the whole global batch), so the
 gradients summed over micro-batches and dp ranks equal single-process training's on the
@@ -40,7 +44,8 @@ from .partition import balanced_split, check_split, stage_blocks
 from .schedule_runner import ScheduleRunner
 from .schedules import make_schedule
 from .trace import Timeline
-from .zero import ShardedAdamW
+from .zero import ShardedAdamW, memory_per_rank
+from .zero3 import ParameterGather, layer_units
 
 TIED = "embedding.wte.weight"
 
@@ -60,7 +65,7 @@ def sum_f64(group: Any, values: Sequence[float]) -> np.ndarray:
 class ParallelEngine:
     def __init__(self, config: ModelConfig, mesh: DeviceMesh, *, device: str = "cpu", dtype: Any = None,
                  seed: int = 0, schedule: str = "1f1b", micro_batches: int | None = None, chunks: int | None = None,
-                 stage_layers: Sequence[int] | None = None, zero: bool = False,
+                 stage_layers: Sequence[int] | None = None, zero: int = 0,
                  bucket_mb: float = DEFAULT_BUCKET_MB, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
                  eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0, trace: bool = False,
                  ignore_index: int = -100, compression: str | None = None, local_sgd: int = 0,
@@ -111,7 +116,9 @@ class ParallelEngine:
             for params in reversed(self._layer_params[c]):
                 final_order += [(ptr_name[q.value.data_ptr()], q) for q in params]
         bucket_bytes = bucket_mb * 2**20
-        self.zero = bool(zero) and mesh.dp > 1
+        if int(zero) not in (0, 1, 2, 3):
+            raise ValueError(f"ParallelEngine: zero must be 0, 1, 2 or 3, got {zero!r}")
+        self.zero = int(zero) if mesh.dp > 1 else 0
         self.local_sgd = int(local_sgd) if mesh.dp > 1 else 0
         self.local_sgd_moments = bool(local_sgd_moments)
         self.comm_bytes_last_step = 0
@@ -127,9 +134,16 @@ class ParallelEngine:
             # the whole tensor: it stays replicated (all-reduce + plain AdamW).
             shard = [(n, q) for n, q in final_order if not (self.tied_param is not None and n == TIED)]
             repl = [(n, q) for n, q in final_order if self.tied_param is not None and n == TIED]
-            rs = GradReducer(shard, dp_group, bucket_bytes, "reduce_scatter", self.trace)
+            units = None
+            if self.zero == 3:   # one bucket per layer: the unit gathered before the layer runs
+                sharded_names = {n for n, _ in shard}
+                units = [[(ptr_name[q.value.data_ptr()], q) for q in params
+                          if ptr_name[q.value.data_ptr()] in sharded_names]
+                         for c in order for params in reversed(self._layer_params[c])]
+            rs = GradReducer(shard, dp_group, bucket_bytes, "reduce_scatter", self.trace,
+                             release_grads=self.zero >= 2, units=units)
             self.reducers.append(rs)
-            self.sharded = ShardedAdamW(rs, **opt_kw)
+            self.sharded = ShardedAdamW(rs, **opt_kw, stage=self.zero)
             if repl:
                 self.reducers.append(GradReducer(repl, dp_group, bucket_bytes, "all_reduce", self.trace))
                 self.optimizer = AdamW(repl, **opt_kw)
@@ -138,6 +152,10 @@ class ParallelEngine:
                 self.reducers.append(GradReducer(final_order, dp_group, bucket_bytes, "all_reduce", self.trace,
                                                  compression=compression))
             self.optimizer = AdamW(named, **opt_kw)
+        self.gather = None
+        if self.zero == 3:
+            self.gather = ParameterGather(self.sharded, self.chunks,
+                                          layer_units(self.chunks, self.sharded.reducer, config.tie_embeddings))
         self.step_count = 0
         self.last_grad_norm = float("nan")
         self.last_step_skipped = False
@@ -146,11 +164,23 @@ class ParallelEngine:
     def parameters(self) -> list[tuple[str, Any]]:
         return list(self.named)
 
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of parameters, gradients and optimizer state this rank holds now
+        (zero.memory_per_rank)."""
+        opts = [o for o in (self.sharded, self.optimizer) if o is not None]
+        return memory_per_rank(self.named, opts, self.reducers)
+
+    def full_parameters(self):
+        """Context in which every parameter of this rank's chunks has its values (under
+        ZeRO-3 they are gathered: a collective over the dp group; else nothing to do)."""
+        return self.gather.gathered_all() if self.gather is not None else nullcontext()
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """This rank's parameters (fp32 NumPy copies), by name."""
+        """This rank's parameters (fp32 NumPy copies), by name. A collective under ZeRO-3."""
         out: dict[str, np.ndarray] = {}
-        for m in self.chunks:
-            out.update(m.state_dict())
+        with self.full_parameters():
+            for m in self.chunks:
+                out.update(m.state_dict())
         return out
 
     def _names_of(self, pp_index: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -225,10 +255,10 @@ class ParallelEngine:
         else:
             count = self._global_count(targets) if mesh.is_last_stage else 0
         scale = 1.0 / max(count, 1)
+        for red in self.reducers:   # first: under ZeRO-2/3 it gives the gradients their memory back
+            red.reset(self.step_count)
         for mdl in self.chunks:
             mdl.zero_grad()
-        for red in self.reducers:
-            red.reset(self.step_count)
         loss_sum = self._run_schedule(micro, scale)
         with _span(tl, "grad sync", "comm"):
             for red in self.reducers:
@@ -246,6 +276,8 @@ class ParallelEngine:
                     self.sharded.step(lr=lr, grad_norm=norm_t)
                 if self.optimizer is not None:
                     self.optimizer.step(lr=lr, grad_norm=norm_t)
+        if self.gather is not None:
+            self.gather.check_idle()
         self.step_count += 1
         self.comm_bytes_last_step = sum(red.bytes_last_step for red in self.reducers)
         if self.local_sgd and self.step_count % self.local_sgd == 0:

@@ -1,5 +1,5 @@
-"""Which changes to the data-parallel gradient exchange combine: ZeRO-1 (reduce-scatter and
-sharded AdamW), gradient compression (parallel/compression.py) and local SGD (averaging
+"""Which changes to the data-parallel gradient exchange combine: ZeRO (reduce-scatter and
+sharded AdamW, stages 1-3), gradient compression (parallel/compression.py) and local SGD (averaging
 weights every H steps instead of gradients every step). ParallelEngine and the trainer's
 option check (train/options.py) both ask here."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ def compression_kind(spec: str | None) -> str:
     return "none" if kind in ("", "none", "fp32") else kind
 
 
-def check_gradient_exchange(zero: bool, compression: str | None, local_sgd: int) -> None:
+def check_gradient_exchange(zero: int, compression: str | None, local_sgd: int) -> None:
     """The three ways to change the dp gradient exchange, and which of them combine."""
     if not isinstance(local_sgd, int) or isinstance(local_sgd, bool) or local_sgd < 0:
         raise ValueError(f"local_sgd must be an integer >= 0 (0 = off), got {local_sgd!r}")

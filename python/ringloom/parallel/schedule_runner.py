@@ -93,8 +93,11 @@ class ScheduleRunner:
             self.fused.add(key)
             grad = [dy]
 
+            model = eng.chunks[a.chunk]
+
             def both_halves(layer: Any, li: int) -> None:
-                grad[0] = layer.backward(a.mb, grad[0])
+                with model.using(li, -1):   # ZeRO-3: the layer's parameters gathered meanwhile
+                    grad[0] = layer.backward(a.mb, grad[0])
 
             with self._span(self._name("B", a) + "+W", "compute"):
                 self._weights_backward(a, both_halves)

@@ -8,6 +8,16 @@ the fused ops.adamw_step (on views of the flat shard buffers, one view per param
 so each piece gets its parameter's weight decay), then all-gathers the updated shards and
 copies them into the parameters. Optimizer memory per rank drops from 12 bytes per parameter
 (masters, m, v) to 12 / dp.
+
+The same optimizer serves the higher stages (``stage``):
+  2  the reducer frees the full gradients once a bucket is reduced (GradReducer
+     release_grads): gradient memory between steps drops from 4 bytes per parameter to 4 / dp.
+  3  the parameters are sharded too: after the update nothing is gathered; this rank keeps
+     its shard in the compute dtype (``compute_shards``: the masters themselves in fp32, a
+     bf16 copy otherwise) and parallel/zero3.py all-gathers a layer's parameters just before
+     the layer runs and frees them after.
+The full-size buffer the updated shards are gathered into (stages 1 and 2) exists only
+during :meth:`step`.
 """
 from __future__ import annotations
 
@@ -16,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import _C
+from ..tensor import host_copy
 from .data_parallel import GradReducer, flat_view
 
 ops = _C.ops
@@ -23,27 +34,29 @@ ops = _C.ops
 
 class ShardedAdamW:
     def __init__(self, reducer: GradReducer, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0):
+                 eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0, stage: int = 1):
         if reducer.mode != "reduce_scatter":
             raise ValueError("ShardedAdamW needs a GradReducer in reduce_scatter mode")
+        if stage not in (1, 2, 3):
+            raise ValueError(f"ShardedAdamW: stage must be 1, 2 or 3, got {stage!r}")
+        self.stage = int(stage)
         self.reducer, self.group = reducer, reducer.group
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.weight_decay, self.max_grad_norm = float(weight_decay), float(max_grad_norm)
         self.step_count = 0
         n, k = self.group.size, self.group.rank
-        self._masters, self._m, self._v, self._gathered = [], [], [], []
+        self._masters, self._m, self._v = [], [], []
         self._pieces: list[tuple[Any, Any, Any, Any, float]] = []  # (master, grad, m, v, wd) views
         for b in reducer.buckets:
             L = b.padded // n
             lo, hi = k * L, (k + 1) * L
-            device = b.flat.device
+            device = b.shard.device
             master = _C.zeros([L], "float32", device)
             m = _C.zeros([L], "float32", device)
             v = _C.zeros([L], "float32", device)
             self._masters.append(master)
             self._m.append(m)
             self._v.append(v)
-            self._gathered.append(_C.zeros([b.padded], "float32", device))
             for (_, p), off in zip(b.params, b.offsets):
                 a, e = max(lo, off), min(hi, off + p.value.numel())
                 if a >= e:
@@ -54,6 +67,13 @@ class ShardedAdamW:
                 wd = self.weight_decay if p.decay else 0.0
                 self._pieces.append((master.narrow0(a - lo, e - a), b.shard.narrow0(a - lo, e - a),
                                      m.narrow0(a - lo, e - a), v.narrow0(a - lo, e - a), wd))
+        # Stage 3: this rank's shard of each bucket in the parameters' dtype, what the
+        # per-layer all-gathers send.
+        self.compute_shards = []
+        if self.stage == 3:
+            for b, master in zip(reducer.buckets, self._masters):
+                dtype = b.params[0][1].value.dtype
+                self.compute_shards.append(master if dtype == _C.DType.float32 else master.to(dtype))
 
     def local_sq_norm(self) -> float:
         """Sum of squares of this rank's gradient shard (padding is zero)."""
@@ -71,21 +91,31 @@ class ShardedAdamW:
                            lr=self.lr if lr is None else lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
                            step=self.step_count, max_norm=self.max_grad_norm,
                            grad_norm=grad_norm if self.max_grad_norm > 0 else None)
-        works = [self.group.all_gather(g, mst, async_op=True) for g, mst in zip(self._gathered, self._masters)]
-        for b, g, w in zip(self.reducer.buckets, self._gathered, works):
+        if self.stage == 3:
+            self.refresh_compute_shards()
+            return
+        gathered = [_C.empty([b.padded], "float32", b.shard.device) for b in self.reducer.buckets]
+        works = [self.group.all_gather(g, mst, async_op=True) for g, mst in zip(gathered, self._masters)]
+        for b, g, w in zip(self.reducer.buckets, gathered, works):
             w.wait()
             for (_, p), off in zip(b.params, b.offsets):
                 src = flat_view(g, off, p.value.numel(), p.value.shape)
                 p.value.copy_(src if p.value.dtype == _C.DType.float32 else src.to(p.value.dtype))
 
+    def refresh_compute_shards(self) -> None:
+        """Stage 3: the compute-dtype shards follow the fp32 masters."""
+        for cs, master in zip(self.compute_shards, self._masters):
+            if cs is not master:
+                cs.copy_(master.to(cs.dtype))
+
     # ---------------------------------------------------------------- checkpoints
     def _gather(self, shards: list[Any]) -> list[np.ndarray]:
         """Every bucket's [padded] buffer from the ranks' [L] shards, as host arrays."""
-        outs = [_C.zeros([b.padded], "float32", b.flat.device) for b in self.reducer.buckets]
+        outs = [_C.zeros([b.padded], "float32", b.shard.device) for b in self.reducer.buckets]
         works = [self.group.all_gather(o, s, async_op=True) for o, s in zip(outs, shards)]
         for w in works:
             w.wait()
-        return [np.array(o.cpu().numpy(), copy=True) for o in outs]
+        return [host_copy(o) for o in outs]
 
     def _mixed(self) -> bool:
         return any(p.value.dtype != _C.DType.float32 for b in self.reducer.buckets for _, p in b.params)
@@ -104,7 +134,8 @@ class ShardedAdamW:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Take this rank's shard of a state_dict() (saved under any dp size). Load the model
-        weights first: without master.<name> entries the masters are refreshed from them."""
+        weights first: without master.<name> entries the masters are refreshed from them
+        (under stage 3 the parameters must be gathered meanwhile: ParameterGather.gathered_all)."""
         n, k = self.group.size, self.group.rank
         for b, master, m, v in zip(self.reducer.buckets, self._masters, self._m, self._v):
             L = b.padded // n
@@ -125,3 +156,30 @@ class ShardedAdamW:
                     t = _C.from_numpy(src)
                     dst.narrow0(a - lo, e - a).copy_(t.to(dst.device))
         self.step_count = int(state["step"])
+        self.refresh_compute_shards()
+
+
+def memory_per_rank(named: list[tuple[str, Any]], optimizers: list[Any], reducers: list[GradReducer]) -> dict[str, int]:
+    """Bytes this rank holds now, from the live buffers: parameters and gradients with
+    memory (each storage once: a ZeRO-3 parameter between uses has none), and optimizer
+    state (fp32 masters, m, v, and ZeRO-3's compute-dtype shards where they are separate
+    tensors). For the bytes-per-parameter comparison of the ZeRO stages."""
+    seen: set[int] = set()
+
+    def size(t: Any) -> int:
+        if t is None or not t.has_memory or t.storage_id() in seen:
+            return 0
+        seen.add(t.storage_id())
+        return int(t.nbytes)
+
+    out = {"params": sum(size(p.value) for _, p in named), "grads": sum(size(p.grad) for _, p in named)}
+    state = 0
+    for o in optimizers:
+        for lst in (getattr(o, "_masters", []), getattr(o, "_m", []), getattr(o, "_v", []),
+                    getattr(o, "compute_shards", [])):
+            state += sum(size(t) for t in lst)
+    out["optimizer"] = state
+    # The reducers' flat buckets (persistent for plain DP and ZeRO-1) and ZeRO's shards.
+    out["grads"] += sum(size(b.shard) + size(b.flat) for r in reducers for b in r.buckets)
+    out["total"] = out["params"] + out["grads"] + out["optimizer"]
+    return out

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint.async_save import AsyncCheckpointWriter, wait_for_rank_files
 from ..checkpoint.manager import (CheckpointError, finalize, open_checkpoint, resolve_resume, step_dir_name,
                                   write_rank_files)
+from ..models.config import RUNTIME_FIELDS
 
 # TrainConfig fields that must match to resume (they change what the run computes);
 # a difference in the others in _WARN is reported but allowed (e.g. training for longer).
@@ -81,9 +83,51 @@ def write_checkpoint(run: Any, step: int, model_state: Any, optim_state: Any, st
 
 
 def save_trainer(tr: Any) -> str:
-    """Write checkpoint tr.step (every rank calls this); returns its directory."""
-    st = tr.engine.state_dict()   # a collective in the modes whose state is spread over ranks
-    return write_checkpoint(tr.run, tr.step, st.model, st.optim, trainer_state(tr, st.optimizer_step))
+    """Write checkpoint tr.step (every rank calls this); returns its directory. With
+    --async-save the state is snapshotted here and written by the background writer."""
+    writer = async_writer(tr) if tr.run.cfg.async_save else None
+    if writer is not None:
+        writer.wait()   # at most one save in flight; its error (if any) surfaces here
+    if writer is None:
+        st = tr.engine.state_dict()   # a collective in the modes whose state is spread over ranks
+        return write_checkpoint(tr.run, tr.step, st.model, st.optim, trainer_state(tr, st.optimizer_step))
+    with writer.staging.snapshot():   # device tensors through the writer's pinned buffers
+        st = tr.engine.state_dict()
+    state = trainer_state(tr, st.optimizer_step)
+    run, step = tr.run, tr.step
+    root = checkpoint_root(run.cfg)
+    ckpt_dir = os.path.join(root, step_dir_name(step))
+    config = run_config(run)
+
+    def write() -> None:
+        write_rank_files(ckpt_dir, run.rank, st.model, st.optim, state)
+        if run.rank == 0:
+            wait_for_rank_files(ckpt_dir, run.world)
+            finalize(root, step, config, world_size=run.world, keep=run.cfg.keep_checkpoints)
+
+    writer.submit(step_dir_name(step), write)
+    return ckpt_dir
+
+
+def async_writer(tr: Any) -> AsyncCheckpointWriter:
+    """The trainer's background checkpoint writer (made on first use)."""
+    if getattr(tr, "checkpoint_writer", None) is None:
+        tr.checkpoint_writer = AsyncCheckpointWriter()
+    return tr.checkpoint_writer
+
+
+def check_async_save(tr: Any) -> None:
+    """Raise the error of a failed background save (a no-op without --async-save)."""
+    if getattr(tr, "checkpoint_writer", None) is not None:
+        tr.checkpoint_writer.check()
+
+
+def finish_async_save(tr: Any) -> None:
+    """Wait for the background save in flight and raise its error; at the end of a run."""
+    if getattr(tr, "checkpoint_writer", None) is not None:
+        tr.checkpoint_writer.close()
+        if tr.run.pg is not None:
+            tr.run.pg.barrier()   # rank 0's finalize waited for every rank's files; all leave together
 
 
 # ---------------------------------------------------------------------------------- restore
@@ -93,7 +137,7 @@ def check_config(ckpt_path: str, saved: dict, run: Any) -> None:
         raise CheckpointError(f"{ckpt_path}: config.json has no model configuration")
     mine = dataclasses.asdict(run.model_config)
     diffs = [f"{k}: checkpoint {saved_model.get(k)!r}, this run {v!r}" for k, v in mine.items()
-             if saved_model.get(k) != v]
+             if saved_model.get(k) != v and k not in RUNTIME_FIELDS]
     if diffs:
         raise CheckpointError(f"{ckpt_path}: the checkpoint is of another model ({'; '.join(diffs)})")
     train = saved.get("train", {})

@@ -105,6 +105,9 @@ _MODEL_HELP = {
     "rope_base": "RoPE base frequency (llama)",
     "tie_embeddings": "the LM head shares the token embedding",
     "bias": "biases in the linear layers and norms",
+    "recompute": "activation recomputation: selective redoes the norms and the MLP activation in backward, "
+                 "full keeps only each block's input and redoes its forward; same results, less memory "
+                 "(default: none; docs/training.md)",
 }
 
 
@@ -157,7 +160,7 @@ def add_config_group(parser: argparse.ArgumentParser, group: str) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--<field> for every settable ModelConfig field, stored as ``model.<field>``."""
-    from ..models.config import ARCHS, ModelConfig
+    from ..models.config import ARCHS, RECOMPUTE, ModelConfig
 
     hints = typing.get_type_hints(ModelConfig)
     g = parser.add_argument_group(MODEL_SHAPE)
@@ -170,6 +173,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
             kw["action"] = argparse.BooleanOptionalAction
         elif f.name == "arch":
             kw["choices"] = list(ARCHS)
+        elif f.name == "recompute":
+            kw["choices"] = list(RECOMPUTE)
         elif base is int:
             kw.update(type=positive_int, metavar="N")
         else:

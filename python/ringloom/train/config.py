@@ -75,6 +75,8 @@ class TrainConfig:
     log_every: int = _opt(10, "metrics.jsonl line every N steps", OUTPUT, low=1, metavar="STEPS")
     out: str | None = _opt(None, "output directory (default: runs/<preset>)", OUTPUT, metavar="DIR")
     save_every: int = _opt(0, "checkpoint every N steps, 0 = only at the end", OUTPUT, low=0, metavar="STEPS")
+    async_save: bool = _opt(False, "write checkpoints on a background thread from a host snapshot while training "
+                            "goes on (at most one save in flight; checkpoint/async_save.py)", OUTPUT)
     resume: str | None = _opt(None, "resume from a checkpoint (default when given without a value: the latest "
                               "in --out)", OUTPUT, nargs="?", const="latest", metavar="CKPT")
     overwrite: bool = _opt(False, "replace the run already in --out: its metrics, model, checkpoints, event "
@@ -107,7 +109,9 @@ class TrainConfig:
                               low=1, metavar="V")
     stage_layers: list[int] | None = _opt(None, "layers per (virtual) stage, e.g. 3,2,2 (default: balanced by "
                                           "parameter count)", PARALLEL, kind="int_list", metavar="N,N,...")
-    zero: bool = _opt(False, "ZeRO-1: shard the optimizer state over the data-parallel ranks", PARALLEL)
+    zero: int = _opt(0, "ZeRO over the data-parallel ranks: 1 shards the optimizer state, 2 also the gradients, "
+                     "3 also the parameters (gathered per layer as it runs); --zero alone = 1 (parallel/zero.py)",
+                     PARALLEL, choices=(0, 1, 2, 3), nargs="?", const=1, metavar="STAGE")
     bucket_mb: float = _opt(25.0, "gradient all-reduce bucket size", PARALLEL, low=0.0, low_open=True,
                             metavar="MB")
     compression: str = _opt("none", "compress the data-parallel gradient reduction: none, bf16, topk:RATIO "
@@ -137,6 +141,8 @@ class TrainConfig:
         if self.schedule == "zb":
             self.schedule = "zb-h1"
         self.model_overrides = dict(self.model_overrides or {})
+        if isinstance(self.zero, bool):
+            self.zero = int(self.zero)   # True: ZeRO-1, as the boolean flag meant
         from .options import validate
 
         validate(self)   # every rule on option values and combinations (train/options.py)

@@ -94,7 +94,7 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
     for f in dataclasses.fields(cfg):   # the choices listed on the field (train/config.py)
         allowed = f.metadata.get("choices")
         if allowed and getattr(cfg, f.name) not in allowed:
-            raise ValueError(f"{f.name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got "
+            raise ValueError(f"{f.name} must be {', '.join(map(str, allowed[:-1]))} or {allowed[-1]}, got "
                              f"{getattr(cfg, f.name)!r}")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", str(cfg.device)):
         raise ValueError(f"unknown device {cfg.device!r}: expected cpu, cuda or cuda:N")
@@ -125,6 +125,7 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
                           ((cfg.micro_batches or 1) > 1, "--micro-batches"),
                           (cfg.cuda_graph, "--cuda-graph"),
                           (cfg.trace is not None, "--trace"),
+                          (cfg.async_save, "--async-save (the servers write their part of a checkpoint in step)"),
                           (cfg.on_nonfinite == "skip",
                            "--on-nonfinite skip (the servers skip a non-finite round themselves; workers stop)")):
             if bad:

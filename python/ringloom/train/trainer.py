@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -46,6 +47,7 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0        # steps dropped for a non-finite loss/gradient (--on-nonfinite skip)
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
+        self.checkpoint_writer = None   # --async-save: train/checkpointing.async_writer
 
     @property
     def is_main(self) -> bool:
@@ -92,7 +94,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     from tqdm.auto import tqdm
 
     from ..models import param_specs
-    from .checkpointing import restore_trainer, resume_path, save_trainer
+    from .checkpointing import check_async_save, finish_async_save, restore_trainer, resume_path, save_trainer
     from .telemetry import Telemetry
 
     if not isinstance(cfg, TrainConfig):
@@ -126,6 +128,7 @@ def run_training(cfg: TrainConfig | Any) -> dict:
     try:
         for _ in range(start, cfg.steps):
             loss = tr.train_step()
+            check_async_save(tr)   # a failed background save stops the run at the next step
             tokens_since += tr.tokens_per_step
             record: dict[str, Any] | None = None
             if tr.step % cfg.log_every == 0 or tr.step == cfg.steps:
@@ -154,9 +157,16 @@ def run_training(cfg: TrainConfig | Any) -> dict:
                 save_trainer(tr)
                 t_last = time.perf_counter()
             bar.update(1)
+        finish_async_save(tr)
     finally:
         bar.close()
         telemetry.close()
+        writer = tr.checkpoint_writer
+        if writer is not None and writer.in_flight:   # the loop raised: let the save in flight complete
+            try:
+                writer.wait()
+            except Exception as e:   # the loop's exception is the one to raise; this one is reported
+                print(f"ringloom: {e}", file=sys.stderr)
     summary.update(tr.engine.finish())
     model = tr.full_model()
     if not main:

@@ -1,5 +1,5 @@
 """MeshEngine: this rank's share of dp x pp training (ringloom.parallel.ParallelEngine:
-pipeline stages, bucketed dp gradient reduction, ZeRO-1, compression, local SGD).
+pipeline stages, bucketed dp gradient reduction, ZeRO 1-3, compression, local SGD).
 
 Checkpoints: the ranks of data-parallel index 0 write the weights of their stages and the
 optimizer state (the other replicas hold the same values); under ZeRO the sharded AdamW
@@ -64,9 +64,11 @@ class MeshEngine(Engine):
         optim: dict[str, Any] = {}
         for o in self._optimizers:   # a collective under ZeRO (the shards are gathered)
             optim.update(o.state_dict())
+        # Under ZeRO-3 the weights are sharded: gathering them is a collective too.
+        weights = self.parallel.state_dict() if self.mesh.dp_index == 0 or self.parallel.gather else None
         if self.mesh.dp_index != 0:
             return CheckpointState(None, None, self._optimizers[0].step_count)
-        return CheckpointState(self.parallel.state_dict(), optim, self._optimizers[0].step_count)
+        return CheckpointState(weights, optim, self._optimizers[0].step_count)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         merged = state["model"]
@@ -74,11 +76,12 @@ class MeshEngine(Engine):
         # belong to no parameter of this model configuration stay in, so load_state_dict
         # reports them.
         full = {n for n, _, _ in param_specs(self.model_config)}
-        for m in self.parallel.chunks:
-            mine = {n for n, _ in m.parameters()}
-            m.load_state_dict({k: v for k, v in merged.items() if k in mine or k not in full})
-        for o in self._optimizers:   # after the weights: ZeRO refreshes its masters from them
-            o.load_state_dict(state["optim"])
+        with self.parallel.full_parameters():   # ZeRO-3: the weights gathered while they are loaded
+            for m in self.parallel.chunks:
+                mine = {n for n, _ in m.parameters()}
+                m.load_state_dict({k: v for k, v in merged.items() if k in mine or k not in full})
+            for o in self._optimizers:   # after the weights: ZeRO refreshes its masters from them
+                o.load_state_dict(state["optim"])
         step_count = self._optimizers[0].step_count
         if step_count != int(state["optimizer_step"]):
             raise CheckpointError(f"optimizer step {step_count} disagrees with the trainer state's "
