@@ -11,7 +11,7 @@ weights.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -58,18 +58,12 @@ def param_specs(config: ModelConfig) -> list[tuple[str, tuple[int, ...], str]]:
     return specs
 
 
-def init_parameters(model: "Model", seed: int) -> None:
-    """Draw every parameter of the full model in order; assign those this model holds."""
-    params = dict(model.parameters())
-    specs = param_specs(model.config)
-    spec_names = {name for name, _, _ in specs}
-    # The layers and param_specs describe the same layout; a drift between them is a bug.
-    extra = [n for n in params if n not in spec_names]
-    if extra:
-        raise RuntimeError(f"init_parameters: parameters {extra} have no init spec")
+def draw_parameters(config: ModelConfig, seed: int) -> Iterator[tuple[str, tuple[int, ...], np.ndarray]]:
+    """(name, shape, fp32 value) of every parameter of the full model, drawn in init order
+    from numpy.random.default_rng(seed); one array alive at a time."""
     rng = np.random.default_rng(seed)
-    residual_std = STD / math.sqrt(2 * model.config.n_layer)
-    for name, shape, init in specs:
+    residual_std = STD / math.sqrt(2 * config.n_layer)
+    for name, shape, init in param_specs(config):
         if init in ("normal", "residual"):
             std = STD if init == "normal" else residual_std
             value = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
@@ -77,6 +71,18 @@ def init_parameters(model: "Model", seed: int) -> None:
             value = np.ones(shape, np.float32)
         else:
             value = np.zeros(shape, np.float32)
+        yield name, shape, value
+
+
+def init_parameters(model: "Model", seed: int) -> None:
+    """Draw every parameter of the full model in order; assign those this model holds."""
+    params = dict(model.parameters())
+    spec_names = {name for name, _, _ in param_specs(model.config)}
+    # The layers and param_specs describe the same layout; a drift between them is a bug.
+    extra = [n for n in params if n not in spec_names]
+    if extra:
+        raise RuntimeError(f"init_parameters: parameters {extra} have no init spec")
+    for name, shape, value in draw_parameters(model.config, seed):
         p = params.get(name)
         if p is None:
             continue
