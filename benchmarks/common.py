@@ -10,7 +10,7 @@ iteration's GPU work outlasts its Python overhead (true for every shape benchmar
 Report the median of several repetitions after a warm-up.
 
 Inputs are rotated over several copies (`fn(i)` gets the iteration index) where one copy
-would fit in L2, so repeated iterations do not measure the cache (METHOD.md).
+would fit in L2, so repeated iterations do not measure the cache.
 """
 from __future__ import annotations
 

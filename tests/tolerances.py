@@ -1,6 +1,6 @@
 """One table of tolerances, by the precision of the computation under test.
 
-Errors are judged as ||out - ref|| / ||ref|| against a float64 reference (METHOD.md):
+Errors are judged as ||out - ref|| / ||ref|| against a float64 reference:
 fp32 arithmetic lands far under 1e-3 (we ask 1e-5 for values), tf32 near 3e-4, bf16
 operands between 1e-3 and 1e-2. Gradients from finite differences carry the FD error too.
 """

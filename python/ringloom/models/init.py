@@ -11,14 +11,11 @@ weights.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from .config import ModelConfig
-
-if TYPE_CHECKING:
-    from .model import Model
 
 STD = 0.02
 
@@ -58,34 +55,15 @@ def param_specs(config: ModelConfig) -> list[tuple[str, tuple[int, ...], str]]:
     return specs
 
 
-def draw_parameters(config: ModelConfig, seed: int) -> Iterator[tuple[str, tuple[int, ...], np.ndarray]]:
-    """(name, shape, fp32 value) of every parameter of the full model, drawn in init order
-    from numpy.random.default_rng(seed); one array alive at a time."""
+def initial_values(config: ModelConfig, seed: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, fp32 value) of every parameter of the full model, drawn in param_specs order."""
     rng = np.random.default_rng(seed)
     residual_std = STD / math.sqrt(2 * config.n_layer)
     for name, shape, init in param_specs(config):
         if init in ("normal", "residual"):
             std = STD if init == "normal" else residual_std
-            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+            yield name, rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
         elif init == "ones":
-            value = np.ones(shape, np.float32)
+            yield name, np.ones(shape, np.float32)
         else:
-            value = np.zeros(shape, np.float32)
-        yield name, shape, value
-
-
-def init_parameters(model: "Model", seed: int) -> None:
-    """Draw every parameter of the full model in order; assign those this model holds."""
-    params = dict(model.parameters())
-    spec_names = {name for name, _, _ in param_specs(model.config)}
-    # The layers and param_specs describe the same layout; a drift between them is a bug.
-    extra = [n for n in params if n not in spec_names]
-    if extra:
-        raise RuntimeError(f"init_parameters: parameters {extra} have no init spec")
-    for name, shape, value in draw_parameters(model.config, seed):
-        p = params.get(name)
-        if p is None:
-            continue
-        if tuple(p.value.shape) != shape:
-            raise RuntimeError(f"init_parameters: {name} has shape {tuple(p.value.shape)}, spec says {shape}")
-        model._assign(p, value)
+            yield name, np.zeros(shape, np.float32)

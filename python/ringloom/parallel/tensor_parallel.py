@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..models import ModelConfig, param_specs
-from ..models.init import draw_parameters
+from ..models.init import initial_values
 from ..models.model import Model, _norm_device, _resolve_dtype
 from .tp_layers import TPBlock, TPEmbedding, TPHead
 from .tp_layout import TPLayout, check_tp
@@ -167,7 +167,7 @@ def build_tp_model(config: ModelConfig, group: Any, device: str = "cpu", dtype: 
         hd = TPHead(layout, group, dtype, device, tied=emb if config.tie_embeddings and emb is not None else None)
     model = TPModel(config, device, dtype, emb, blks, block_ids, hd, layout, group)
     params = dict(model.parameters())
-    for name, _, value in draw_parameters(config, seed):
+    for name, value in initial_values(config, seed):
         p = params.get(name)
         if p is not None:
             model._assign(p, layout.shard(name, value))
