@@ -22,7 +22,7 @@ from ..models import ModelConfig, param_specs
 from ..models.init import initial_values
 from ..models.model import Model, _norm_device, _resolve_dtype
 from .tp_layers import TPBlock, TPEmbedding, TPHead
-from .tp_layout import TPLayout, check_tp
+from .tp_layout import QKV, TPLayout, check_tp
 
 
 def _full_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -104,8 +104,8 @@ class TPModel(Model):
         """Shape of the activations this model passes between pipeline stages."""
         return [batch, seq_len // self.layout.tp, self.config.n_embd]
 
-    def norm_grads(self) -> list[Any]:
-        """The gradient tensors (or row views) whose squares this rank adds to the global
+    def norm_grads(self) -> list[tuple[str, Any]]:
+        """(name, gradient tensor or row view) whose squares this rank adds to the global
         gradient norm: its slices of split parameters, replicated ones on tp rank 0 only,
         replicated kv rows on the first of their sharers only."""
         L = self.layout
@@ -113,14 +113,11 @@ class TPModel(Model):
         for name, p in self._params:
             if L.replicated(name):
                 if L.rank == 0:
-                    out.append(p.grad)
-            elif name.endswith("attn.qkv.weight") or name.endswith("attn.qkv.bias"):
-                if L.kv_replicated and L.kv_sharers()[0] != L.rank:
-                    out.append(p.grad.narrow0(0, L.heads * self.config.head_dim))
-                else:
-                    out.append(p.grad)
+                    out.append((name, p.grad))
+            elif L.kind(name) == QKV and L.kv_replicated and L.kv_sharers()[0] != L.rank:
+                out.append((name, p.grad.narrow0(0, L.heads * self.config.head_dim)))
             else:
-                out.append(p.grad)
+                out.append((name, p.grad))
         return out
 
     def __repr__(self) -> str:

@@ -1,0 +1,95 @@
+"""One rank of the tensor-parallel tests: `python tp_worker.py OUT_DIR CONFIGS_JSON`.
+
+For each config (name, dp, pp, tp, micro_batches, schedule, steps, model: overrides of
+tp_model_config) it trains with ParallelEngine on a dp x pp x tp mesh and writes
+OUT_DIR/<name>.rank<r>.npz: the loss of every step, the val loss, the full (gathered)
+gradients of the last step and the full final parameters, by name. The bytes this rank
+handed to the tp collectives in the first step are written too (``tp_bytes``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import ringloom.distributed as dist  # noqa: E402
+from common import OPT, VAL_STEPS, global_batch, tp_model_config  # noqa: E402
+from ringloom.data import local_rows  # noqa: E402
+from ringloom.parallel import DeviceMesh, ParallelEngine  # noqa: E402
+from ringloom.parallel.tensor_parallel import gather_full  # noqa: E402
+
+
+class CountingGroup:
+    """Wraps a ProcessGroup and adds up the bytes this rank sends in each collective (what
+    a ring all-gather / reduce-scatter / all-reduce moves per rank, by its algorithm's
+    definition: (R-1)/R of the gathered size, twice that for an all-reduce)."""
+
+    def __init__(self, group):
+        self.group, self.sent = group, 0
+
+    def __getattr__(self, name):
+        return getattr(self.group, name)
+
+    def _n(self, t) -> int:
+        return int(np.prod(t.shape)) * (2 if "bfloat16" in str(t.dtype) else 4)
+
+    def all_gather(self, out, inp, async_op=False):
+        self.sent += self._n(out) * (self.size - 1) // self.size
+        return self.group.all_gather(out, inp, async_op=async_op)
+
+    def reduce_scatter(self, out, inp, op="sum", async_op=False):
+        self.sent += self._n(inp) * (self.size - 1) // self.size
+        return self.group.reduce_scatter(out, inp, op=op, async_op=async_op)
+
+    def all_reduce(self, t, op="sum", async_op=False):
+        self.sent += 2 * (self._n(t) * (self.size - 1) // self.size)
+        return self.group.all_reduce(t, op=op, async_op=async_op)
+
+
+def full_grads(engine, mesh) -> dict:
+    """This rank's gradients by full name, tensor-parallel slices gathered."""
+    grads = {}
+    for m in engine.chunks:
+        local = {n: np.array(p.grad.numpy(), np.float32) for n, p in m.parameters()}
+        grads.update(gather_full(mesh.tp_group, m.layout, local) if mesh.tp > 1 else local)
+    return grads
+
+
+def main() -> None:
+    out, configs = sys.argv[1], json.loads(sys.argv[2])
+    pg = dist.init(backend="auto", timeout=60)
+    for cfg in configs:
+        tp = cfg.get("tp", 1)
+        mesh = DeviceMesh(cfg["dp"], cfg["pp"], pg, tp=tp)
+        counter = None
+        if tp > 1:
+            counter = mesh.tp_group = CountingGroup(mesh.tp_group)
+        seq = cfg.get("seq", 12)
+        engine = ParallelEngine(tp_model_config(**cfg.get("model", {})), mesh, seed=3,
+                                schedule=cfg.get("schedule", "1f1b"), micro_batches=cfg.get("micro_batches", 1),
+                                bucket_mb=0.01, **OPT)
+        losses, tp_bytes = [], []
+        for k in range(cfg.get("steps", 2)):
+            ids, tgt = global_batch(k, seq=seq)
+            rows = local_rows(ids.shape[0], mesh.dp_index, mesh.dp)
+            before = counter.sent if counter else 0
+            losses.append(engine.train_step(ids[rows], tgt[rows]))
+            tp_bytes.append((counter.sent if counter else 0) - before)
+            if k == 0:
+                grads = full_grads(engine, mesh)
+        val = engine.evaluate([tuple(a[local_rows(a.shape[0], mesh.dp_index, mesh.dp)]
+                                     for a in global_batch(j, seq=seq)) for j in VAL_STEPS])
+        state = {f"param/{k}": v for k, v in engine.state_dict().items()}
+        state.update({f"grad/{k}": v for k, v in grads.items()})
+        np.savez(os.path.join(out, f"{cfg['name']}.rank{pg.rank}.npz"), losses=np.array(losses), val=np.array(val),
+                 tp_bytes=np.array(tp_bytes, np.int64), **state)
+    pg.barrier()
+    print(f"PASS worker rank {pg.rank}")
+
+
+if __name__ == "__main__":
+    main()
