@@ -15,6 +15,9 @@ OPTION_RULES = [
     (dict(eval_batches=0), "eval_batches must be a positive integer"),
     (dict(log_every=0), "log_every must be a positive integer"),
     (dict(pp=0), "pp must be a positive integer"),
+    (dict(tp=0), "tp must be a positive integer"),
+    (dict(tp=2, zero=True), "--tp 2 cannot be combined with --zero"),
+    (dict(tp=2, seq_len=127), "--seq-len 127 must be a multiple of --tp 2"),
     (dict(dp=0), "dp must be a positive integer"),
     (dict(micro_batches=0), "micro_batches must be a positive integer"),
     (dict(chunks=0), "chunks must be a positive integer"),
@@ -88,8 +91,9 @@ LAYOUT_RULES = [
     (dict(param_servers=2), 2, "--param-servers 2 needs at least 3 ranks"),
     (dict(param_servers=1, dp=3, batch_size=6), 3, "--dp 3: with --param-servers 1 of 3 ranks there are 2 workers"),
     (dict(param_servers=1, batch_size=9), 3, "--batch-size 9 must be divisible by the 2 workers"),
-    (dict(pp=3), 4, "--pp 3 does not divide the world size 4"),
-    (dict(dp=4, pp=2), 4, "--dp 4 x --pp 2 = 8 ranks, but the launcher started 4"),
+    (dict(pp=3), 4, "--pp 3 x --tp 1 = 3 does not divide the world size 4"),
+    (dict(dp=4, pp=2), 4, "--dp 4 x --pp 2 x --tp 1 = 8 ranks, but the launcher started 4"),
+    (dict(tp=3, seq_len=126), 3, "--tp 3 does not fit the model: tensor parallel: n_head (4) is not a multiple of tp (3)"),
     (dict(dp=2, pp=2, batch_size=6), 4, "must be divisible by dp x micro-batches = 2 x 2"),
     (dict(cuda_graph=True, device="cuda"), 2, "--cuda-graph captures a single-process step"),
 ]
@@ -117,6 +121,7 @@ def test_a_case_per_rule():
     (dict(pp=2, batch_size=8), 4, Layout(4, 2, 2)),
     (dict(dp=2, micro_batches=2, batch_size=8), 2, Layout(2, 2, 1)),
     (dict(param_servers=1, batch_size=4), 3, Layout(3, 2, 1, 1)),
+    (dict(tp=2, pp=2, batch_size=8), 8, Layout(8, 2, 2, tp=2)),
 ])
 def test_valid_layouts(fields, world, layout):
     assert validate(TrainConfig(**fields), world) == layout
