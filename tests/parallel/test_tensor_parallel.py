@@ -22,6 +22,7 @@ from common import BATCH, OPT, VAL_STEPS, child_env, global_batch, tp_model_conf
 from ringloom.models import build_model  # noqa: E402
 from ringloom.optim import AdamW  # noqa: E402
 from ringloom.parallel.tp_layout import TPLayout, check_tp  # noqa: E402
+from ringloom.parallel.tp_traffic import tp_bytes_per_micro_batch  # noqa: E402
 
 pytestmark = pytest.mark.multiproc
 
@@ -119,19 +120,14 @@ def test_matches_single_process(runs, world, cfg):
 
 
 def test_tp_bytes_match_the_formula(runs):
-    """The bytes a tp rank hands to its group per step equal the formula, counted through the
-    group (tp2 and tp3 single-stage runs: embedding + blocks + head on every rank)."""
+    """The bytes a tp rank hands to its group per step, counted through the group, equal
+    parallel/tp_traffic.py's formula (single-stage runs: embedding, blocks and head on every
+    rank; fp32 activations)."""
     for world, name in ((2, "tp2"), (3, "tp3")):
         cfg = next(c for c in CONFIGS[world] if c["name"] == name)
-        c = tp_model_config(**cfg.get("model", {}))
-        R, C, m = cfg["tp"], c.n_embd, cfg.get("micro_batches", 1)
-        N = BATCH // m * SEQ
-        frac = lambda n: 4 * n * (R - 1) // R  # noqa: E731
-        norm = 2 * C if c.norm == "layernorm" else C
-        block = 4 * frac(N * C) + 6 * frac(N * C) + 2 * frac(2 * norm)
-        embedding = 2 * frac(N * C)
-        head = 3 * frac(N * C) + frac(3 * N * R) + 2 * frac(norm)
-        want = m * (c.n_layer * block + embedding + head)
+        config = tp_model_config(**cfg.get("model", {}))
+        m = cfg.get("micro_batches", 1)
+        want = m * tp_bytes_per_micro_batch(config, cfg["tp"], BATCH // m * SEQ, 4, config.n_layer)
         for f in sorted(glob.glob(os.path.join(runs(world), f"{name}.rank*.npz"))):
             got = np.load(f)["tp_bytes"]
             assert list(got) == [want] * STEPS, f"{f}: {list(got)} bytes per step, formula {want}"

@@ -21,33 +21,7 @@ from common import OPT, VAL_STEPS, global_batch, tp_model_config  # noqa: E402
 from ringloom.data import local_rows  # noqa: E402
 from ringloom.parallel import DeviceMesh, ParallelEngine  # noqa: E402
 from ringloom.parallel.tensor_parallel import gather_full  # noqa: E402
-
-
-class CountingGroup:
-    """Wraps a ProcessGroup and adds up the bytes this rank sends in each collective (what
-    a ring all-gather / reduce-scatter / all-reduce moves per rank, by its algorithm's
-    definition: (R-1)/R of the gathered size, twice that for an all-reduce)."""
-
-    def __init__(self, group):
-        self.group, self.sent = group, 0
-
-    def __getattr__(self, name):
-        return getattr(self.group, name)
-
-    def _n(self, t) -> int:
-        return int(np.prod(t.shape)) * (2 if "bfloat16" in str(t.dtype) else 4)
-
-    def all_gather(self, out, inp, async_op=False):
-        self.sent += self._n(out) * (self.size - 1) // self.size
-        return self.group.all_gather(out, inp, async_op=async_op)
-
-    def reduce_scatter(self, out, inp, op="sum", async_op=False):
-        self.sent += self._n(inp) * (self.size - 1) // self.size
-        return self.group.reduce_scatter(out, inp, op=op, async_op=async_op)
-
-    def all_reduce(self, t, op="sum", async_op=False):
-        self.sent += 2 * (self._n(t) * (self.size - 1) // self.size)
-        return self.group.all_reduce(t, op=op, async_op=async_op)
+from ringloom.parallel.tp_traffic import CountingGroup  # noqa: E402
 
 
 def full_grads(engine, mesh) -> dict:
