@@ -21,7 +21,9 @@ Backward mirrors it: an all-gather of the incoming gradient where forward reduce
 and a reduce-scatter where forward all-gathered. Only the shards h1_r, h2_r are saved; the
 full h1, h2 that the weight gradients need are all-gathered again during backward_input
 (asynchronously: the transfers overlap the input-gradient GEMMs and attention backward),
-so no [B, T, C] tensor outlives its use in forward.
+so no [B, T, C] tensor outlives its use in forward. ``backward`` (both halves at once)
+also runs each input gradient's reduce-scatter while the weight-gradient GEMMs run; the
+results are the same bits as backward_input + backward_weight.
 
 Gradients: sharded parameters get their own slice's gradient. Replicated parameters
 whose gradient comes from this rank's tokens only (norm gains and biases) are summed over
@@ -140,11 +142,11 @@ class _Comm:
         out = _C.empty([B, Ts * self.R, C], shard.dtype, shard.device)
         return self.group.all_gather(out, shard, async_op=async_op)
 
-    def scatter(self, full: Any) -> Any:
+    def scatter(self, full: Any, async_op: bool = False) -> Any:
         """[B, T, C] partial sums -> this rank's [B, T/R, C] rows of their sum."""
         B, T, C = full.shape
         out = _C.empty([B, T // self.R, C], full.dtype, full.device)
-        return self.group.reduce_scatter(out, full)
+        return self.group.reduce_scatter(out, full, async_op=async_op)
 
     def replicated_grads(self, sizes: list[int], device: str) -> tuple[Any, list[Any]]:
         """A zeroed fp32 buffer and views of it, one per size, to be summed over the group."""
@@ -307,6 +309,14 @@ class TPBlock:
         return self._run(x, None)
 
     def backward_input(self, slot: int, dy: Any) -> Any:
+        return self._backward(slot, dy, weights_now=False)
+
+    def backward(self, slot: int, dy: Any) -> Any:
+        """backward_input and backward_weight in one pass: each reduce-scatter of an input
+        gradient runs while the weight-gradient GEMMs that need no more data run."""
+        return self._backward(slot, dy, weights_now=True)
+
+    def _backward(self, slot: int, dy: Any, weights_now: bool) -> Any:
         s = self._slots.take(slot, "F", "backward_input")
         c, L = self.config, self.layout
         B, Ts, C = dy.shape
@@ -319,8 +329,11 @@ class TPBlock:
         dy_full = w_dy.wait()
         dg = ops.matmul_backward_input(dy_full, self.down.weight.value)
         df = ops.gelu_backward(dg, s["f"]) if c.mlp == "gelu" else ops.swiglu_backward(dg, s["f"])
-        dh2s = self.comm.scatter(ops.matmul_backward_input(df, self.fc.weight.value))
-        dx2 = self.ln2.backward_input(dh2s, s["n2"], views[k1:])
+        w_dh2 = self.comm.scatter(ops.matmul_backward_input(df, self.fc.weight.value), async_op=True)
+        if weights_now:
+            _weight_grad(self.down, dy_full, s["g"])
+            _weight_grad(self.fc, df, w_h2.wait())
+        dx2 = self.ln2.backward_input(w_dh2.wait(), s["n2"], views[k1:])
         ops.add_(dx2, dy)
         # Attention half; h1 (for dWqkv) gathers while attention backward runs.
         w_dx2 = self.comm.gather(dx2, async_op=True)
@@ -331,10 +344,17 @@ class TPBlock:
         if c.rope:
             ops.rope_backward(dqkv, h + hk, c.rope_base, 0)
         dqkv = dqkv.reshape(B, T, (h + 2 * hk) * D)
-        dh1s = self.comm.scatter(ops.matmul_backward_input(dqkv, self.qkv.weight.value))
-        dx = self.ln1.backward_input(dh1s, s["n1"], views[:k1])
+        w_dh1 = self.comm.scatter(ops.matmul_backward_input(dqkv, self.qkv.weight.value), async_op=True)
+        if weights_now:
+            _weight_grad(self.proj, dx2_full, s["att_flat"])
+            self._qkv_weight_grad(dqkv, w_h1.wait())
+        dx = self.ln1.backward_input(w_dh1.wait(), s["n1"], views[:k1])
         ops.add_(dx, dx2)
         repl = self.comm.group.all_reduce(flat, op="sum", async_op=True)
+        if weights_now:
+            _finish_replicated(repl, views, self._repl)
+            self.release(slot)
+            return dx
         for k in ("n1", "n2", "qkv", "att", "lse", "f", "h1s", "h2s"):
             del s[k]
         s.update(dqkv=dqkv, w_h1=w_h1, dx2=dx2_full, df=df, w_h2=w_h2, dy=dy_full, repl=(repl, views))
@@ -371,11 +391,6 @@ class TPBlock:
         ops.add_(w.grad, dw)
         if db is not None:
             ops.add_(b.grad, db)
-
-    def backward(self, slot: int, dy: Any) -> Any:
-        dx = self.backward_input(slot, dy)
-        self.backward_weight(slot)
-        return dx
 
     def release(self, slot: int) -> None:
         self._slots.map.pop(slot, None)
@@ -469,6 +484,13 @@ class TPHead:
         return self.logits(x)
 
     def backward_input(self, slot: int, dlogits: Any = None) -> Any:
+        return self._backward(slot, dlogits, weights_now=False)
+
+    def backward(self, slot: int, dlogits: Any = None) -> Any:
+        """Both halves; the reduce-scatter of dx runs while the output weight's GEMM does."""
+        return self._backward(slot, dlogits, weights_now=True)
+
+    def _backward(self, slot: int, dlogits: Any, weights_now: bool) -> Any:
         if dlogits is not None:
             raise ValueError("LMHead.backward_input: the vocabulary-parallel head takes its gradient from forward_loss; "
                              "pass None")
@@ -476,10 +498,16 @@ class TPHead:
         B, Ts, C = s["hs"].shape
         w_h = self.comm.gather(s["hs"], async_op=True)  # for dW, overlapping dh's GEMM
         dh = ops.matmul_backward_input(s["dlogits"], self.weight.value).reshape(B, Ts * self.layout.tp, C)
-        dhs = self.comm.scatter(dh)
+        w_dh = self.comm.scatter(dh, async_op=True)
+        if weights_now:
+            self._weight_grad(s["dlogits"], w_h.wait())
         flat, views = self.comm.replicated_grads([p.value.numel() for p in self.norm.params()], self.device)
-        dx = self.norm.backward_input(dhs, s["n"], views)
+        dx = self.norm.backward_input(w_dh.wait(), s["n"], views)
         repl = self.comm.group.all_reduce(flat, op="sum", async_op=True)
+        if weights_now:
+            _finish_replicated(repl, views, self.norm.params())
+            self.release(slot)
+            return dx
         s.update(w_h=w_h, repl=(repl, views))
         del s["n"], s["hs"]
         self._slots.input_done(slot)
@@ -487,17 +515,14 @@ class TPHead:
 
     def backward_weight(self, slot: int) -> None:
         s = self._slots.take(slot, "I", "backward_weight")
-        h = s["w_h"].wait()
-        B, T, C = h.shape
-        ops.matmul_backward_weight(s["dlogits"], h.reshape(B * T, C), self.weight.grad, None, True)
+        self._weight_grad(s["dlogits"], s["w_h"].wait())
         repl, views = s["repl"]
         _finish_replicated(repl, views, self.norm.params())
         self.release(slot)
 
-    def backward(self, slot: int, dlogits: Any = None) -> Any:
-        dx = self.backward_input(slot, dlogits)
-        self.backward_weight(slot)
-        return dx
+    def _weight_grad(self, dlogits: Any, h: Any) -> None:
+        B, T, C = h.shape
+        ops.matmul_backward_weight(dlogits, h.reshape(B * T, C), self.weight.grad, None, True)
 
     def release(self, slot: int) -> None:
         self._slots.map.pop(slot, None)
