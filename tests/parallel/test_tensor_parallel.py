@@ -36,8 +36,8 @@ REL_W = 1e-4
 SEQ = 12
 
 CONFIGS = {
-    2: [dict(name="tp2", dp=1, pp=1, tp=2, micro_batches=2),
-        dict(name="tp2-llama", dp=1, pp=1, tp=2, model=dict(arch="llama")),
+    2: [dict(name="tp2", dp=1, pp=1, tp=2, micro_batches=2, export_hf=True),
+        dict(name="tp2-llama", dp=1, pp=1, tp=2, model=dict(arch="llama"), export_hf=True),
         # Linear biases: their gradients are compared, not the weights after AdamW (the key
         # part of the qkv bias has an exactly zero gradient, pure rounding noise that Adam
         # turns into +-lr steps: common.model_config says more).
@@ -131,6 +131,24 @@ def test_tp_bytes_match_the_formula(runs):
         for f in sorted(glob.glob(os.path.join(runs(world), f"{name}.rank*.npz"))):
             got = np.load(f)["tp_bytes"]
             assert list(got) == [want] * STEPS, f"{f}: {list(got)} bytes per step, formula {want}"
+
+
+@pytest.mark.parametrize("name", ["tp2", "tp2-llama"])
+def test_hf_export_from_a_tp_run(runs, name):
+    """export_hf on a tensor-parallel model writes the whole model in Hugging Face's layout
+    (the same tensors as one process's trained model, converted)."""
+    from ringloom.models.hf import read_hf_weights, to_hf
+
+    cfg = next(c for c in CONFIGS[2] if c["name"] == name)
+    config = tp_model_config(**cfg.get("model", {}))
+    _, _, ref_w, _ = _reference(tuple(sorted(cfg.get("model", {}).items())))
+    want = to_hf(ref_w, config)
+    for r in range(2):
+        got = read_hf_weights(os.path.join(runs(2), f"{name}.hf.rank{r}"))
+        assert sorted(got) == sorted(want)
+        for k in want:
+            assert got[k].shape == want[k].shape, k
+            assert _rel(got[k], want[k]) <= REL_W, f"{name}: HF tensor {k} differs"
 
 
 def test_uneven_head_split_is_refused():

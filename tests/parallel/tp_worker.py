@@ -4,7 +4,9 @@ For each config (name, dp, pp, tp, micro_batches, schedule, steps, model: overri
 tp_model_config) it trains with ParallelEngine on a dp x pp x tp mesh and writes
 OUT_DIR/<name>.rank<r>.npz: the loss of every step, the val loss, the full (gathered)
 gradients of the last step and the full final parameters, by name. The bytes this rank
-handed to the tp collectives in the first step are written too (``tp_bytes``).
+handed to the tp collectives in each step are written too (``tp_bytes``); with
+``export_hf`` (pp = 1) each rank exports the trained model in Hugging Face's layout to
+OUT_DIR/<name>.hf.rank<r>.
 """
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ def main() -> None:
                 grads = full_grads(engine, mesh)
         val = engine.evaluate([tuple(a[local_rows(a.shape[0], mesh.dp_index, mesh.dp)]
                                      for a in global_batch(j, seq=seq)) for j in VAL_STEPS])
+        if cfg.get("export_hf"):   # every tp rank calls it (a collective); each writes its own copy
+            from ringloom.models.hf import export_hf
+            export_hf(engine.chunks[0], os.path.join(out, f"{cfg['name']}.hf.rank{pg.rank}"))
         state = {f"param/{k}": v for k, v in engine.state_dict().items()}
         state.update({f"grad/{k}": v for k, v in grads.items()})
         np.savez(os.path.join(out, f"{cfg['name']}.rank{pg.rank}.npz"), losses=np.array(losses), val=np.array(val),
