@@ -179,3 +179,17 @@ def test_shards_put_back_together(arch, tp, kv):
         np.testing.assert_array_equal(layouts[0].unshard(name, pieces, tuple(shape)), full, err_msg=name)
         if not layouts[0].replicated(name) and not layouts[0].kv_replicated:
             assert sum(p.size for p in pieces) == full.size, name
+
+
+@pytest.mark.parametrize("dp,pp,tp", [(1, 1, 2), (2, 1, 2), (1, 2, 3), (2, 2, 2), (3, 2, 4)])
+def test_mesh_coordinates_tp_innermost(dp, pp, tp):
+    from ringloom.parallel import mesh_coord, mesh_rank
+
+    ranks = {mesh_rank(dp, pp, d, s, tp, t) for d in range(dp) for s in range(pp) for t in range(tp)}
+    assert ranks == set(range(dp * pp * tp))
+    for r in range(dp * pp * tp):
+        c = mesh_coord(dp, pp, r, tp)
+        assert mesh_rank(dp, pp, c.dp_index, c.pp_index, tp, c.tp_index) == r
+        assert c.tp_index == r % tp   # the tp ranks of a stage are consecutive
+    with pytest.raises(ValueError, match="outside"):
+        mesh_rank(dp, pp, 0, 0, tp, tp)
