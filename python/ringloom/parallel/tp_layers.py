@@ -39,8 +39,9 @@ per-slice statistics (ops/cross_entropy_shard.h), so no rank holds a full row of
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -158,6 +159,20 @@ class _Comm:
         return flat, views
 
 
+@contextmanager
+def _attention_backend(name: str | None) -> Iterator[None]:
+    """The block's attention implementation for the calls inside (None: the process's)."""
+    if name is None:
+        yield
+        return
+    before = ops.get_attention_backend()
+    ops.set_attention_backend(name)
+    try:
+        yield
+    finally:
+        ops.set_attention_backend(before)
+
+
 def _finish_replicated(work: Any, views: list[Any], params: list[TPParam]) -> None:
     work.wait()
     for v, p in zip(views, params):
@@ -263,7 +278,7 @@ class TPBlock:
         # Gradients summed over the group in backward_weight: norm gains and biases.
         self._repl = self.ln1.params() + self.ln2.params()
         self._slots = _Slots("TransformerBlock")
-        self.attention_backend = None  # the process-wide attention setting applies
+        self.attention_backend = None  # "ours" | "cudnn" | "auto"; None: the process-wide setting
 
     def params(self) -> list[TPParam]:
         return (self.ln1.params() + self.qkv.params() + self.proj.params() + self.ln2.params() + self.fc.params()
@@ -283,7 +298,8 @@ class TPBlock:
         qkv = qkv.reshape(B, T, h + 2 * hk, D)
         if c.rope:
             ops.rope_forward(qkv, h + hk, c.rope_base, 0)
-        att, lse = ops.attention_forward(qkv, h, hk, True, 0.0)
+        with _attention_backend(self.attention_backend):
+            att, lse = ops.attention_forward(qkv, h, hk, True, 0.0)
         att_flat = att.reshape(B, T, h * D)
         x2 = ops.add(x, self.comm.scatter(ops.matmul_forward(att_flat, self.proj.weight.value,
                                                              self._row_bias(self.proj))))
@@ -340,7 +356,8 @@ class TPBlock:
         w_h1 = self.comm.gather(s["h1s"], async_op=True)
         dx2_full = w_dx2.wait()
         datt = ops.matmul_backward_input(dx2_full, self.proj.weight.value).reshape(B, T, h, D)
-        dqkv = ops.attention_backward(datt, s["qkv"], s["att"], s["lse"], h, hk, True, 0.0)
+        with _attention_backend(self.attention_backend):
+            dqkv = ops.attention_backward(datt, s["qkv"], s["att"], s["lse"], h, hk, True, 0.0)
         if c.rope:
             ops.rope_backward(dqkv, h + hk, c.rope_base, 0)
         dqkv = dqkv.reshape(B, T, (h + 2 * hk) * D)
