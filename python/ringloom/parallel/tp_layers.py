@@ -39,152 +39,16 @@ per-slice statistics (ops/cross_entropy_shard.h), so no rank holds a full row of
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from .. import _C
 from .tp_layout import TPLayout
+from .tp_parts import (Linear, Norm, Slots, TPComm, TPParam, attention_backend, check_shard, finish_replicated,
+                       make_param, weight_grad)
 
 ops = _C.ops
-
-
-@dataclass
-class TPParam:
-    """A parameter: ``name`` (local to the layer), ``value`` (layer dtype), ``grad`` (float32),
-    ``decay`` (weight decay applies)."""
-    name: str
-    value: Any
-    grad: Any
-    decay: bool
-
-
-def _param(name: str, shape: list[int], dtype: Any, device: str, decay: bool) -> TPParam:
-    return TPParam(name, _C.zeros(shape, dtype, device), _C.zeros(shape, "float32", device), decay)
-
-
-class _Slots:
-    """Per-slot saved state with the checks of layer.h's SlotMap."""
-
-    def __init__(self, layer: str):
-        self.layer, self.map = layer, {}
-
-    def check_free(self, slot: int) -> None:
-        if slot in self.map:
-            raise RuntimeError(f"{self.layer}.forward: slot {slot} still holds activations of an earlier forward; "
-                               f"run its backward or release({slot}) first")
-
-    def store(self, slot: int, saved: dict) -> None:
-        self.check_free(slot)
-        self.map[slot] = ["F", saved]
-
-    def take(self, slot: int, stage: str, what: str) -> dict:
-        e = self.map.get(slot)
-        if e is None:
-            raise RuntimeError(f"{self.layer}.{what}: slot {slot} has no activations (no forward on it, or it was "
-                               "already released)")
-        if e[0] != stage:
-            need = "backward_input first" if stage == "I" else f"backward_weight({slot}) next"
-            raise RuntimeError(f"{self.layer}.{what}: slot {slot} is not ready for {what}; call {need}")
-        return e[1]
-
-    def input_done(self, slot: int) -> None:
-        self.map[slot][0] = "I"
-
-
-class _Norm:
-    """LayerNorm (gain, bias) or RMSNorm (gain) over C, replicated on every tp rank."""
-
-    def __init__(self, name: str, kind: str, C: int, eps: float, dtype: Any, device: str):
-        self.kind, self.eps = kind, float(eps)
-        self.gamma = _param(f"{name}.weight", [C], dtype, device, False)
-        self.beta = _param(f"{name}.bias", [C], dtype, device, False) if kind == "layernorm" else None
-
-    def params(self) -> list[TPParam]:
-        return [self.gamma] + ([self.beta] if self.beta is not None else [])
-
-    def forward(self, x: Any) -> tuple[Any, tuple]:
-        if self.beta is not None:
-            y, mean, rstd = ops.layernorm_forward(x, self.gamma.value, self.beta.value, self.eps)
-            return y, (x, mean, rstd)
-        y, rstd = ops.rmsnorm_forward(x, self.gamma.value, self.eps)
-        return y, (x, None, rstd)
-
-    def backward_input(self, dy: Any, saved: tuple, grads: list[Any]) -> Any:
-        """dx; the gain/bias gradients are added into ``grads`` (zeroed fp32 views)."""
-        x, mean, rstd = saved
-        if self.beta is not None:
-            return ops.layernorm_backward(dy, x, self.gamma.value, mean, rstd, grads[0], grads[1])
-        return ops.rmsnorm_backward(dy, x, self.gamma.value, rstd, grads[0])
-
-
-class _Linear:
-    """y = x W^T + b, W [out, in]; the bias may be absent."""
-
-    def __init__(self, name: str, inp: int, out: int, bias: bool, dtype: Any, device: str, bias_decay: bool = False):
-        self.weight = _param(f"{name}.weight", [out, inp], dtype, device, True)
-        self.bias = _param(f"{name}.bias", [out], dtype, device, bias_decay) if bias else None
-
-    def params(self) -> list[TPParam]:
-        return [self.weight] + ([self.bias] if self.bias is not None else [])
-
-
-class _Comm:
-    """The tp group's collectives on [B, T/R, C] shards and [B, T, C] full tensors."""
-
-    def __init__(self, group: Any, layout: TPLayout):
-        self.group, self.R, self.rank = group, layout.tp, layout.rank
-
-    def gather(self, shard: Any, async_op: bool = False) -> Any:
-        """[B, T/R, C] -> [B, T, C] (returns the tensor, or a Work whose wait() returns it)."""
-        B, Ts, C = shard.shape
-        out = _C.empty([B, Ts * self.R, C], shard.dtype, shard.device)
-        return self.group.all_gather(out, shard, async_op=async_op)
-
-    def scatter(self, full: Any, async_op: bool = False) -> Any:
-        """[B, T, C] partial sums -> this rank's [B, T/R, C] rows of their sum."""
-        B, T, C = full.shape
-        out = _C.empty([B, T // self.R, C], full.dtype, full.device)
-        return self.group.reduce_scatter(out, full, async_op=async_op)
-
-    def replicated_grads(self, sizes: list[int], device: str) -> tuple[Any, list[Any]]:
-        """A zeroed fp32 buffer and views of it, one per size, to be summed over the group."""
-        flat = _C.zeros([max(1, sum(sizes))], "float32", device)
-        views, off = [], 0
-        for n in sizes:
-            views.append(flat.narrow0(off, n))
-            off += n
-        return flat, views
-
-
-@contextmanager
-def _attention_backend(name: str | None) -> Iterator[None]:
-    """The block's attention implementation for the calls inside (None: the process's)."""
-    if name is None:
-        yield
-        return
-    before = ops.get_attention_backend()
-    ops.set_attention_backend(name)
-    try:
-        yield
-    finally:
-        ops.set_attention_backend(before)
-
-
-def _finish_replicated(work: Any, views: list[Any], params: list[TPParam]) -> None:
-    work.wait()
-    for v, p in zip(views, params):
-        ops.add_(p.grad, v)
-
-
-def _check_shard(what: str, x: Any, C: int, R: int, dtype: Any, device: str) -> None:
-    if len(x.shape) != 3 or x.shape[2] != C:
-        raise ValueError(f"{what}: x must be a sequence-parallel shard [B, T/{R}, {C}], got shape {tuple(x.shape)}")
-    if x.dtype != dtype or x.device != device:
-        raise TypeError(f"{what}: x ({x.dtype} on {x.device}) must match the layer's dtype and device "
-                        f"({dtype} on {device})")
 
 
 class TPEmbedding:
@@ -195,13 +59,13 @@ class TPEmbedding:
 
     def __init__(self, layout: TPLayout, group: Any, dtype: Any, device: str):
         c = layout.config
-        self.layout, self.comm = layout, _Comm(group, layout)
+        self.layout, self.comm = layout, TPComm(group, layout)
         self.dtype, self.device = dtype, device
         self.start, end = layout.vocab_range()
         self.vocab_size, self.n_embd, self.max_seq_len = c.vocab_size, c.n_embd, c.max_seq_len
-        self.wte = _param("wte.weight", [end - self.start, c.n_embd], dtype, device, True)
-        self.wpe = _param("wpe.weight", [c.max_seq_len, c.n_embd], dtype, device, True) if c.learned_positions else None
-        self._slots = _Slots("Embedding")
+        self.wte = make_param("wte.weight", [end - self.start, c.n_embd], dtype, device, True)
+        self.wpe = make_param("wpe.weight", [c.max_seq_len, c.n_embd], dtype, device, True) if c.learned_positions else None
+        self._slots = Slots("Embedding")
 
     def params(self) -> list[TPParam]:
         return [self.wte] + ([self.wpe] if self.wpe is not None else [])
@@ -265,26 +129,26 @@ class TPBlock:
 
     def __init__(self, layout: TPLayout, group: Any, dtype: Any, device: str, kv_group: Any = None):
         c = layout.config
-        self.layout, self.comm, self.config = layout, _Comm(group, layout), c
+        self.layout, self.comm, self.config = layout, TPComm(group, layout), c
         self.dtype, self.device = dtype, device
         self.kv_group = kv_group  # the ranks sharing this rank's replicated kv heads
         C, D, h, hk, f = c.n_embd, c.head_dim, layout.heads, layout.kv_heads, layout.hidden
-        self.ln1 = _Norm("ln1", c.norm, C, c.norm_eps, dtype, device)
-        self.qkv = _Linear("attn.qkv", C, (h + 2 * hk) * D, c.bias, dtype, device)
-        self.proj = _Linear("attn.proj", h * D, C, c.bias, dtype, device)
-        self.ln2 = _Norm("ln2", c.norm, C, c.norm_eps, dtype, device)
-        self.fc = _Linear("mlp.fc", C, 2 * f if c.mlp == "swiglu" else f, c.bias, dtype, device)
-        self.down = _Linear("mlp.proj", f, C, c.bias, dtype, device)
+        self.ln1 = Norm("ln1", c.norm, C, c.norm_eps, dtype, device)
+        self.qkv = Linear("attn.qkv", C, (h + 2 * hk) * D, c.bias, dtype, device)
+        self.proj = Linear("attn.proj", h * D, C, c.bias, dtype, device)
+        self.ln2 = Norm("ln2", c.norm, C, c.norm_eps, dtype, device)
+        self.fc = Linear("mlp.fc", C, 2 * f if c.mlp == "swiglu" else f, c.bias, dtype, device)
+        self.down = Linear("mlp.proj", f, C, c.bias, dtype, device)
         # Gradients summed over the group in backward_weight: norm gains and biases.
         self._repl = self.ln1.params() + self.ln2.params()
-        self._slots = _Slots("TransformerBlock")
+        self._slots = Slots("TransformerBlock")
         self.attention_backend = None  # "ours" | "cudnn" | "auto"; None: the process-wide setting
 
     def params(self) -> list[TPParam]:
         return (self.ln1.params() + self.qkv.params() + self.proj.params() + self.ln2.params() + self.fc.params()
                 + self.down.params())
 
-    def _row_bias(self, lin: _Linear) -> Any:
+    def _row_bias(self, lin: Linear) -> Any:
         # A row-parallel projection's output is a partial sum: one rank adds the bias.
         return lin.bias.value if lin.bias is not None and self.layout.rank == 0 else None
 
@@ -298,7 +162,7 @@ class TPBlock:
         qkv = qkv.reshape(B, T, h + 2 * hk, D)
         if c.rope:
             ops.rope_forward(qkv, h + hk, c.rope_base, 0)
-        with _attention_backend(self.attention_backend):
+        with attention_backend(self.attention_backend):
             att, lse = ops.attention_forward(qkv, h, hk, True, 0.0)
         att_flat = att.reshape(B, T, h * D)
         x2 = ops.add(x, self.comm.scatter(ops.matmul_forward(att_flat, self.proj.weight.value,
@@ -313,7 +177,7 @@ class TPBlock:
         return y
 
     def forward(self, slot: int, x: Any) -> Any:
-        _check_shard("TransformerBlock.forward", x, self.config.n_embd, self.layout.tp, self.dtype, self.device)
+        check_shard("TransformerBlock.forward", x, self.config.n_embd, self.layout.tp, self.dtype, self.device)
         self._slots.check_free(slot)
         s: dict = {}
         y = self._run(x, s)
@@ -321,7 +185,7 @@ class TPBlock:
         return y
 
     def infer(self, x: Any) -> Any:
-        _check_shard("TransformerBlock.forward", x, self.config.n_embd, self.layout.tp, self.dtype, self.device)
+        check_shard("TransformerBlock.forward", x, self.config.n_embd, self.layout.tp, self.dtype, self.device)
         return self._run(x, None)
 
     def backward_input(self, slot: int, dy: Any) -> Any:
@@ -347,8 +211,8 @@ class TPBlock:
         df = ops.gelu_backward(dg, s["f"]) if c.mlp == "gelu" else ops.swiglu_backward(dg, s["f"])
         w_dh2 = self.comm.scatter(ops.matmul_backward_input(df, self.fc.weight.value), async_op=True)
         if weights_now:
-            _weight_grad(self.down, dy_full, s["g"])
-            _weight_grad(self.fc, df, w_h2.wait())
+            weight_grad(self.down, dy_full, s["g"])
+            weight_grad(self.fc, df, w_h2.wait())
         dx2 = self.ln2.backward_input(w_dh2.wait(), s["n2"], views[k1:])
         ops.add_(dx2, dy)
         # Attention half; h1 (for dWqkv) gathers while attention backward runs.
@@ -356,20 +220,20 @@ class TPBlock:
         w_h1 = self.comm.gather(s["h1s"], async_op=True)
         dx2_full = w_dx2.wait()
         datt = ops.matmul_backward_input(dx2_full, self.proj.weight.value).reshape(B, T, h, D)
-        with _attention_backend(self.attention_backend):
+        with attention_backend(self.attention_backend):
             dqkv = ops.attention_backward(datt, s["qkv"], s["att"], s["lse"], h, hk, True, 0.0)
         if c.rope:
             ops.rope_backward(dqkv, h + hk, c.rope_base, 0)
         dqkv = dqkv.reshape(B, T, (h + 2 * hk) * D)
         w_dh1 = self.comm.scatter(ops.matmul_backward_input(dqkv, self.qkv.weight.value), async_op=True)
         if weights_now:
-            _weight_grad(self.proj, dx2_full, s["att_flat"])
+            weight_grad(self.proj, dx2_full, s["att_flat"])
             self._qkv_weight_grad(dqkv, w_h1.wait())
         dx = self.ln1.backward_input(w_dh1.wait(), s["n1"], views[:k1])
         ops.add_(dx, dx2)
         repl = self.comm.group.all_reduce(flat, op="sum", async_op=True)
         if weights_now:
-            _finish_replicated(repl, views, self._repl)
+            finish_replicated(repl, views, self._repl)
             self.release(slot)
             return dx
         for k in ("n1", "n2", "qkv", "att", "lse", "f", "h1s", "h2s"):
@@ -381,16 +245,16 @@ class TPBlock:
     def backward_weight(self, slot: int) -> None:
         s = self._slots.take(slot, "I", "backward_weight")
         self._qkv_weight_grad(s["dqkv"], s["w_h1"].wait())
-        _weight_grad(self.proj, s["dx2"], s["att_flat"])
-        _weight_grad(self.fc, s["df"], s["w_h2"].wait())
-        _weight_grad(self.down, s["dy"], s["g"])
+        weight_grad(self.proj, s["dx2"], s["att_flat"])
+        weight_grad(self.fc, s["df"], s["w_h2"].wait())
+        weight_grad(self.down, s["dy"], s["g"])
         repl, views = s["repl"]
-        _finish_replicated(repl, views, self._repl)
+        finish_replicated(repl, views, self._repl)
         self.release(slot)
 
     def _qkv_weight_grad(self, dqkv: Any, h1: Any) -> None:
         if self.kv_group is None:
-            _weight_grad(self.qkv, dqkv, h1)
+            weight_grad(self.qkv, dqkv, h1)
             return
         # Replicated kv heads: each sharer saw only its query heads' share of their
         # gradient; sum the k and v rows (the last 2 D rows) over the sharers.
@@ -420,10 +284,6 @@ class TPBlock:
             p.grad.zero_()
 
 
-def _weight_grad(lin: _Linear, dy: Any, x: Any) -> None:
-    ops.matmul_backward_weight(dy, x, lin.weight.grad, lin.bias.grad if lin.bias is not None else None, True)
-
-
 class TPHead:
     """Final norm (sequence-parallel) and the vocabulary-parallel output projection with the
     vocabulary-parallel cross-entropy. ``tied``: a TPEmbedding whose wte slice it shares."""
@@ -432,22 +292,22 @@ class TPHead:
 
     def __init__(self, layout: TPLayout, group: Any, dtype: Any, device: str, tied: TPEmbedding | None = None):
         c = layout.config
-        self.layout, self.comm, self.config = layout, _Comm(group, layout), c
+        self.layout, self.comm, self.config = layout, TPComm(group, layout), c
         self.dtype, self.device = dtype, device
         self.start, end = layout.vocab_range()
         self.vocab_size = c.vocab_size
-        self.norm = _Norm("norm", c.norm, c.n_embd, c.norm_eps, dtype, device)
+        self.norm = Norm("norm", c.norm, c.n_embd, c.norm_eps, dtype, device)
         self.tied = tied is not None
-        self.weight = tied.wte if tied is not None else _param("out.weight", [end - self.start, c.n_embd], dtype,
+        self.weight = tied.wte if tied is not None else make_param("out.weight", [end - self.start, c.n_embd], dtype,
                                                                device, True)
-        self._slots = _Slots("LMHead")
+        self._slots = Slots("LMHead")
 
     def params(self) -> list[TPParam]:
         return self.norm.params() + ([] if self.tied else [self.weight])
 
     def _logits(self, x: Any) -> tuple[Any, Any, tuple]:
         """(this slice's logits [N, V_r], h_r, norm state)."""
-        _check_shard("LMHead", x, self.config.n_embd, self.layout.tp, self.dtype, self.device)
+        check_shard("LMHead", x, self.config.n_embd, self.layout.tp, self.dtype, self.device)
         hs, n = self.norm.forward(x)
         h = self.comm.gather(hs)
         B, T, C = h.shape
@@ -522,7 +382,7 @@ class TPHead:
         dx = self.norm.backward_input(w_dh.wait(), s["n"], views)
         repl = self.comm.group.all_reduce(flat, op="sum", async_op=True)
         if weights_now:
-            _finish_replicated(repl, views, self.norm.params())
+            finish_replicated(repl, views, self.norm.params())
             self.release(slot)
             return dx
         s.update(w_h=w_h, repl=(repl, views))
@@ -534,7 +394,7 @@ class TPHead:
         s = self._slots.take(slot, "I", "backward_weight")
         self._weight_grad(s["dlogits"], s["w_h"].wait())
         repl, views = s["repl"]
-        _finish_replicated(repl, views, self.norm.params())
+        finish_replicated(repl, views, self.norm.params())
         self.release(slot)
 
     def _weight_grad(self, dlogits: Any, h: Any) -> None:
