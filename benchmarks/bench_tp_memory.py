@@ -1,6 +1,7 @@
 """Tensor parallelism's per-rank memory and traffic: llama-1b at tp = 1, 2, 4 on one GPU,
-the ranks sharing it (start CUDA MPS first: `nvidia-cuda-mps-control -d`; stop it with
-`echo quit | nvidia-cuda-mps-control`).
+the ranks sharing it under CUDA MPS (on a GPU the script starts the MPS daemon with
+`nvidia-cuda-mps-control -d` when the tool is there and stops it at the end; without it
+the ranks time-slice the GPU, which changes no memory figure).
 
     python benchmarks/bench_tp_memory.py [--preset llama-1b] [--tp 1 2 4] [--batch 1] [--seq 2048]
                                          [--device cuda] [--json out.json]
@@ -114,10 +115,31 @@ def rank_main(args: argparse.Namespace) -> None:
     pg.barrier()
 
 
+def _start_mps() -> bool:
+    """Starts the CUDA MPS daemon; True when this call started it (and should stop it)."""
+    import shutil
+
+    if shutil.which("nvidia-cuda-mps-control") is None:
+        print("bench_tp_memory: no nvidia-cuda-mps-control: the ranks time-slice the GPU")
+        return False
+    return subprocess.run(["nvidia-cuda-mps-control", "-d"], capture_output=True).returncode == 0
+
+
 def driver(args: argparse.Namespace) -> None:
+    here = os.path.abspath(__file__)
+    rows: list[dict] = []
+    mps = args.device != "cpu" and _start_mps()
+    try:
+        rows = _launch_all(args, here)
+    finally:
+        if mps:
+            subprocess.run(["nvidia-cuda-mps-control"], input=b"quit\n", capture_output=True)
+    _report(args, rows, mps)
+
+
+def _launch_all(args: argparse.Namespace, here: str) -> list[dict]:
     import tempfile
 
-    here = os.path.abspath(__file__)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for tp in args.tp:
@@ -131,7 +153,12 @@ def driver(args: argparse.Namespace) -> None:
             row = {k: float(np.mean([r[k] for r in ranks])) for k in ranks[0] if k not in ("tp", "rank")}
             row.update(tp=tp, wall_s=time.perf_counter() - t0)
             rows.append(row)
-    print(f"{args.preset}, batch {args.batch} x {args.seq} tokens, {args.device}; per rank (mean over ranks):")
+    return rows
+
+
+def _report(args: argparse.Namespace, rows: list[dict], mps: bool) -> None:
+    sharing = " (ranks under MPS)" if mps else ""
+    print(f"{args.preset}, batch {args.batch} x {args.seq} tokens, {args.device}{sharing}; per rank (mean over ranks):")
     print(f"{'tp':>3} | {'weights+grads GiB':>17} | {'optimizer GiB':>13} | {'act saved GiB':>13} | "
           f"{'act peak GiB':>12} | {'sent MB/step':>12} | {'formula MB':>10} | {'loss':>7}")
     for r in rows:
@@ -143,7 +170,7 @@ def driver(args: argparse.Namespace) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"preset": args.preset, "batch": args.batch, "seq": args.seq, "device": args.device,
-                       "rows": rows}, f, indent=2)
+                       "mps": mps, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
