@@ -177,13 +177,14 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
                              f"({world} ranks - {S} server(s))")
         return Layout(world, W, 1, S)
     pp, tp = cfg.pp, cfg.tp
+    model_ranks = f"--pp {pp}" if tp == 1 else f"--pp {pp} x --tp {tp} = {pp * tp}"
     if world % (pp * tp):
-        raise ValueError(f"--pp {pp} x --tp {tp} = {pp * tp} does not divide the world size {world} (ranks started "
-                         "by the launcher)")
+        raise ValueError(f"{model_ranks} does not divide the world size {world} (ranks started by the launcher)")
     dp = cfg.dp if cfg.dp is not None else world // (pp * tp)
     if dp * pp * tp != world:
-        raise ValueError(f"--dp {dp} x --pp {pp} x --tp {tp} = {dp * pp * tp} ranks, but the launcher started "
-                         f"{world}; start them with `ringloom launch -n {dp * pp * tp} -m ringloom train ...`")
+        ranks = f"--dp {dp} x --pp {pp}" + ("" if tp == 1 else f" x --tp {tp}")
+        raise ValueError(f"{ranks} = {dp * pp * tp} ranks, but the launcher started {world}; start them with "
+                         f"`ringloom launch -n {dp * pp * tp} -m ringloom train ...`")
     _check_batch_split(cfg.batch_size, dp, cfg.micro_batches or pp)
     return Layout(world, dp, pp, tp=tp)
 
