@@ -1,5 +1,5 @@
-// Which implementation the CUDA attention op runs (DESIGN.md: cuDNN's fused attention is a
-// selectable backend that our kernel is measured against). A process-wide setting, read at
+// Which implementation the CUDA attention op runs (cuDNN's fused attention is a selectable
+// backend that our kernel is measured against). A process-wide setting, read at
 // every attention_forward/backward call on a GPU; the CPU op ignores it.
 //   ours   our flash kernels (ops/cuda/attention_*.cu)
 //   cudnn  cuDNN's fused SDPA through the cuDNN frontend graph API (ops/cuda/attention_cudnn.cu):

@@ -36,7 +36,7 @@ OPTION_RULES = [
     (dict(ps_mode="lazy"), "ps_mode must be sync or async"),
     (dict(dtype="float16"), "dtype must be auto, float32 or bfloat16"),
     (dict(lr_schedule="exp"), "lr_schedule must be cosine, linear or constant"),
-    (dict(schedule="pipedream"), "schedule must be gpipe, 1f1b, interleaved or zb-h1"),
+    (dict(schedule="pipedream"), "schedule must be gpipe, 1f1b, interleaved, zb-h1 or zb"),
     (dict(device="gpu"), "unknown device 'gpu'"),
     (dict(compression="gzip"), "unknown compression 'gzip'"),
     (dict(lr=1e-3, min_lr=1e-2), "--min-lr 0.01 is larger than --lr 0.001"),

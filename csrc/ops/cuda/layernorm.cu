@@ -76,9 +76,9 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
 // dgamma = sum dy xhat and dbeta = sum dy go to partial[blockIdx.x][0|1][C].
 // blockDim.x / tpr rows per block, each row group walking rows with a grid stride. x, dy
 // and gamma stay in storage type (norm::RawVec) and are converted where used; all of a
-// row's loads are issued before the first use (the previous version loaded, then summed,
-// one vector at a time, which the compiler kept in order: three round trips to memory per
-// row instead of one).
+// row's loads are issued before the first use (loading and summing one vector at a time,
+// which the compiler keeps in order, costs three round trips to memory per row instead of
+// one).
 template <typename T, int VEC, int VPT>
 __global__ void __maxnreg__(norm::bwd_max_regs(VPT))
     layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,

@@ -12,7 +12,7 @@ its optimizer state and its communication.
     engine.full_model()                              -> the whole Model on rank 0 (collective)
     engine.start() / engine.finish()                 -> before the first / after the last step
 
-See docs/architecture.md ("Training modes") for how to add a mode.
+See docs/architecture.md ("Adding a training mode") for how to add a mode.
 """
 from __future__ import annotations
 
