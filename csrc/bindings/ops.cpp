@@ -9,6 +9,7 @@
 #include "ops/attention.h"
 #include "ops/attention_backend.h"
 #include "ops/cross_entropy.h"
+#include "ops/cross_entropy_shard.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
@@ -43,6 +44,15 @@ RINGLOOM_BIND(ops, 10) {
           embedding_backward(ids, dout, dwte, p);
         }, py::arg("ids"), py::arg("dout"), py::arg("dwte"),
         py::arg("dwpe") = none);
+  o.def("embedding_shard_forward",
+        [](const Tensor& ids, const Tensor& wte, const OptTensor& wpe, int64_t vocab_start) {
+          return embedding_shard_forward(ids, wte, opt(wpe), vocab_start);
+        }, py::arg("ids"), py::arg("wte"), py::arg("wpe") = none, py::arg("vocab_start") = 0);
+  o.def("embedding_shard_backward",
+        [](const Tensor& ids, const Tensor& dout, Tensor& dwte, const OptTensor& dwpe, int64_t vocab_start) {
+          Tensor p = opt(dwpe);
+          embedding_shard_backward(ids, dout, dwte, p, vocab_start);
+        }, py::arg("ids"), py::arg("dout"), py::arg("dwte"), py::arg("dwpe") = none, py::arg("vocab_start") = 0);
   o.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("gamma"), py::arg("beta"),
         py::arg("eps") = 1e-5f);
   o.def("layernorm_backward", &layernorm_backward, py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
@@ -67,6 +77,12 @@ RINGLOOM_BIND(ops, 10) {
         py::arg("ignore_index") = -100);
   o.def("cross_entropy_forward_backward", &cross_entropy_forward_backward, py::arg("logits"), py::arg("targets"),
         py::arg("ignore_index") = -100, py::arg("grad_scale") = 1.0f);
+  o.def("cross_entropy_shard_stats", &cross_entropy_shard_stats, py::arg("logits"), py::arg("targets"),
+        py::arg("vocab_start"));
+  o.def("cross_entropy_shard_combine", &cross_entropy_shard_combine, py::arg("stats"), py::arg("targets"),
+        py::arg("ignore_index") = -100);
+  o.def("cross_entropy_shard_backward", &cross_entropy_shard_backward, py::arg("logits"), py::arg("targets"),
+        py::arg("lse"), py::arg("vocab_start"), py::arg("ignore_index") = -100, py::arg("grad_scale") = 1.0f);
   o.def("add", &add, py::arg("a"), py::arg("b"));
   o.def("add_", &add_, py::arg("a"), py::arg("b"));
   o.def("scale_", &scale_, py::arg("a"), py::arg("s"));

@@ -5,7 +5,8 @@
 namespace ringloom {
 
 namespace {
-void check_embedding(const char* op, const Tensor& ids, const Tensor& wte, const Tensor& wpe) {
+// shard: ids index the full vocabulary, wte is a slice of it (no range check on the ids).
+void check_embedding(const char* op, const Tensor& ids, const Tensor& wte, const Tensor& wpe, bool shard = false) {
   check_dtype(op, "ids", ids, DType::Int32);
   check_dim(op, "ids", ids, 2);
   check_dim(op, "wte", wte, 2);
@@ -21,6 +22,7 @@ void check_embedding(const char* op, const Tensor& ids, const Tensor& wte, const
   }
   if (wte.is_cpu()) {
     check_cpu_float32(op, {{"wte", &wte}});
+    if (shard) return;
     // Token ids are checked on the host; the CUDA kernel clamps and reports instead.
     const int32_t* p = ids.data_as<int32_t>();
     const int64_t V = wte.size(0);
@@ -45,6 +47,23 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Ten
   check_shape(op, "dout", dout, {ids.size(0), ids.size(1), dwte.size(1)});
   if (dout.is_cpu()) check_cpu_float32(op, {{"dout", &dout}});
   RL_DISPATCH(dwte, embedding_backward(ids, dout, dwte, dwpe));
+}
+
+Tensor embedding_shard_forward(const Tensor& ids, const Tensor& wte, const Tensor& wpe, int64_t vocab_start) {
+  const char* op = "embedding_shard_forward";
+  check_embedding(op, ids, wte, wpe, true);
+  RL_CHECK(vocab_start >= 0, Value, op, ": vocab_start must be >= 0, got ", vocab_start);
+  return RL_DISPATCH(wte, embedding_shard_forward(ids, wte, wpe, vocab_start));
+}
+
+void embedding_shard_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Tensor& dwpe, int64_t vocab_start) {
+  const char* op = "embedding_shard_backward";
+  check_embedding(op, ids, dwte, dwpe, true);
+  RL_CHECK(vocab_start >= 0, Value, op, ": vocab_start must be >= 0, got ", vocab_start);
+  check_same(op, {{"dout", &dout}, {"dwte", &dwte}}, false);
+  check_shape(op, "dout", dout, {ids.size(0), ids.size(1), dwte.size(1)});
+  if (dout.is_cpu()) check_cpu_float32(op, {{"dout", &dout}});
+  RL_DISPATCH(dwte, embedding_shard_backward(ids, dout, dwte, dwpe, vocab_start));
 }
 
 }  // namespace ringloom

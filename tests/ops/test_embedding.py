@@ -103,3 +103,43 @@ def test_embedding_bad_inputs():
         bwd(ids, rl.zeros([2, 4, 3]), wte, rl.zeros([3, 3]))
     with pytest.raises(TypeError, match="CPU implementation takes float32; dout is bfloat16"):
         bwd(ids, rl.zeros([2, 4, 3], dtype="bfloat16"), wte, wpe)
+
+
+@pytest.mark.parametrize("B,T,V,C,R", [(1, 1, 1, 1, 1), (2, 7, 5, 3, 2), (3, 33, 11, 37, 3), (4, 65, 13, 130, 4)])
+@pytest.mark.parametrize("with_wpe", [True, False])
+def test_embedding_shard_sums_to_full(rng, B, T, V, C, R, with_wpe):
+    """Vocabulary slices (uneven): the slices' outputs, wpe added by slice 0 only, sum to the
+    full embedding; each slice's wte gradient is its rows of the full gradient."""
+    ids = _ids(rng, B, T, V)
+    wte = rng.standard_normal((V, C)).astype(np.float32)
+    wpe = rng.standard_normal((T + 2, C)).astype(np.float32) if with_wpe else None
+    dout = rng.standard_normal((B, T, C)).astype(np.float32)
+    base, extra = divmod(V, R)
+    starts = [r * base + min(r, extra) for r in range(R + 1)]
+    total = np.zeros((B, T, C))
+    dwpe_full = rl.zeros([T + 2, C]) if with_wpe else None
+    dwte_full = rl.zeros([V, C])
+    rl.ops.embedding_backward(rl.tensor(ids), rl.tensor(dout), dwte_full, dwpe_full)
+    for r in range(R):
+        a, b = starts[r], starts[r + 1]
+        piece = np.ascontiguousarray(wte[a:b])
+        out = rl.ops.embedding_shard_forward(rl.tensor(ids), rl.tensor(piece),
+                                             rl.tensor(wpe) if with_wpe and r == 0 else None, a)
+        total += np.asarray(out)
+        dwte = rl.zeros([b - a, C])
+        dwpe = rl.zeros([T + 2, C]) if with_wpe else None
+        rl.ops.embedding_shard_backward(rl.tensor(ids), rl.tensor(dout), dwte, dwpe, a)
+        np.testing.assert_array_equal(np.asarray(dwte), np.asarray(dwte_full)[a:b])
+        if with_wpe:
+            np.testing.assert_array_equal(np.asarray(dwpe), np.asarray(dwpe_full))
+    assert_close(total, embedding(ids, wte, wpe))
+
+
+def test_embedding_shard_ids_outside_the_slice_are_zero(rng):
+    ids = np.array([[0, 5, 9, 2]], np.int32)
+    wte = rng.standard_normal((3, 4)).astype(np.float32)   # rows 2, 3, 4 of the vocabulary
+    out = np.asarray(rl.ops.embedding_shard_forward(rl.tensor(ids), rl.tensor(wte), None, 2))
+    np.testing.assert_array_equal(out[0, [0, 1, 2]], np.zeros((3, 4)))
+    np.testing.assert_array_equal(out[0, 3], wte[0])
+    with pytest.raises(ValueError, match="vocab_start must be >= 0"):
+        rl.ops.embedding_shard_forward(rl.tensor(ids), rl.tensor(wte), None, -1)

@@ -27,10 +27,20 @@ def model_config(arch: str = "gpt2", n_layer: int = 4):
                       vocab_size=VOCAB, max_seq_len=16)
 
 
-def global_batch(step: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """ids, targets int32 [BATCH, SEQ] for a step (the same in every process)."""
+def tp_model_config(arch: str = "gpt2", **overrides):
+    """The model of the tensor-parallel tests: 6 heads (split 2 or 3 ways), 4 layers, the
+    odd vocabulary (split unevenly 2 and 3 ways), no linear biases as above except where
+    a test turns them on."""
+    base = dict(n_layer=4, n_embd=48, n_head=6, vocab_size=VOCAB, max_seq_len=24)
+    if arch == "gpt2":
+        return get_preset("tiny", **{**base, "bias": False, **overrides})
+    return get_preset("llama-tiny", **{**base, "n_kv_head": 2, "ffn_hidden": 96, **overrides})
+
+
+def global_batch(step: int, seed: int = 7, seq: int = SEQ) -> tuple[np.ndarray, np.ndarray]:
+    """ids, targets int32 [BATCH, seq] for a step (the same in every process)."""
     g = np.random.default_rng([seed, step])
-    rows = g.integers(0, VOCAB, size=(BATCH, SEQ + 1), dtype=np.int32)
+    rows = g.integers(0, VOCAB, size=(BATCH, seq + 1), dtype=np.int32)
     return rows[:, :-1].copy(), rows[:, 1:].copy()
 
 

@@ -81,7 +81,7 @@ def pp2_run(runs) -> str:
 
 def test_rank_files_and_manifest(pp2_run):
     ck = _step(pp2_run, 2)
-    assert ck.world_size == 2 and ck.config["layout"] == {"world_size": 2, "dp": 1, "pp": 2}
+    assert ck.world_size == 2 and ck.config["layout"] == {"world_size": 2, "dp": 1, "pp": 2, "tp": 1}
     files = set(ck.manifest["files"])
     for r in (0, 1):
         assert {f"model.rank{r:05d}.safetensors", f"optim.rank{r:05d}.safetensors",

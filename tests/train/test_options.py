@@ -29,6 +29,9 @@ OPTION_RULES = [
     (dict(lr=-1.0), "lr (--lr) must be a finite number > 0.0, got -1.0"),
     (dict(lr=float("inf")), "lr (--lr) must be a finite number > 0.0, got inf"),
     (dict(bucket_mb=0.0), "bucket_mb (--bucket-mb) must be a finite number > 0.0, got 0.0"),
+    (dict(tp=0), "tp (--tp) must be an integer >= 1, got 0"),
+    (dict(tp=2, zero=1), "--tp 2 cannot be combined with --zero"),
+    (dict(tp=2, seq_len=127), "--seq-len 127 must be a multiple of --tp 2"),
     (dict(attention="flash"), "attention must be ours, cudnn or auto, got 'flash'"),
     (dict(attention="cudnn", deterministic_attention=True), "--deterministic-attention needs --attention ours or auto"),
     (dict(on_nonfinite="warn"), "on_nonfinite must be stop or skip, got 'warn'"),
@@ -94,6 +97,9 @@ LAYOUT_RULES = [
     (dict(param_servers=1, batch_size=9), 3, "--batch-size 9 must be divisible by the 2 workers"),
     (dict(pp=3), 4, "--pp 3 does not divide the world size 4"),
     (dict(dp=4, pp=2), 4, "--dp 4 x --pp 2 = 8 ranks, but the launcher started 4"),
+    (dict(pp=2, tp=2, batch_size=8), 6, "--pp 2 x --tp 2 = 4 does not divide the world size 6"),
+    (dict(dp=2, pp=2, tp=2, batch_size=8), 4, "--dp 2 x --pp 2 x --tp 2 = 8 ranks, but the launcher started 4"),
+    (dict(tp=3, seq_len=126), 3, "--tp 3 does not fit the model: tensor parallel: n_head (4) is not a multiple of tp (3)"),
     (dict(dp=2, pp=2, batch_size=6), 4, "must be divisible by dp x micro-batches = 2 x 2"),
     (dict(cuda_graph=True, device="cuda"), 2, "--cuda-graph captures a single-process step"),
 ]
@@ -121,6 +127,7 @@ def test_a_case_per_rule():
     (dict(pp=2, batch_size=8), 4, Layout(4, 2, 2)),
     (dict(dp=2, micro_batches=2, batch_size=8), 2, Layout(2, 2, 1)),
     (dict(param_servers=1, batch_size=4), 3, Layout(3, 2, 1, 1)),
+    (dict(tp=2, pp=2, batch_size=8), 8, Layout(8, 2, 2, tp=2)),
 ])
 def test_valid_layouts(fields, world, layout):
     assert validate(TrainConfig(**fields), world) == layout

@@ -14,6 +14,10 @@
 // need the ids on the host (a synchronisation per step). The kernels clamp them into range
 // instead, so a bad id reads (and its gradient lands in) row 0 or V-1 rather than faulting;
 // validate ids where they are produced (the data loader) to catch such bugs.
+//
+// Vocabulary slices (the shard ops): wte holds rows [start, start + V); an id outside gives
+// a zero token row in forward, and in backward its key is V, one past the slice, so the
+// sort puts those positions last and their run adds nothing.
 #include <cub/device/device_radix_sort.cuh>
 
 #include "ops/cuda/common.cuh"
@@ -27,20 +31,33 @@ constexpr int kThreads = 256;
 
 __device__ __forceinline__ int clamp_id(int id, int V) { return min(max(id, 0), V - 1); }
 
+// The row of wte for a full-vocabulary id: clamped into [0, V) for the full table, -1
+// (outside) or V (sort key) for a slice.
+__device__ __forceinline__ int slice_row(int id, int start, int V, bool shard, int outside) {
+  if (!shard) return clamp_id(id, V);
+  const int v = id - start;
+  return v >= 0 && v < V ? v : outside;
+}
+
 // Work item: (token n, pack p of N columns). kVec: C is a multiple of the pack width and
 // all pointers are aligned.
 template <typename T, bool kVec>
 __global__ void embedding_forward_kernel(const int* ids, const T* wte, const T* wpe, T* out, int64_t tokens, int T_len,
-                                         int C, int V) {
+                                         int C, int V, int start, bool shard) {
   constexpr int N = kVec ? Pack<T>::kN : 1;
   const int packs = C / N;
   for (int64_t it = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; it < tokens * packs;
        it += int64_t(gridDim.x) * blockDim.x) {
     const int64_t n = it / packs;
     const int c = int(it - n * packs) * N;
-    const int id = clamp_id(ids[n], V);
+    const int id = slice_row(ids[n], start, V, shard, -1);
     float e[N], p[N];
-    load_vec<T, N>(wte + int64_t(id) * C + c, e);
+    if (id >= 0) {
+      load_vec<T, N>(wte + int64_t(id) * C + c, e);
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) e[k] = 0.0f;
+    }
     if (wpe) {
       load_vec<T, N>(wpe + int64_t(n % T_len) * C + c, p);
 #pragma unroll
@@ -50,9 +67,9 @@ __global__ void embedding_forward_kernel(const int* ids, const T* wte, const T* 
   }
 }
 
-__global__ void sort_keys_kernel(const int* ids, int* keys, int* positions, int64_t n, int V) {
+__global__ void sort_keys_kernel(const int* ids, int* keys, int* positions, int64_t n, int V, int start, bool shard) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    keys[i] = clamp_id(ids[i], V);
+    keys[i] = slice_row(ids[i], start, V, shard, V);
     positions[i] = int(i);
   }
 }
@@ -60,10 +77,11 @@ __global__ void sort_keys_kernel(const int* ids, int* keys, int* positions, int6
 // One block per sorted entry; only the first entry of each run of equal ids works: it adds
 // dout of the run's positions (in increasing order) into dwte[id].
 template <typename T, typename G>
-__global__ void embedding_dwte_kernel(const int* keys, const int* positions, const T* dout, G* dwte, int64_t n, int C) {
+__global__ void embedding_dwte_kernel(const int* keys, const int* positions, const T* dout, G* dwte, int64_t n, int C,
+                                      int V) {
   const int64_t i = blockIdx.x;
   const int id = keys[i];
-  if (i > 0 && keys[i - 1] == id) return;
+  if (id >= V || (i > 0 && keys[i - 1] == id)) return;  // key V: outside the slice
   int64_t end = i + 1;
   while (end < n && keys[end] == id) ++end;
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
@@ -91,9 +109,7 @@ int bits_for(int64_t V) {
   return bits;
 }
 
-}  // namespace
-
-Tensor embedding_forward(const Tensor& ids, const Tensor& wte, const Tensor& wpe) {
+Tensor forward_rows(const Tensor& ids, const Tensor& wte, const Tensor& wpe, int64_t start, bool shard) {
   const int64_t B = ids.size(0), Tn = ids.size(1), V = wte.size(0), C = wte.size(1);
   Tensor out = Tensor::empty({B, Tn, C}, wte.dtype(), wte.device());
   const int64_t tokens = B * Tn;
@@ -108,16 +124,16 @@ Tensor embedding_forward(const Tensor& ids, const Tensor& wte, const Tensor& wpe
     if (vec)
       embedding_forward_kernel<T, true>
           <<<grid_for(tokens * C / Pack<T>::kN, kThreads, ctx.device), kThreads, 0, ctx.stream>>>(
-              ids.data_as<int>(), pe, pp, po, tokens, int(Tn), int(C), int(V));
+              ids.data_as<int>(), pe, pp, po, tokens, int(Tn), int(C), int(V), int(start), shard);
     else
       embedding_forward_kernel<T, false><<<grid_for(tokens * C, kThreads, ctx.device), kThreads, 0, ctx.stream>>>(
-          ids.data_as<int>(), pe, pp, po, tokens, int(Tn), int(C), int(V));
+          ids.data_as<int>(), pe, pp, po, tokens, int(Tn), int(C), int(V), int(start), shard);
   });
   CUDA_CHECK_LAUNCH();
   return out;
 }
 
-void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Tensor& dwpe) {
+void backward_rows(const Tensor& ids, const Tensor& dout, Tensor& dwte, Tensor& dwpe, int64_t start, bool shard) {
   const int64_t B = ids.size(0), Tn = ids.size(1), V = dwte.size(0), C = dwte.size(1);
   const int64_t n = B * Tn;
   if (n == 0 || C == 0) return;
@@ -133,9 +149,10 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Ten
   int* pos_in = pos.data_as<int>();
   int* pos_out = pos_in + n;
   sort_keys_kernel<<<grid_for(n, kThreads, ctx.device), kThreads, 0, ctx.stream>>>(ids.data_as<int>(), keys_in,
-                                                                                   pos_in, n, int(V));
+                                                                                   pos_in, n, int(V), int(start),
+                                                                                   shard);
   CUDA_CHECK_LAUNCH();
-  const int bits = bits_for(V);
+  const int bits = bits_for(shard ? V + 1 : V);  // key V marks ids outside a slice
   size_t temp_bytes = 0;
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out, pos_in, pos_out, int(n), 0, bits,
                                              ctx.stream));
@@ -147,7 +164,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Ten
     RL_DISPATCH_FLOAT(dwte.dtype(), G, {
       const int block = int(std::min<int64_t>(kThreads, ceil_div(C, 32) * 32));
       embedding_dwte_kernel<T, G><<<unsigned(n), block, 0, ctx.stream>>>(keys_out, pos_out, dout.data_as<T>(),
-                                                                         dwte.data_as<G>(), n, int(C));
+                                                                         dwte.data_as<G>(), n, int(C), int(V));
       CUDA_CHECK_LAUNCH();
       if (dwpe.defined()) {
         embedding_dwpe_kernel<T, G><<<grid_for(Tn * C, kThreads, ctx.device), kThreads, 0, ctx.stream>>>(
@@ -156,6 +173,24 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Ten
       }
     });
   });
+}
+
+}  // namespace
+
+Tensor embedding_forward(const Tensor& ids, const Tensor& wte, const Tensor& wpe) {
+  return forward_rows(ids, wte, wpe, 0, false);
+}
+
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Tensor& dwpe) {
+  backward_rows(ids, dout, dwte, dwpe, 0, false);
+}
+
+Tensor embedding_shard_forward(const Tensor& ids, const Tensor& wte, const Tensor& wpe, int64_t vocab_start) {
+  return forward_rows(ids, wte, wpe, vocab_start, true);
+}
+
+void embedding_shard_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Tensor& dwpe, int64_t vocab_start) {
+  backward_rows(ids, dout, dwte, dwpe, vocab_start, true);
 }
 
 }  // namespace ringloom::cuda

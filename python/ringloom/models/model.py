@@ -143,6 +143,15 @@ class Model:
         dtype), .grad (float32, same shape), .decay (weight decay applies)."""
         return list(self._params)
 
+    def norm_grads(self) -> list[tuple[str, Any]]:
+        """(name, gradient tensor) whose squares this model adds to a global gradient norm:
+        every gradient here; a tensor-parallel model lists only the elements it owns."""
+        return [(name, p.grad) for name, p in self._params]
+
+    def activation_shape(self, batch: int, seq_len: int) -> list[int]:
+        """Shape of the activations a pipeline stage of this model sends to the next one."""
+        return [batch, seq_len, self.config.n_embd]
+
     def num_parameters(self) -> int:
         return int(sum(p.value.numel() for _, p in self._params))
 

@@ -83,8 +83,8 @@ class ParallelEngine:
         blocks = stage_blocks(counts)
         # This rank's chunks: virtual stages r, r + p, r + 2p, ...
         self.stages = [c * p + r for c in range(v)]
-        self.chunks = [build_model(config, device, dtype, seed, blocks=blocks[s], embedding=(s == 0),
-                                   head=(s == S - 1)) for s in self.stages]
+        build = self._model_builder(config, mesh, device, dtype, seed, zero, local_sgd)
+        self.chunks = [build(blocks=blocks[s], embedding=(s == 0), head=(s == S - 1)) for s in self.stages]
         self.device = self.chunks[0].device
         self.S = S
         sync = (lambda: _C.cuda_synchronize(int(self.device.split(":")[1]))) if self.device != "cpu" else None
@@ -160,6 +160,20 @@ class ParallelEngine:
         self.last_grad_norm = float("nan")
         self.last_step_skipped = False
 
+    @staticmethod
+    def _model_builder(config: ModelConfig, mesh: DeviceMesh, device: str, dtype: Any, seed: int, zero: bool,
+                       local_sgd: int) -> Callable[..., Any]:
+        """build_model, or with mesh.tp > 1 build_tp_model over the mesh's tp group."""
+        if mesh.tp == 1:
+            return lambda **kw: build_model(config, device, dtype, seed, **kw)
+        from .tensor_parallel import build_tp_model, kv_group_for
+        from .tp_layout import TPLayout
+
+        if zero or local_sgd:
+            raise ValueError("ParallelEngine: tensor parallelism (tp > 1) cannot be combined with ZeRO or local SGD")
+        kv = kv_group_for(mesh.tp_group, TPLayout(config, mesh.tp, mesh.tp_index))
+        return lambda **kw: build_tp_model(config, mesh.tp_group, device, dtype, seed, kv_group=kv, **kw)
+
     # ---------------------------------------------------------------- parameters
     def parameters(self) -> list[tuple[str, Any]]:
         return list(self.named)
@@ -206,7 +220,8 @@ class ParallelEngine:
 
     def gather_full_state(self) -> dict[str, np.ndarray] | None:
         """Every parameter of the model, fp32 NumPy, on world rank 0 (None elsewhere): dp
-        rank 0 of each stage sends its share. A collective: every rank must call it."""
+        rank 0 of each stage sends its share (tp rank 0, after its tp group gathered the
+        slices). A collective: every rank must call it."""
         mesh = self.mesh
         if mesh.world.size == 1:
             return self.state_dict()
@@ -214,7 +229,7 @@ class ParallelEngine:
         if mesh.rank == 0:
             state = dict(mine)
             for r in range(1, mesh.pp):
-                src = mesh.pp_ranks(0)[r]
+                src = mesh.pp_ranks(0, 0)[r]
                 for name, shape in self._names_of(r):
                     if name in state:
                         continue
@@ -222,7 +237,7 @@ class ParallelEngine:
                     mesh.world.recv(buf, src)
                     state[name] = buf
             return state
-        if mesh.dp_index == 0:
+        if mesh.dp_index == 0 and mesh.tp_index == 0:
             works = [mesh.world.send(np.ascontiguousarray(mine[name], np.float32), 0, async_op=True)
                      for name, _ in self._names_of(mesh.pp_index)]
             for w in works:
@@ -266,8 +281,10 @@ class ParallelEngine:
             if self.tied_param is not None:
                 mesh.tied_group.all_reduce(self.tied_param.grad, op="sum")
         norm_t = self._grad_norm()
-        # The loss lives on the last stage; every rank learns the global mean before updating.
-        total = sum_f64(mesh.world, [loss_sum, local_count] if mesh.is_last_stage else [0.0, 0.0])
+        # The loss lives on the last stage (on each of its tp ranks: counted once); every rank
+        # learns the global mean before updating.
+        holds = mesh.is_last_stage and mesh.tp_index == 0
+        total = sum_f64(mesh.world, [loss_sum, local_count] if holds else [0.0, 0.0])
         loss = float(total[0] / total[1]) if total[1] else 0.0
         self.last_step_skipped = accept is not None and not accept(loss, self.last_grad_norm)
         if not self.last_step_skipped:
@@ -313,7 +330,8 @@ class ParallelEngine:
     def _grad_norm(self) -> Any:
         """The global gradient norm as a 1-element fp32 tensor on the device. Each logical
         gradient element is counted once: replicated ones by dp rank 0 only, ZeRO shards by
-        their owner, the tied wte by the first stage only."""
+        their owner, the tied wte by the first stage only, tensor-parallel slices by their
+        tp rank (Model.norm_grads)."""
         mesh = self.mesh
         if self.local_sgd:
             # Each replica clips by its own gradient's norm: sum over its pipeline stages.
@@ -330,8 +348,8 @@ class ParallelEngine:
         if mesh.dp_index == 0:
             grads = []
             if self.sharded is None:
-                grads = [q.grad for n, q in self.named if not (n == TIED and self.tied_param is not None
-                                                              and not mesh.is_first_stage)]
+                grads = [g for m in self.chunks for n, g in m.norm_grads()
+                         if not (n == TIED and self.tied_param is not None and not mesh.is_first_stage)]
             elif self.tied_param is not None and mesh.is_first_stage:
                 grads = [self.tied_param.grad]
             if grads:
@@ -355,7 +373,6 @@ class ParallelEngine:
         global batch's mean loss; forward only, the same on every rank."""
         mesh = self.mesh
         p, S = mesh.pp, self.S
-        C = self.config.n_embd
         sums: list[float] = []
         counts: list[float] = []
         sends: list[Any] = []
@@ -366,15 +383,16 @@ class ParallelEngine:
                 s = self.stages[c]
                 x = ids
                 if s > 0:
-                    x = _C.empty([ids.shape[0], ids.shape[1], C], model.dtype, self.device)
+                    x = _C.empty(model.activation_shape(*ids.shape), model.dtype, self.device)
                     mesh.pp_fwd_group.recv(x, (s - 1) % p)
                 if s == S - 1:
                     loss = model.loss_sum(model.stage_infer(x, tgt, self.ignore_index))
                     cnt = int(np.count_nonzero(tgt != self.ignore_index))
                 else:
                     sends.append(mesh.pp_fwd_group.send(model.stage_infer(x), (s + 1) % p, async_op=True))
-            sums.append(loss)
-            counts.append(cnt)
+            once = mesh.tp_index == 0   # every tp rank of the last stage has the loss
+            sums.append(loss if once else 0.0)
+            counts.append(cnt if once else 0)
         for w in sends:
             w.wait()
         tot = sum_f64(mesh.world, sums + counts)

@@ -56,7 +56,7 @@ class ScheduleRunner:
     def _buffer(self, a: Action) -> Any:
         b, T = self.micro[a.mb][0].shape
         eng = self.engine
-        return _C.empty([b, T, eng.config.n_embd], eng.chunks[0].dtype, eng.device)
+        return _C.empty(eng.chunks[a.chunk].activation_shape(b, T), eng.chunks[0].dtype, eng.device)
 
     def _weights_backward(self, a: Action, layer_backward: Callable[[Any, int], None]) -> None:
         """Every layer of chunk a.chunk in reverse; on the last micro-batch each layer's

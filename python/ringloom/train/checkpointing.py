@@ -59,7 +59,7 @@ def set_rng_state(state: dict) -> None:
 def run_config(run: Any) -> dict:
     layout = run.layout
     return {"train": dataclasses.asdict(run.cfg), "model": dataclasses.asdict(run.model_config),
-            "layout": {"world_size": layout.world, "dp": layout.dp, "pp": layout.pp}}
+            "layout": {"world_size": layout.world, "dp": layout.dp, "pp": layout.pp, "tp": layout.tp}}
 
 
 def trainer_state(tr: Any, optimizer_step: int) -> dict:

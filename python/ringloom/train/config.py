@@ -101,6 +101,8 @@ class TrainConfig:
     # ---- parallel layout; 1 x 1 is single-process training
     dp: int | None = _opt(None, "data-parallel ranks (default: world size / pp)", PARALLEL, low=1)
     pp: int = _opt(1, "pipeline stages", PARALLEL, low=1)
+    tp: int = _opt(1, "tensor-parallel ranks per stage (Megatron-style layers with sequence parallelism; "
+                   "dp x pp x tp = world size)", PARALLEL, low=1)
     schedule: str = _opt("1f1b", "pipeline schedule; zb = zb-h1, the zero-bubble schedule", PARALLEL,
                          choices=("gpipe", "1f1b", "interleaved", "zb-h1", "zb"))
     micro_batches: int | None = _opt(None, "micro-batches per step and rank (default: pp)", PARALLEL, low=1,

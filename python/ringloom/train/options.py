@@ -30,11 +30,13 @@ STATEFUL_COMPRESSION = ("topk", "powersgd")   # keep error-feedback / warm-start
 @dataclass(frozen=True)
 class Layout:
     """The process layout of a run: ``world`` ranks, ``dp`` data-parallel replicas (with
-    parameter servers: the workers), ``pp`` pipeline stages, ``servers`` parameter servers."""
+    parameter servers: the workers), ``pp`` pipeline stages, ``servers`` parameter servers,
+    ``tp`` tensor-parallel ranks per stage."""
     world: int
     dp: int
     pp: int
     servers: int = 0
+    tp: int = 1
 
     def __iter__(self):   # (world, dp, pp), for unpacking
         return iter((self.world, self.dp, self.pp))
@@ -136,6 +138,14 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
             raise ValueError("--save-every with --ps-mode async: the workers are at different steps, so only the "
                              "end-of-run checkpoint is consistent; drop --save-every or use --ps-mode sync")
     check_gradient_exchange(cfg.zero, cfg.compression, cfg.local_sgd)
+    if cfg.tp > 1:
+        for bad, what in ((cfg.param_servers, "--param-servers"), (cfg.zero, "--zero"),
+                          (cfg.local_sgd, "--local-sgd"), (cfg.cuda_graph, "--cuda-graph")):
+            if bad:
+                raise ValueError(f"--tp {cfg.tp} cannot be combined with {what}")
+        if cfg.seq_len % cfg.tp:
+            raise ValueError(f"--seq-len {cfg.seq_len} must be a multiple of --tp {cfg.tp}: sequence parallelism "
+                             "splits each micro-batch's tokens evenly over the tp ranks")
     if cfg.resume and (cfg.local_sgd or compression_kind(cfg.compression) in STATEFUL_COMPRESSION):
         # Replicas that differ between averagings, and error-feedback residuals, are not in
         # the checkpoints: a resumed run would silently differ from an uninterrupted one.
@@ -165,6 +175,14 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
         raise ValueError(f"--seq-len {cfg.seq_len} exceeds the {cfg.preset!r} preset's maximum sequence length "
                          f"{model.max_seq_len}")
 
+    if cfg.tp > 1:
+        from ..parallel.tp_layout import check_tp
+
+        try:
+            check_tp(model, cfg.tp)
+        except ValueError as e:
+            raise ValueError(f"--tp {cfg.tp} does not fit the model: {e}") from None
+
     # ---- the layout against the ranks the launcher started
     if cfg.param_servers:
         S = cfg.param_servers
@@ -179,15 +197,17 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
             raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {W} workers "
                              f"({world} ranks - {S} server(s))")
         return Layout(world, W, 1, S)
-    pp = cfg.pp
-    if world % pp:
-        raise ValueError(f"--pp {pp} does not divide the world size {world} (ranks started by the launcher)")
-    dp = cfg.dp if cfg.dp is not None else world // pp
-    if dp * pp != world:
-        raise ValueError(f"--dp {dp} x --pp {pp} = {dp * pp} ranks, but the launcher started {world}; "
-                         f"start them with `ringloom launch -n {dp * pp} -m ringloom train ...`")
+    pp, tp = cfg.pp, cfg.tp
+    model_ranks = f"--pp {pp}" if tp == 1 else f"--pp {pp} x --tp {tp} = {pp * tp}"
+    if world % (pp * tp):
+        raise ValueError(f"{model_ranks} does not divide the world size {world} (ranks started by the launcher)")
+    dp = cfg.dp if cfg.dp is not None else world // (pp * tp)
+    if dp * pp * tp != world:
+        ranks = f"--dp {dp} x --pp {pp}" + ("" if tp == 1 else f" x --tp {tp}")
+        raise ValueError(f"{ranks} = {dp * pp * tp} ranks, but the launcher started {world}; start them with "
+                         f"`ringloom launch -n {dp * pp * tp} -m ringloom train ...`")
     _check_batch_split(cfg.batch_size, dp, cfg.micro_batches or pp)
-    return Layout(world, dp, pp)
+    return Layout(world, dp, pp, tp=tp)
 
 
 def launched_world() -> int:

@@ -4,7 +4,7 @@
     engine = build_engine(run)   # SingleEngine | MeshEngine | PSWorkerEngine
 
 The options were checked by train/options.validate (in prepare_run) before any process or
-data work, so the factory only chooses: parameter-server worker, dp x pp mesh (a launcher,
+data work, so the factory only chooses: parameter-server worker, dp x pp x tp mesh (a launcher,
 or micro-batches on one process), or single process.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def build_engine(run: Any) -> Engine:
         return PSWorkerEngine(run.model_config, run.pg, layout.servers, mode=cfg.ps_mode, staleness=cfg.ps_staleness,
                               steps=cfg.steps, final_moments=bool(cfg.out), **common)
     if run.pg is not None:
-        return MeshEngine(run.model_config, run.pg, layout.dp, layout.pp, trace_path=cfg.trace,
+        return MeshEngine(run.model_config, run.pg, layout.dp, layout.pp, tp=layout.tp, trace_path=cfg.trace,
                           schedule=cfg.schedule, micro_batches=cfg.micro_batches, chunks=cfg.chunks,
                           stage_layers=cfg.stage_layers, zero=cfg.zero, bucket_mb=cfg.bucket_mb, lr=cfg.lr,
                           weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip, compression=cfg.compression,

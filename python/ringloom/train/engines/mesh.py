@@ -1,10 +1,12 @@
-"""MeshEngine: this rank's share of dp x pp training (ringloom.parallel.ParallelEngine:
-pipeline stages, bucketed dp gradient reduction, ZeRO 1-3, compression, local SGD).
+"""MeshEngine: this rank's share of dp x pp x tp training (ringloom.parallel.ParallelEngine:
+pipeline stages, tensor-parallel layers, bucketed dp gradient reduction, ZeRO 1-3,
+compression, local SGD).
 
-Checkpoints: the ranks of data-parallel index 0 write the weights of their stages and the
-optimizer state (the other replicas hold the same values); under ZeRO the sharded AdamW
-state is gathered whole, by parameter name, so a checkpoint does not depend on the layout
-and restores under any other dp x pp split.
+Checkpoints: the ranks of data-parallel index 0 (and tensor-parallel index 0) write the
+weights of their stages and the optimizer state (the other replicas hold the same values);
+under ZeRO the sharded AdamW state is gathered whole, by parameter name, and under tensor
+parallelism the slices are gathered into full tensors, so a checkpoint does not depend on
+the layout and restores under any other dp x pp x tp split.
 """
 from __future__ import annotations
 
@@ -13,20 +15,21 @@ from typing import Any, Iterable
 from ...checkpoint.manager import CheckpointError
 from ...models import build_model, param_specs
 from ...parallel import DeviceMesh, ParallelEngine
+from ...parallel.tensor_parallel import gather_full
 from .base import Batch, CheckpointState, Engine
 
 
 class MeshEngine(Engine):
     def __init__(self, model_config: Any, pg: Any, dp: int, pp: int, *, device: str, dtype: str, seed: int,
                  attention: str | None = None, deterministic_attention: bool = False, trace_path: str | None = None,
-                 **options: Any):
+                 tp: int = 1, **options: Any):
         """``options``: ParallelEngine's (schedule, micro_batches, chunks, stage_layers, zero,
         bucket_mb, lr, weight_decay, max_grad_norm, compression, local_sgd, local_sgd_moments).
         ``trace_path``: record a timeline of every rank's compute and communication, merged
         into this Chrome trace file at the end."""
         self.model_config, self.pg, self.dtype, self.seed, self.attention = model_config, pg, dtype, seed, attention
         self.deterministic_attention = deterministic_attention
-        self.mesh = DeviceMesh(dp, pp, pg)
+        self.mesh = DeviceMesh(dp, pp, pg, tp=tp)
         self.parallel = ParallelEngine(model_config, self.mesh, device=device, dtype=dtype, seed=seed,
                                        trace=trace_path is not None,
                                        **options)
@@ -36,7 +39,7 @@ class MeshEngine(Engine):
         self.device = self.parallel.device
         self.data_rank = self.val_rank = self.mesh.dp_index
         self.data_world = self.val_world = dp
-        self._summary = {"dp": dp, "pp": pp, "schedule": options.get("schedule"), "zero": options.get("zero"),
+        self._summary = {"dp": dp, "pp": pp, "tp": tp, "schedule": options.get("schedule"), "zero": options.get("zero"),
                          "micro_batches": self.parallel.micro_batches, "stage_layers": self.parallel.stage_layers,
                          "compression": options.get("compression"), "local_sgd": options.get("local_sgd")}
         self.trace_path = trace_path
@@ -64,11 +67,19 @@ class MeshEngine(Engine):
         optim: dict[str, Any] = {}
         for o in self._optimizers:   # a collective under ZeRO (the shards are gathered)
             optim.update(o.state_dict())
-        # Under ZeRO-3 the weights are sharded: gathering them is a collective too.
+        tp = self._tp_layout()
+        if tp is not None:   # a collective over the tp group: slices -> full tensors
+            step = optim.pop("step")
+            optim = {"step": step, **gather_full(self.mesh.tp_group, tp, optim, _param_of)}
+        # The weights: full tensors gathered over the tp group under tp, over the dp group
+        # under ZeRO-3 (collectives both; a tp group shares its dp index).
         weights = self.parallel.state_dict() if self.mesh.dp_index == 0 or self.parallel.gather else None
-        if self.mesh.dp_index != 0:
+        if self.mesh.dp_index != 0 or self.mesh.tp_index != 0:
             return CheckpointState(None, None, self._optimizers[0].step_count)
         return CheckpointState(weights, optim, self._optimizers[0].step_count)
+
+    def _tp_layout(self) -> Any:
+        return self.parallel.chunks[0].layout if self.mesh.tp > 1 else None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         merged = state["model"]
@@ -76,12 +87,17 @@ class MeshEngine(Engine):
         # belong to no parameter of this model configuration stay in, so load_state_dict
         # reports them.
         full = {n for n, _, _ in param_specs(self.model_config)}
+        optim = state["optim"]
+        tp = self._tp_layout()
+        if tp is not None:   # each tp rank keeps its slice of the full tensors
+            optim = {k: (tp.shard(_param_of(k), v) if k != "step" and _param_of(k) in full else v)
+                     for k, v in optim.items()}
         with self.parallel.full_parameters():   # ZeRO-3: the weights gathered while they are loaded
             for m in self.parallel.chunks:
                 mine = {n for n, _ in m.parameters()}
                 m.load_state_dict({k: v for k, v in merged.items() if k in mine or k not in full})
             for o in self._optimizers:   # after the weights: ZeRO refreshes its masters from them
-                o.load_state_dict(state["optim"])
+                o.load_state_dict(optim)
         step_count = self._optimizers[0].step_count
         if step_count != int(state["optimizer_step"]):
             raise CheckpointError(f"optimizer step {step_count} disagrees with the trainer state's "
@@ -110,3 +126,8 @@ class MeshEngine(Engine):
             return {}
         return {"bubble_fraction": merge_traces([rank_path(self.trace_path, r) for r in range(self.pg.size)],
                                                 self.trace_path)}
+
+
+def _param_of(key: str) -> str:
+    """The parameter an optimizer-state key belongs to ("m.blocks.0.ln1.weight" -> "blocks.0.ln1.weight")."""
+    return key.split(".", 1)[1]
