@@ -7,7 +7,9 @@ FLOPs follow flash-attention's convention: forward 4*B*H*S^2*D (halved when caus
 forward+backward 3.5x that (backward is five S x S x D products to the forward's two).
 torch gets q, k, v as separate contiguous [B, H, S, D] leaves and torch.autograd.grad, its
 fastest path; ours reads the packed qkv[B, S, 3H, D] as the model produces it.
---deterministic also times our deterministic backward (RINGLOOM_ATTN_DETERMINISTIC=1).
+--deterministic also times our deterministic backward (attention_backward(..., deterministic=True)).
+On a compute capability 9.0 GPU "ours" is the Hopper kernels (csrc/ops/cuda/attention/hopper_*.cu),
+elsewhere the flash kernels.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def rl_sync():
     rl._C.cuda_synchronize(0)
 
 
-def ours_fns(qkv, dout, H, causal):
+def ours_fns(qkv, dout, H, causal, deterministic=False):
     x, go = rl.from_dlpack(qkv), rl.from_dlpack(dout)
 
     def fwd():
@@ -52,7 +54,7 @@ def ours_fns(qkv, dout, H, causal):
 
     def fwd_bwd():
         o, lse = rl.ops.attention_forward(x, H, H, causal)
-        return rl.ops.attention_backward(go, x, o, lse, H, H, causal)
+        return rl.ops.attention_backward(go, x, o, lse, H, H, causal, deterministic=deterministic)
 
     return fwd, fwd_bwd
 
@@ -116,15 +118,12 @@ def main():
         for mode, bwd in (("fwd", False), ("fwd+bwd", True)):
             fl = flops(B, H, S, D, causal, bwd)
             row = {"shape": name, "mode": mode, "rel_err_vs_flash": errs[1] if bwd else errs[0]}
-            variants = {"ours": {}}
+            variants = {"ours": (ofwd, ofb)}
             if args.deterministic and bwd:
-                variants["ours_determ"] = {"RINGLOOM_ATTN_DETERMINISTIC": "1"}
-            for label, env in variants.items():
-                os.environ.update(env)
-                row[f"{label}_ms"] = time_ms(lambda i, f=(ofb if bwd else ofwd): f())
-                for k in env:
-                    del os.environ[k]
-            # Our cuDNN backend (ops.set_attention_backend("cudnn"): csrc/ops/cuda/attention_cudnn.cu),
+                variants["ours_determ"] = ours_fns(qkv, dout, H, causal, deterministic=True)
+            for label, (vf, vfb) in variants.items():
+                row[f"{label}_ms"] = time_ms(lambda i, f=(vfb if bwd else vf): f())
+            # Our cuDNN backend (ops.set_attention_backend("cudnn"): csrc/ops/cuda/attention/cudnn.cu),
             # through the same entry points as ours; torch's cudnn column is the peer it should match.
             row["rl_cudnn_ms"] = None
             if rl_ops.cudnn_attention_built():

@@ -140,7 +140,10 @@ RINGLOOM_BIND(layers, 20) {
                                          : std::nullopt);
           },
           "This block's attention implementation on a GPU: \"ours\" | \"cudnn\" | \"auto\", or None for "
-          "the process-wide setting (ops.set_attention_backend)");
+          "the process-wide setting (ops.set_attention_backend)")
+      .def_property("deterministic_attention", &TransformerBlock::deterministic_attention,
+                    &TransformerBlock::set_deterministic_attention,
+                    "Bitwise repeatable attention backward on a GPU (ops.attention_backward's deterministic)");
 
   py::class_<LMHead, Layer, std::shared_ptr<LMHead>>(l, "LMHead")
       .def(py::init([](int64_t n_embd, int64_t vocab_size, const std::string& norm, float norm_eps, py::object dtype,

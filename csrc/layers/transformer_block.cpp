@@ -124,7 +124,8 @@ Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
   Tensor datt = proj_.backward_input(dx2).reshape({B, T, Hq, D});
   Tensor dqkv = [&] {
     AttentionBackendScope backend(attention_);
-    return attention_backward(datt, s.qkv, s.att, s.lse, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
+    return attention_backward(datt, s.qkv, s.att, s.lse, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f,
+                              deterministic_attention_);
   }();
   if (cfg_.rope) rope_backward(dqkv, Hq + Hkv, cfg_.rope_base, 0);  // the inverse rotation
   Tensor dqkv_flat = dqkv.reshape({B, T, (Hq + 2 * Hkv) * D});

@@ -57,6 +57,9 @@ class TransformerBlock : public Layer {
   // nullopt: the process-wide setting. A run-time choice, not part of the architecture.
   void set_attention_backend(std::optional<AttentionBackend> b) { attention_ = b; }
   std::optional<AttentionBackend> attention_backend() const { return attention_; }
+  // Bitwise repeatable attention backward on a GPU (ops/attention.h), at some speed.
+  void set_deterministic_attention(bool on) { deterministic_attention_ = on; }
+  bool deterministic_attention() const { return deterministic_attention_; }
 
  private:
   struct Saved {
@@ -79,6 +82,7 @@ class TransformerBlock : public Layer {
   Linear qkv_, proj_, fc_, down_;
   SlotMap<Saved> slots_{"TransformerBlock"};
   std::optional<AttentionBackend> attention_;
+  bool deterministic_attention_ = false;
 };
 
 }  // namespace ringloom::layers

@@ -24,7 +24,7 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
 }
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale) {
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic) {
   const char* op = "attention_backward";
   check_qkv(op, qkv, n_head, n_kv_head);
   const Shape out_shape = {qkv.size(0), qkv.size(1), n_head, qkv.size(3)};
@@ -34,7 +34,7 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
   check_dtype(op, "lse", lse, DType::Float32);
   check_shape(op, "lse", lse, {qkv.size(0), n_head, qkv.size(1)});
   check_same(op, {{"qkv", &qkv}, {"lse", &lse}}, false);
-  return RL_DISPATCH(qkv, attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale));
+  return RL_DISPATCH(qkv, attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale, deterministic));
 }
 
 }  // namespace ringloom

@@ -20,21 +20,23 @@ namespace ringloom {
 // Returns (out[B, T, Hq, D], lse[B, Hq, T] fp32).
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale);
-// Returns dqkv[B, T, Hq + 2*Hkv, D].
+// Returns dqkv[B, T, Hq + 2*Hkv, D]. deterministic: bitwise repeatable on the GPU (dq by a
+// separate pass over the key blocks instead of fp32 atomics, about 1.4x the backward's
+// matrix work, and never cuDNN); the CPU is always deterministic.
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic);
 
 namespace cpu {
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale);
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic);
 }  // namespace cpu
 namespace cuda {
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale);
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic);
 }  // namespace cuda
 
 }  // namespace ringloom

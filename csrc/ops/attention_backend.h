@@ -1,8 +1,9 @@
 // Which implementation the CUDA attention op runs (DESIGN.md: cuDNN's fused attention is a
 // selectable backend that our kernel is measured against). A process-wide setting, read at
 // every attention_forward/backward call on a GPU; the CPU op ignores it.
-//   ours   our flash kernels (ops/cuda/attention_*.cu)
-//   cudnn  cuDNN's fused SDPA through the cuDNN frontend graph API (ops/cuda/attention_cudnn.cu):
+//   ours   our kernels (ops/cuda/attention/): on a compute capability 9.0 GPU the Hopper
+//          kernels (wgmma/TMA, FlashAttention-3's design) for bf16 at head dim 64/128, else flash
+//   cudnn  cuDNN's fused SDPA through the cuDNN frontend graph API (ops/cuda/attention/cudnn.cu):
 //          bf16, head dim 64 or 128; anything else is an error naming the shape
 //   auto   cuDNN for bf16 at head dim 128 when it is built (measured ~2x ours there), ours
 //          otherwise (ours measured 1.34x torch's flash at D64 causal)
@@ -41,6 +42,9 @@ class AttentionBackendScope {
 // "ours" | "cudnn" | "auto" <-> enum; an unknown name throws ValueError listing the three.
 AttentionBackend parse_attention_backend(const std::string& name);
 const char* attention_backend_name(AttentionBackend b);
+// Whether this build contains the Hopper (sm_90a) attention kernels, which `ours` runs on
+// compute capability 9.0 GPUs for bf16 at head dim 64 or 128.
+bool hopper_attention_built();
 // Whether this build contains the cuDNN backend (CUDA, cuDNN and the cudnn-frontend headers).
 bool cudnn_attention_built();
 

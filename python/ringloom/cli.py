@@ -152,6 +152,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--attention", choices=["ours", "cudnn", "auto"], default=None,
                    help="GPU attention: our flash kernels, cuDNN's fused SDPA, or auto = cuDNN at head "
                         "dim 128 when built, ours otherwise (default: auto)")
+    g.add_argument("--deterministic-attention", action="store_true", default=None,
+                   help="bitwise repeatable attention backward on a GPU (dq by a separate pass instead "
+                        "of fp32 atomics; slower)")
     g.add_argument("--threads", type=nonneg_int, default=0, metavar="N",
                    help="CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the "
                         "machine is idle, else 1 (default: %(default)s)")

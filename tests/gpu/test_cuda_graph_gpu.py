@@ -47,8 +47,9 @@ def _snapshot(model, opt):
     return out
 
 
-def _run(config, batches, B, T, capture: bool):
+def _run(config, batches, B, T, capture: bool, deterministic: bool = False):
     model = build_model(config, device=DEV, seed=5)
+    model.deterministic_attention = deterministic
     opt = AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, max_grad_norm=1.0)
     # warmup_steps > len(batches): the same code path, never captured (the eager reference).
     step = CapturedStep(model, opt, (B, T), warmup_steps=2 if capture else 10 ** 6)
@@ -64,20 +65,16 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("deterministic", [True, False], ids=["deterministic", "default"])
 @pytest.mark.parametrize("preset,overrides", PRESETS)
-def test_captured_step_trains_like_the_eager_step(preset, overrides, deterministic, rng, monkeypatch):
-    """With RINGLOOM_ATTN_DETERMINISTIC=1 (no atomics in the attention backward) every
-    kernel of the step is reproducible, so the captured step must equal the eager one bit
-    for bit; by default (dq accumulated with atomics) within the bf16 tolerance."""
-    if deterministic:
-        monkeypatch.setenv("RINGLOOM_ATTN_DETERMINISTIC", "1")
-    else:
-        monkeypatch.delenv("RINGLOOM_ATTN_DETERMINISTIC", raising=False)
+def test_captured_step_trains_like_the_eager_step(preset, overrides, deterministic, rng):
+    """With the deterministic attention backward (no atomics) every kernel of the step is
+    reproducible, so the captured step must equal the eager one bit for bit; by default (dq
+    accumulated with atomics) within the bf16 tolerance."""
     config = get_preset(preset, **overrides)
     B, T = 3, 37  # odd sizes
     batches = _batches(rng, B, T)
-    eager1, state1, _ = _run(config, batches, B, T, capture=False)
-    eager2, state2, _ = _run(config, batches, B, T, capture=False)
-    graph, gstate, step = _run(config, batches, B, T, capture=True)
+    eager1, state1, _ = _run(config, batches, B, T, capture=False, deterministic=deterministic)
+    eager2, state2, _ = _run(config, batches, B, T, capture=False, deterministic=deterministic)
+    graph, gstate, step = _run(config, batches, B, T, capture=True, deterministic=deterministic)
     assert step.graph.num_nodes > 10, f"the captured graph has only {step.graph.num_nodes} nodes"
     assert np.all(np.isfinite(graph)), f"captured losses not finite: {graph}"
     assert eager1[-1] != eager1[0], "the eager run did not change the loss: the comparison would prove nothing"

@@ -134,6 +134,14 @@ class TransformerBlock(Layer):
     @property
     def config(self) -> BlockConfig:
         ...
+    @property
+    def deterministic_attention(self) -> bool:
+        """
+        Bitwise repeatable attention backward on a GPU (ops.attention_backward's deterministic)
+        """
+    @deterministic_attention.setter
+    def deterministic_attention(self, arg1: bool) -> None:
+        ...
 class LMHead(Layer):
     @typing.overload
     def __init__(self, n_embd: typing.SupportsInt | typing.SupportsIndex, vocab_size: typing.SupportsInt | typing.SupportsIndex, norm: str = 'layernorm', norm_eps: typing.SupportsFloat | typing.SupportsIndex = 9.999999747378752e-06, dtype: typing.Any = 'float32', device: typing.Any = 'cpu') -> None:

@@ -86,6 +86,17 @@ class Model:
         for b in self.blocks:
             b.attention_backend = name
 
+    @property
+    def deterministic_attention(self) -> bool:
+        """Bitwise repeatable attention backward on a GPU (dq by a separate pass instead of
+        fp32 atomics; ops.attention_backward's ``deterministic``). The CPU always is."""
+        return bool(self.blocks) and self.blocks[0].deterministic_attention
+
+    @deterministic_attention.setter
+    def deterministic_attention(self, on: bool) -> None:
+        for b in self.blocks:
+            b.deterministic_attention = bool(on)
+
     # ---------------------------------------------------------------- parameters
 
     def _collect_params(self) -> list[tuple[str, Any]]:

@@ -63,6 +63,7 @@ class TrainConfig:
     tensorboard: bool = True      # event files in --out/tb
     cuda_graph: bool = False      # replay each step as a captured CUDA Graph (train/graph.py)
     attention: str = "auto"       # GPU attention: ours | cudnn | auto (Model.attention)
+    deterministic_attention: bool = False  # bitwise repeatable attention backward on a GPU
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",

@@ -177,6 +177,7 @@ class Trainer:
         models = self.engine.chunks if self.engine is not None else [self.ps.model if self.ps else self.model]
         for m in models:
             m.attention = cfg.attention
+            m.deterministic_attention = cfg.deterministic_attention
         self.train_loader = TokenLoader(self.data.train_path, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
                                         rank=rank, world=world)
         # Parameter-server workers: worker 0 evaluates whole val batches alone.

@@ -1,15 +1,18 @@
 // CUDA attention entry points: pick the kernel, allocate outputs and scratch, launch on the
-// device's current stream. bf16 with D = 64 or 128 runs the tensor-core flash kernels
-// (attention_fwd.cu, attention_bwd.cu); everything else (fp32, other head dims up to 256)
-// the simple kernels (attention_simple.cu). Inputs are validated in ops/attention.cpp.
+// device's current stream. bf16 with D = 64 or 128 runs tensor-core kernels: on a compute
+// capability 9.0 GPU (H100/H200) the Hopper kernels (hopper_fwd.cu, hopper_bwd.cu: wgmma,
+// TMA, warp-specialised) when the build has them, elsewhere the flash kernels (flash_fwd.cu,
+// flash_bwd.cu); everything else (fp32, other head dims up to 256) the simple kernels
+// (simple.cu). Inputs are validated in ops/attention.cpp.
 //
-// Backward is deterministic on request: RINGLOOM_ATTN_DETERMINISTIC=1 in the environment
-// replaces the fp32 atomic accumulation of dq by a separate dq pass (about 1.4x the
-// backward's matrix work). dk/dv are always deterministic; the simple kernels always are.
+// Backward is deterministic on request (the op's `deterministic` argument): flash_bwd.cu's
+// separate dq pass replaces the fp32 atomic accumulation of dq (about 1.4x the backward's
+// matrix work). dk/dv are always deterministic; the simple kernels always are.
 // The backend setting (ops/attention_backend.h: ours | cudnn | auto) may send a call to
-// cuDNN's fused attention instead (attention_cudnn.cu).
+// cuDNN's fused attention instead (cudnn.cu); a deterministic backward stays on ours.
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
+#include <initializer_list>
 #include <cstring>
 
 #include "core/cuda/check.h"
@@ -17,7 +20,7 @@
 #include "ops/attention.h"
 #include "ops/attention_backend.h"
 #include "ops/cuda/attention/params.h"
-#include "ops/cuda/attention_cudnn.h"
+#include "ops/cuda/attention/cudnn.h"
 
 namespace ringloom::cuda {
 
@@ -29,11 +32,24 @@ bool use_flash(const Tensor& qkv) {
   return qkv.dtype() == DType::BFloat16 && (qkv.size(3) == 64 || qkv.size(3) == 128);
 }
 
-int env_int(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::atoi(v) : 0;
+// The Hopper kernels: sm_90a code runs on compute capability 9.0 exactly, and TMA needs
+// 16-byte aligned tensors.
+bool use_hopper(int dev, std::initializer_list<const void*> ptrs) {
+#ifdef RINGLOOM_WITH_SM90A_ATTENTION
+  int major = 0, minor = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  if (major != 9 || minor != 0) return false;
+  for (const void* q : ptrs)
+    if (reinterpret_cast<uintptr_t>(q) % 16 != 0) return false;
+  return true;
+#else
+  (void)dev;
+  (void)ptrs;
+  return false;
+#endif
 }
-bool deterministic_requested() { return env_int("RINGLOOM_ATTN_DETERMINISTIC") != 0; }
+
 
 attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                          float scale) {
@@ -79,14 +95,16 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
   p.out = out.data();
   p.lse = lse.data_as<float>();
   cudaStream_t s = current_stream(dev);
-  if (use_flash(qkv)) attn::flash_forward(p, s);
+  if (use_flash(qkv) && use_hopper(dev, {p.qkv, p.out})) attn::hopper_forward(p, s);
+  else if (use_flash(qkv)) attn::flash_forward(p, s);
   else attn::simple_forward(p, qkv.dtype() == DType::BFloat16, s);
   return {out, lse};
 }
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale) {
-  if (route_to_cudnn(qkv)) return cudnn_attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic) {
+  if (!deterministic && route_to_cudnn(qkv))
+    return cudnn_attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale);
   attn::Params p = make_params("attention_backward", qkv, n_head, n_kv_head, causal, scale);
   Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
   if (qkv.numel() == 0) return dqkv;
@@ -110,13 +128,13 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
   Tensor stats = Tensor::empty({2, qkv.size(0), n_head, p.T_pad}, DType::Float32, qkv.device());
   p.dvec = stats.data_as<float>();
   p.lse2 = p.dvec + qkv.size(0) * n_head * p.T_pad;
-  const bool deterministic = deterministic_requested();
   Tensor dq_accum;  // fp32 [B, T, Hq, D], summed into with atomics by the key-block kernel
   if (!deterministic) {
     dq_accum = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, DType::Float32, qkv.device());
     p.dq_accum = dq_accum.data_as<float>();
   }
-  attn::flash_backward(p, deterministic, s);
+  if (!deterministic && use_hopper(dev, {p.qkv, p.dout, p.dqkv})) attn::hopper_backward(p, s);
+  else attn::flash_backward(p, deterministic, s);
   return dqkv;
 }
 
