@@ -17,7 +17,11 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void* f = nullptr;
     cudaDriverEntryPointQueryResult q{};
+#if CUDART_VERSION >= 12050
     CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+#else
+    CUDA_CHECK(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q));
+#endif
     RL_CHECK(q == cudaDriverEntryPointSuccess && f != nullptr, Runtime,
              "cuTensorMapEncodeTiled is not available from the CUDA driver");
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
