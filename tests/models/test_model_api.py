@@ -212,3 +212,17 @@ def test_attention_option_round_trips_and_is_validated():
         pinned.attention = "flash"
     with pytest.raises(ValueError, match='"ours", "cudnn" or "auto", got "flash"'):
         pinned.blocks[0].attention_backend = "flash"
+
+
+def test_deterministic_attention_option_reaches_every_block():
+    """Model.deterministic_attention (the attention backward's deterministic argument) is set
+    on every block; the CPU backward is deterministic anyway, so training is unchanged (the
+    GPU paths: tests/gpu/test_attention_gpu.py, test_cuda_graph_gpu.py)."""
+    config = get_preset("tiny", n_layer=2, n_embd=32, n_head=2)
+    ids = np.random.default_rng(4).integers(0, config.vocab_size, size=(2, 9))
+    plain = build_model(config, seed=1)
+    det = build_model(config, seed=1)
+    assert plain.deterministic_attention is False
+    det.deterministic_attention = True
+    assert det.deterministic_attention and all(b.deterministic_attention for b in det.blocks)
+    assert det.forward_backward(ids, ids) == plain.forward_backward(ids, ids)
