@@ -33,9 +33,10 @@ bool use_flash(const Tensor& qkv) {
 }
 
 // The Hopper kernels: sm_90a code runs on compute capability 9.0 exactly, and TMA needs
-// 16-byte aligned tensors.
-bool use_hopper(int dev, std::initializer_list<const void*> ptrs) {
+// 16-byte aligned tensors. Builds without them (no architecture 90, CUDA < 12.3) skip the
+// calls below at compile time.
 #ifdef RINGLOOM_WITH_SM90A_ATTENTION
+bool use_hopper(int dev, std::initializer_list<const void*> ptrs) {
   int major = 0, minor = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
@@ -43,13 +44,8 @@ bool use_hopper(int dev, std::initializer_list<const void*> ptrs) {
   for (const void* q : ptrs)
     if (reinterpret_cast<uintptr_t>(q) % 16 != 0) return false;
   return true;
-#else
-  (void)dev;
-  (void)ptrs;
-  return false;
-#endif
 }
-
+#endif
 
 attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                          float scale) {
@@ -95,8 +91,13 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
   p.out = out.data();
   p.lse = lse.data_as<float>();
   cudaStream_t s = current_stream(dev);
-  if (use_flash(qkv) && use_hopper(dev, {p.qkv, p.out})) attn::hopper_forward(p, s);
-  else if (use_flash(qkv)) attn::flash_forward(p, s);
+#ifdef RINGLOOM_WITH_SM90A_ATTENTION
+  if (use_flash(qkv) && use_hopper(dev, {p.qkv, p.out})) {
+    attn::hopper_forward(p, s);
+    return {out, lse};
+  }
+#endif
+  if (use_flash(qkv)) attn::flash_forward(p, s);
   else attn::simple_forward(p, qkv.dtype() == DType::BFloat16, s);
   return {out, lse};
 }
@@ -133,8 +134,13 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
     dq_accum = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, DType::Float32, qkv.device());
     p.dq_accum = dq_accum.data_as<float>();
   }
-  if (!deterministic && use_hopper(dev, {p.qkv, p.dout, p.dqkv})) attn::hopper_backward(p, s);
-  else attn::flash_backward(p, deterministic, s);
+#ifdef RINGLOOM_WITH_SM90A_ATTENTION
+  if (!deterministic && use_hopper(dev, {p.qkv, p.dout, p.dqkv})) {
+    attn::hopper_backward(p, s);
+    return dqkv;
+  }
+#endif
+  attn::flash_backward(p, deterministic, s);
   return dqkv;
 }
 
