@@ -13,9 +13,8 @@ torch.distributed.pipelining with the same schedule (GPipe, 1F1B, interleaved 1F
 its interleaved zero-bubble schedule for zb-h1), the same stages and micro-batches.
 
 torch's process group rendezvous on MASTER_PORT + 1 (ours holds MASTER_PORT). Rows are
-printed as ``ours | peer | ratio`` and written to --json. UNMEASURED on GPUs so far: the
-multi-GPU machines were not lent when this was written; it has been run on the CPU (gloo)
-with tiny shapes to check that it works.
+printed as ``ours | peer | ratio`` and written to --json. No GPU numbers are recorded yet
+(benchmarks/RESULTS.md); on the CPU (gloo) it runs with tiny shapes.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ iteration's GPU work outlasts its Python overhead (true for every shape benchmar
 Report the median of several repetitions after a warm-up.
 
 Inputs are rotated over several copies (`fn(i)` gets the iteration index) where one copy
-would fit in L2, so repeated iterations do not measure the cache (METHOD.md).
+would fit in L2, so repeated iterations do not measure the cache.
 """
 from __future__ import annotations
 
@@ -75,28 +75,51 @@ def device_info() -> dict:
     import torch
 
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        check=True, cwd=os.path.dirname(__file__)).stdout.strip()
-    except Exception:  # the device copy of the tree carries no .git
-        info["commit"] = os.environ.get("RINGLOOM_COMMIT", "unknown")
+    # RINGLOOM_COMMIT names the tree measured where git would answer for another one (a
+    # worktree copied below the main checkout on the device machine).
+    info["commit"] = os.environ.get("RINGLOOM_COMMIT", "")
+    if not info["commit"]:
+        try:
+            info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                            check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+        except Exception:  # the device copy of the tree carries no .git
+            info["commit"] = "unknown"
     info["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return info
 
 
+def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:
+    """The device's copy rate in GB/s (bytes read + bytes written), measured now: a
+    device-to-device copy of nbytes, timed like everything else here."""
+    import torch
+
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda i: dst.copy_(src))
+    return 2.0 * nbytes / (ms * 1e-3) / 1e9
+
+
 def report(title: str, peer: str, rows: list[Row], json_path: str | None) -> None:
-    """Prints `shape | ours ms | peer ms | ratio (peer/ours) | rate` and writes JSON."""
+    """Prints `shape | ours ms | peer ms | ratio (peer/ours) | rate`, plus, for memory-bound
+    rows (GB/s), our rate as a share of the copy rate measured in the same run; writes JSON."""
     info = device_info()
+    copy = copy_bandwidth_gbs() if any(r.unit == "GB/s" and r.work for r in rows) else None
     print(f"\n{title}  ({info['device']}, torch {info['torch']}, commit {info['commit']})")
+    if copy:
+        print(f"device copy rate measured in this run: {copy:.0f} GB/s (read + write)")
     head = f"{'shape':<34} | {'ours ms':>9} | {peer + ' ms':>12} | {'ratio':>6} | {'ours':>8} | {'peer':>8} |"
-    print(head)
+    print(head + (" % of copy" if copy else ""))
     print("-" * len(head))
+    out = []
     for r in rows:
+        pct = 100.0 * r.ours_rate / copy if copy and r.unit == "GB/s" and r.work else None
         print(f"{r.shape:<34} | {r.ours_ms:9.4f} | {r.peer_ms:12.4f} | {r.ratio:5.2f}x | "
-              f"{r.ours_rate:8.1f} | {r.peer_rate:8.1f} | {r.unit} {r.note}")
+              f"{r.ours_rate:8.1f} | {r.peer_rate:8.1f} | {r.unit}" + (f" {pct:5.1f}%" if pct is not None else "")
+              + (f" {r.note}" if r.note else ""))
+        out.append({**asdict(r), "pct_of_copy": pct})
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"title": title, "peer": peer, **info, "rows": [asdict(r) for r in rows]}, f, indent=1)
+            json.dump({"title": title, "peer": peer, **info, "copy_gbs": copy, "rows": out}, f, indent=1)
 
 
 def parse_args(description: str) -> argparse.Namespace:

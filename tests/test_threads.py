@@ -9,7 +9,7 @@ import pytest
 
 import ringloom as rl
 from ringloom.cli import main
-from ringloom.train.trainer import cpu_threads
+from ringloom.train.setup import cpu_threads
 from tolerances import assert_close
 
 

@@ -1,6 +1,6 @@
 // ringloom._C.comm: the rendezvous store, process groups and their Work handles.
 // Python users go through ringloom.distributed, which reads the environment and wraps these.
-// Everything that can block (connecting, store waits, building a mesh, waiting on Work,
+// Everything that can block (connecting, store waits, building the peer links, waiting on Work,
 // shutting down) releases the GIL, so the group's worker thread can take it when it drops
 // the last reference to a NumPy-backed tensor.
 #include <pybind11/stl.h>

@@ -143,7 +143,8 @@ RINGLOOM_BIND(layers, 20) {
           "the process-wide setting (ops.set_attention_backend)")
       .def_property("deterministic_attention", &TransformerBlock::deterministic_attention,
                     &TransformerBlock::set_deterministic_attention,
-                    "Bitwise repeatable attention backward on a GPU (ops.attention_backward's deterministic)");
+                    "Whether the attention backward is bitwise reproducible run to run (slower on a GPU; "
+                    "not with the cudnn backend)");
 
   py::class_<LMHead, Layer, std::shared_ptr<LMHead>>(l, "LMHead")
       .def(py::init([](int64_t n_embd, int64_t vocab_size, const std::string& norm, float norm_eps, py::object dtype,

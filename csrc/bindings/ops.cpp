@@ -54,8 +54,7 @@ RINGLOOM_BIND(ops, 10) {
         py::arg("causal") = true, py::arg("scale") = 0.0f);
   o.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("qkv"), py::arg("out"), py::arg("lse"),
         py::arg("n_head"), py::arg("n_kv_head"), py::arg("causal") = true, py::arg("scale") = 0.0f,
-        py::arg("deterministic") = false,
-        "dqkv; deterministic: bitwise repeatable on a GPU (dq by a separate pass instead of fp32 atomics)");
+        py::arg("deterministic") = false);
   o.def("gelu_forward", &gelu_forward, py::arg("x"));
   o.def("gelu_backward", &gelu_backward, py::arg("dy"), py::arg("x"));
   o.def("swiglu_forward", &swiglu_forward, py::arg("x"));
@@ -74,11 +73,22 @@ RINGLOOM_BIND(ops, 10) {
   o.def("set_attention_backend", [](const std::string& name) { set_attention_backend(parse_attention_backend(name)); },
         py::arg("name"),
         "Which implementation the CUDA attention op runs: \"ours\", \"cudnn\" (cuDNN fused SDPA: bf16, head dim "
-        "64/128) or \"auto\" (cuDNN at head dim 128 when built, ours otherwise). Process-wide; the CPU op ignores it");
+        "64/128) or \"auto\" (per shape and direction, the one measured fastest: ops/attention_auto_table.h). "
+        "Process-wide; the CPU op ignores it");
   o.def("get_attention_backend", [] { return std::string(attention_backend_name(attention_backend())); });
   o.def("hopper_attention_built", &hopper_attention_built,
         "Whether this build has the Hopper (sm_90a) attention kernels that \"ours\" runs on compute "
         "capability 9.0 GPUs (bf16, head dim 64/128)");
+  o.def(
+      "attention_auto_choice",
+      [](int64_t head_dim, bool causal, int64_t seq_len, bool backward) {
+        return std::string(attention_backend_name(attention_auto_choice(head_dim, causal, seq_len, backward)));
+      },
+      py::arg("head_dim"), py::arg("causal"), py::arg("seq_len"), py::arg("backward"),
+      "The backend \"auto\" runs for a bf16 problem of this shape and direction (the measured table "
+      "ops/attention_auto_table.h; cuDNN only where it is built)");
+  o.def("attention_backend_candidates", &attention_backend_candidates,
+        "The backends \"auto\" chooses among in this build (benchmarks/tune_attention_auto.py times each)");
   o.def("cudnn_attention_built", &cudnn_attention_built,
         "Whether this build has the cuDNN attention backend (CUDA, cuDNN and the cudnn-frontend headers)");
   o.def("grad_norm", &grad_norm, py::arg("grads"));

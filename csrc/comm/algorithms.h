@@ -1,4 +1,4 @@
-// Collective algorithms over a Mesh of TCP connections, on host buffers of a wire dtype
+// Collective algorithms over PeerLinks (a full mesh of TCP connections), on host buffers of a wire dtype
 // (float32, int32, int64, uint8; raw bytes for the ops that do not reduce).
 //
 // ring (Patarasuk & Yuan 2009, "Bandwidth optimal all-reduce algorithms for clusters of
@@ -6,7 +6,7 @@
 // segment r fully reduced on rank r, an all-gather of n-1 steps hands every segment round.
 // Each rank sends 2(n-1)/n of the data: optimal in bandwidth, but 2(n-1) latencies.
 // Segments are cut into chunks, and a chunk is passed on as soon as it has been received
-// and reduced, so the steps overlap (the sends run on the mesh's sender threads).
+// and reduced, so the steps overlap (the sends run on PeerLinks' sender threads).
 //
 // tree (Sanders, Speck & Träff 2009, "Two-tree algorithms for full bandwidth broadcast,
 // reduction and scan"; NCCL's double binary tree): the buffer is halved and each half is
@@ -18,7 +18,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "comm/mesh.h"
+#include "comm/peer_links.h"
 #include "comm/reduce.h"
 
 namespace ringloom::comm {
@@ -36,14 +36,14 @@ std::vector<size_t> balanced_offsets(size_t count, int n);
 size_t chunk_elems(size_t esize);
 
 // On return segment `me` (offsets `off`) holds the reduction of every rank's segment.
-void ring_reduce_scatter(Mesh& m, Span buf, const std::vector<size_t>& off, DType wire, ReduceOp op, Deadline d);
+void ring_reduce_scatter(PeerLinks& m, Span buf, const std::vector<size_t>& off, DType wire, ReduceOp op, Deadline d);
 // On entry segment `me` is valid; on return every segment is.
-void ring_all_gather(Mesh& m, Span buf, const std::vector<size_t>& off, Deadline d);
-void ring_all_reduce(Mesh& m, Span buf, DType wire, ReduceOp op, Deadline d);
+void ring_all_gather(PeerLinks& m, Span buf, const std::vector<size_t>& off, Deadline d);
+void ring_all_reduce(PeerLinks& m, Span buf, DType wire, ReduceOp op, Deadline d);
 
-void tree_all_reduce(Mesh& m, Span buf, DType wire, ReduceOp op, Deadline d);
+void tree_all_reduce(PeerLinks& m, Span buf, DType wire, ReduceOp op, Deadline d);
 // Pipelined binary-tree broadcast of raw bytes from member `root`.
-void tree_broadcast(Mesh& m, Span buf, int root, Deadline d);
+void tree_broadcast(PeerLinks& m, Span buf, int root, Deadline d);
 
 // One binary tree over n ranks: parent (-1 at the root) and up to two children.
 struct TreeNode {

@@ -132,7 +132,7 @@ ProcessGroup::ProcessGroup(std::shared_ptr<StoreClient> store, std::shared_ptr<v
   for (size_t i = 0; i < members_.size(); ++i)
     if (members_[i] == global_rank) me_ = int(i);
   RL_CHECK(me_ >= 0, Value, "ringloom.distributed: rank ", global_rank, " is not a member of group '", name_, "'");
-  mesh_ = std::make_unique<Mesh>(*store_, "pg/" + name_, me_, members_, token_, timeout_s_);
+  links_ = std::make_unique<PeerLinks>(*store_, "pg/" + name_, me_, members_, token_, timeout_s_);
   worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -151,7 +151,7 @@ void ProcessGroup::shutdown() {
     w->finish(std::make_exception_ptr(
         Error(ErrorKind::Runtime, "ringloom.distributed: " + w->op() + " was cancelled: the process group was shut down")));
   if (worker_.joinable()) worker_.join();
-  mesh_.reset();
+  links_.reset();
   std::lock_guard<std::mutex> l(ipc_mu_);
   ipc_.reset();  // waits (briefly) for the peers to finish reading our buffer
 }
@@ -199,7 +199,7 @@ void ProcessGroup::worker_loop() {
                                broken))));
       continue;
     }
-    mesh_->begin(w->op());
+    links_->begin(w->op());
     current_ = w;
     deferred_ = false;
     try {
@@ -213,7 +213,7 @@ void ProcessGroup::worker_loop() {
         broken_ = e.what();
         broken_kind_ = e.kind();
       }
-      mesh_->abort();  // peers waiting on us see EOF now instead of at their deadline
+      links_->abort();  // peers waiting on us see EOF now instead of at their deadline
       abort_ipc();
       fn = nullptr;
       current_.reset();
@@ -223,7 +223,7 @@ void ProcessGroup::worker_loop() {
         std::lock_guard<std::mutex> l(mu_);
         broken_ = "unexpected non-ringloom exception";
       }
-      mesh_->abort();
+      links_->abort();
       abort_ipc();
       fn = nullptr;
       current_.reset();
@@ -308,8 +308,8 @@ std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   return enqueue(str_cat(name, " [", backend_name(algo), "]"), {t}, [this, t, op, algo, n](Deadline d) {
     Tensor host = to_host(t);
     WireBuffer wb(host, false, nullptr);
-    if (algo == Backend::Tree) tree_all_reduce(*mesh_, wb.span, wb.wire, op, d);
-    else ring_all_reduce(*mesh_, wb.span, wb.wire, op, d);
+    if (algo == Backend::Tree) tree_all_reduce(*links_, wb.span, wb.wire, op, d);
+    else ring_all_reduce(*links_, wb.span, wb.wire, op, d);
     wb.write(host.data(), 0, wb.span.count, t.dtype(), op, n);
     from_host(t, host);
   });
@@ -340,8 +340,8 @@ std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tens
     std::vector<size_t> off(size_t(n) + 1);
     for (int i = 0; i <= n; ++i) off[size_t(i)] = c * size_t(i);
     // Small messages: the tree's log-depth all-reduce beats n-1 ring steps; keep our part.
-    if (algo == Backend::Tree) tree_all_reduce(*mesh_, wb.span, wb.wire, op, d);
-    else ring_reduce_scatter(*mesh_, wb.span, off, wb.wire, op, d);
+    if (algo == Backend::Tree) tree_all_reduce(*links_, wb.span, wb.wire, op, d);
+    else ring_reduce_scatter(*links_, wb.span, off, wb.wire, op, d);
     wb.write(hout.data(), c * size_t(me), c, out.dtype(), op, n);
     from_host(out, hout);
   });
@@ -365,7 +365,7 @@ std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& 
     std::memmove(span.data + c * size_t(me) * es, hin.data(), c * es);  // `in` may be a view of `out`
     std::vector<size_t> off(size_t(n) + 1);
     for (int i = 0; i <= n; ++i) off[size_t(i)] = c * size_t(i);
-    ring_all_gather(*mesh_, span, off, d);
+    ring_all_gather(*links_, span, off, d);
     from_host(out, hout);
   });
 }
@@ -379,7 +379,7 @@ std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
     return run_ipc(str_cat(name, " [ipc chain] from rank ", src), {t}, ipc, [&] { return ipc->broadcast(t, src); });
   return enqueue(str_cat(name, " [tree] from rank ", src), {t}, [this, t, src](Deadline d) {
     Tensor host = to_host(t);
-    tree_broadcast(*mesh_, Span{static_cast<char*>(host.data()), size_t(host.numel()), dtype_size(t.dtype())}, src, d);
+    tree_broadcast(*links_, Span{static_cast<char*>(host.data()), size_t(host.numel()), dtype_size(t.dtype())}, src, d);
     from_host(t, host);
   });
 }
@@ -387,7 +387,7 @@ std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
 std::shared_ptr<Work> ProcessGroup::barrier() {
   return enqueue("barrier", {}, [this](Deadline d) {
     int32_t token = 0;
-    tree_all_reduce(*mesh_, Span{reinterpret_cast<char*>(&token), 1, 4}, DType::Int32, ReduceOp::Sum, d);
+    tree_all_reduce(*links_, Span{reinterpret_cast<char*>(&token), 1, 4}, DType::Int32, ReduceOp::Sum, d);
   });
 }
 
@@ -408,10 +408,10 @@ std::shared_ptr<Work> ProcessGroup::send(const Tensor& t, int dst) {
     auto finish = [w, host, hdr](std::exception_ptr e) { w->finish(e); };
     deferred_ = true;
     if (host.nbytes() == 0) {
-      mesh_->send(dst, hdr.get(), 8, d, finish);
+      links_->send(dst, hdr.get(), 8, d, finish);
     } else {
-      mesh_->send(dst, hdr.get(), 8, d, [hdr](std::exception_ptr) {});
-      mesh_->send(dst, host.data(), host.nbytes(), d, finish);
+      links_->send(dst, hdr.get(), 8, d, [hdr](std::exception_ptr) {});
+      links_->send(dst, host.data(), host.nbytes(), d, finish);
     }
   });
 }
@@ -424,10 +424,10 @@ std::shared_ptr<Work> ProcessGroup::recv(const Tensor& t, int src) {
   return enqueue(str_cat(name, " from rank ", src), {t}, [this, t, src, name](Deadline d) {
     Tensor host = to_host(t);
     uint64_t nbytes = 0;
-    mesh_->recv(src, &nbytes, 8, d);
+    links_->recv(src, &nbytes, 8, d);
     RL_CHECK(nbytes == host.nbytes(), Value, where(name), ": rank ", src, " sent ", nbytes,
              " bytes but this recv expects ", host.nbytes(), " (", t.describe(), ")");
-    mesh_->recv(src, host.data(), host.nbytes(), d);
+    links_->recv(src, host.data(), host.nbytes(), d);
     from_host(t, host);
   });
 }

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "comm/ipc_transport.h"
-#include "comm/mesh.h"
+#include "comm/peer_links.h"
 #include "comm/reduce.h"
 #include "comm/store.h"
 #include "core/tensor.h"
@@ -61,7 +61,7 @@ const char* backend_name(Backend b);
 class ProcessGroup {
  public:
   // `members` are global ranks in group order; this process is global rank `global_rank`.
-  // Collective over the members: connects the mesh through `store` under `name`.
+  // Collective over the members: connects the PeerLinks through `store` under `name`.
   ProcessGroup(std::shared_ptr<StoreClient> store, std::shared_ptr<void> keepalive, std::string name,
                std::vector<int> members, int global_rank, Backend backend, double timeout_s, std::string token);
   ~ProcessGroup();
@@ -122,9 +122,9 @@ class ProcessGroup {
   Backend backend_;
   double timeout_s_;
   std::string token_;
-  std::unique_ptr<Mesh> mesh_;
+  std::unique_ptr<PeerLinks> links_;
   // Worker-thread state: the op being run, and whether it finishes its Work itself later
-  // (a send completes on the mesh's sender thread).
+  // (a send completes on a PeerLinks sender thread).
   std::shared_ptr<Work> current_;
   bool deferred_ = false;
 

@@ -32,7 +32,7 @@ inline int mod(int a, int n) { return ((a % n) + n) % n; }
 // the previous one and reduce it into ours. What is received at step s is exactly what is
 // sent at step s+1, so each received chunk is forwarded as soon as it is reduced. After
 // n-1 steps segment me-n = me has passed through every rank.
-void ring_reduce_scatter(Mesh& m, Span buf, const std::vector<size_t>& off, DType wire, ReduceOp op, Deadline d) {
+void ring_reduce_scatter(PeerLinks& m, Span buf, const std::vector<size_t>& off, DType wire, ReduceOp op, Deadline d) {
   const int n = m.size(), me = m.me();
   if (n == 1) return;
   const int next = mod(me + 1, n), prev = mod(me - 1, n);
@@ -58,7 +58,7 @@ void ring_reduce_scatter(Mesh& m, Span buf, const std::vector<size_t>& off, DTyp
 }
 
 // Step s: send segment me-s, receive segment me-s-1 in place and forward it at step s+1.
-void ring_all_gather(Mesh& m, Span buf, const std::vector<size_t>& off, Deadline d) {
+void ring_all_gather(PeerLinks& m, Span buf, const std::vector<size_t>& off, Deadline d) {
   const int n = m.size(), me = m.me();
   if (n == 1) return;
   const int next = mod(me + 1, n), prev = mod(me - 1, n);
@@ -82,7 +82,7 @@ void ring_all_gather(Mesh& m, Span buf, const std::vector<size_t>& off, Deadline
   m.flush(d);
 }
 
-void ring_all_reduce(Mesh& m, Span buf, DType wire, ReduceOp op, Deadline d) {
+void ring_all_reduce(PeerLinks& m, Span buf, DType wire, ReduceOp op, Deadline d) {
   const auto off = balanced_offsets(buf.count, m.size());
   ring_reduce_scatter(m, buf, off, wire, op, d);
   ring_all_gather(m, buf, off, d);

@@ -21,7 +21,7 @@ int ms_left(Deadline d);
 
 // What the thrown error says about the operation: "store get key 'x' on rank 2",
 // "all_reduce (ring) on rank 0 from peer rank 3". Built lazily only when something fails.
-// Cheap to build (no allocation on the mesh's hot path): the text is only assembled when
+// Cheap to build (no allocation on the send/recv hot path): the text is only assembled when
 // something fails.
 struct IoContext {
   const char* what;      // the operation, e.g. "all_reduce"

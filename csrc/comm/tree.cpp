@@ -34,7 +34,7 @@ std::vector<TreeNode> build_tree(int n, int shift) {
 // the root starts sending results down while the leaves still send the next chunk up.
 // Every wait is for a message a tree neighbour sends in the same (chunk, phase, tree)
 // step, and within one step the waits follow tree edges, so they cannot form a cycle.
-void tree_all_reduce(Mesh& m, Span buf, DType wire, ReduceOp op, Deadline d) {
+void tree_all_reduce(PeerLinks& m, Span buf, DType wire, ReduceOp op, Deadline d) {
   const int n = m.size(), me = m.me();
   if (n == 1 || buf.count == 0) return;
   const TreeNode nodes[2] = {build_tree(n, 0)[size_t(me)], build_tree(n, 1)[size_t(me)]};
@@ -71,7 +71,7 @@ void tree_all_reduce(Mesh& m, Span buf, DType wire, ReduceOp op, Deadline d) {
 
 // Heap-ordered binary tree on positions p = (rank - root) mod n: parent (p-1)/2,
 // children 2p+1 and 2p+2; chunks are forwarded as soon as they arrive.
-void tree_broadcast(Mesh& m, Span buf, int root, Deadline d) {
+void tree_broadcast(PeerLinks& m, Span buf, int root, Deadline d) {
   const int n = m.size();
   if (n == 1 || buf.count == 0) return;
   const int p = (m.me() - root + n) % n;

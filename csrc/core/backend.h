@@ -1,5 +1,5 @@
 // Per-device-type hooks: allocation, copies, fill. The CPU backend is built in; the CUDA
-// backend registers itself from csrc/core/cuda_backend.cu when the build has CUDA, so the
+// backend registers itself from csrc/core/cuda/backend.cu when the build has CUDA, so the
 // core compiles without CUDA headers.
 #pragma once
 #include <cstddef>

@@ -1,5 +1,5 @@
 // Element types. Storage is what the tensor holds; compute on CPU is fp32, on GPU bf16
-// storage with fp32 accumulation (DESIGN.md, mixed precision).
+// storage with fp32 accumulation.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -57,7 +57,8 @@ class TransformerBlock : public Layer {
   // nullopt: the process-wide setting. A run-time choice, not part of the architecture.
   void set_attention_backend(std::optional<AttentionBackend> b) { attention_ = b; }
   std::optional<AttentionBackend> attention_backend() const { return attention_; }
-  // Bitwise repeatable attention backward on a GPU (ops/attention.h), at some speed.
+  // Whether this block's attention backward must be bitwise reproducible run to run
+  // (ops/attention.h: the `deterministic` argument). Off by default: slower.
   void set_deterministic_attention(bool on) { deterministic_attention_ = on; }
   bool deterministic_attention() const { return deterministic_attention_; }
 

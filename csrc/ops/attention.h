@@ -10,6 +10,11 @@
 // backward:  dv_j += sum_i p_ij dout_i;  dp_ij = dout_i . v_j;  D_i = dout_i . out_i
 //            ds_ij = p_ij (dp_ij - D_i);  dq_i = scale sum_j ds_ij k_j;  dk_j = scale sum_i ds_ij q_i
 // scale <= 0 means 1/sqrt(D).
+// deterministic: the backward sums every gradient in a fixed order, so that it is bitwise
+// the same run to run (on CUDA our kernels then compute dq by a separate pass over the key
+// blocks instead of fp32 atomics, about 1.4x the backward's matrix work; the CPU op always
+// is). It takes precedence over the attention backend's auto choice (our kernels run the
+// backward); the cudnn backend rejects it.
 #pragma once
 #include <utility>
 
@@ -20,11 +25,9 @@ namespace ringloom {
 // Returns (out[B, T, Hq, D], lse[B, Hq, T] fp32).
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale);
-// Returns dqkv[B, T, Hq + 2*Hkv, D]. deterministic: bitwise repeatable on the GPU (dq by a
-// separate pass over the key blocks instead of fp32 atomics, about 1.4x the backward's
-// matrix work, and never cuDNN); the CPU is always deterministic.
+// Returns dqkv[B, T, Hq + 2*Hkv, D]; deterministic as above.
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic);
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic = false);
 
 namespace cpu {
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,

@@ -1,9 +1,12 @@
 #include "ops/attention_backend.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 
 #include "core/error.h"
+#include "ops/attention_auto_table.h"
 
 namespace ringloom {
 
@@ -62,6 +65,25 @@ bool cudnn_attention_built() {
 #else
   return false;
 #endif
+}
+
+std::vector<std::string> attention_backend_candidates() {
+  std::vector<std::string> names = {attention_backend_name(AttentionBackend::Ours)};
+  if (cudnn_attention_built()) names.push_back(attention_backend_name(AttentionBackend::Cudnn));
+  return names;
+}
+
+AttentionBackend attention_auto_choice(int64_t head_dim, bool causal, int64_t seq_len, bool backward) {
+  const attention_auto::Row* best = nullptr;
+  double best_dist = 0.0;
+  for (const attention_auto::Row& r : attention_auto::kTable) {
+    if (r.head_dim != head_dim || r.causal != causal) continue;
+    const double dist = std::fabs(std::log2(double(std::max<int64_t>(seq_len, 1)) / r.seq_len));
+    if (best == nullptr || dist < best_dist) best = &r, best_dist = dist;
+  }
+  if (best == nullptr) return AttentionBackend::Ours;
+  const AttentionBackend b = parse_attention_backend(backward ? best->backward : best->forward);
+  return b == AttentionBackend::Cudnn && !cudnn_attention_built() ? AttentionBackend::Ours : b;
 }
 
 }  // namespace ringloom

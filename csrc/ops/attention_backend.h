@@ -1,23 +1,27 @@
-// Which implementation the CUDA attention op runs (DESIGN.md: cuDNN's fused attention is a
-// selectable backend that our kernel is measured against). A process-wide setting, read at
+// Which implementation the CUDA attention op runs (cuDNN's fused attention is a selectable
+// backend that our kernel is measured against). A process-wide setting, read at
 // every attention_forward/backward call on a GPU; the CPU op ignores it.
 //   ours   our kernels (ops/cuda/attention/): on a compute capability 9.0 GPU the Hopper
 //          kernels (wgmma/TMA, FlashAttention-3's design) for bf16 at head dim 64/128, else flash
 //   cudnn  cuDNN's fused SDPA through the cuDNN frontend graph API (ops/cuda/attention/cudnn.cu):
 //          bf16, head dim 64 or 128; anything else is an error naming the shape
-//   auto   cuDNN for bf16 at head dim 128 when it is built (its fwd+bwd measured 1.1-1.2x our
-//          Hopper kernels' on an H200, ~1.75x the flash kernels' on an H100), ours otherwise
-//          (the Hopper kernels measured 1.2-1.3x cuDNN at D64 causal fwd+bwd on an H200)
-// Forward and backward pick the same way for the same shapes, and both save/read the
-// natural-log log-sum-exp [B, Hq, T], so switching between a forward and its backward is
-// still correct (tests/gpu/test_attention_cudnn_gpu.py checks the two lse agree).
+//   auto   per shape and direction, the backend measured fastest: a table of timed shapes
+//          (ops/attention_auto_table.h, written by benchmarks/tune_attention_auto.py on
+//          the GPU) gives the winner of the nearest measured shape; bf16 only (ours
+//          otherwise), and our kernels for a deterministic backward. `ours` in the table is
+//          whatever `ours` runs on the measuring GPU (the Hopper kernels on an H200 at D64/D128)
+// Both backends save/read the natural-log log-sum-exp [B, Hq, T], so a forward of one and
+// a backward of the other are still correct (tests/gpu/test_attention_cudnn_gpu.py checks
+// the two lse agree); auto may pick differently for forward and backward.
 // Initial value: RINGLOOM_ATTENTION=ours|cudnn|auto in the environment, else ours.
 // A layer may pin its own choice (TransformerBlock::set_attention_backend, a model's
 // `attention` option): it runs its attention calls inside an AttentionBackendScope, a
 // thread-local override of the process-wide setting for the scope's lifetime.
 #pragma once
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ringloom {
 
@@ -48,5 +52,12 @@ const char* attention_backend_name(AttentionBackend b);
 bool hopper_attention_built();
 // Whether this build contains the cuDNN backend (CUDA, cuDNN and the cudnn-frontend headers).
 bool cudnn_attention_built();
+// The backends auto chooses among that this build has ("ours", then "cudnn" when built):
+// the candidates benchmarks/tune_attention_auto.py times.
+std::vector<std::string> attention_backend_candidates();
+// auto's choice for a bf16 problem of head dim D, causal or not, sequence length T, in one
+// direction: the winner recorded for the table row of the same D and causality whose T
+// is nearest (in log2), Ours where the table has no such row.
+AttentionBackend attention_auto_choice(int64_t head_dim, bool causal, int64_t seq_len, bool backward);
 
 }  // namespace ringloom

@@ -9,21 +9,9 @@ import sys
 
 import pytest
 
-import ringloom
+from ringloom.testing import child_env
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
-_RANK_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-              "RINGLOOM_JOB_TOKEN", "SLURM_PROCID", "SLURM_NTASKS", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """This environment minus any rank variables, with the ringloom under test importable."""
-    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH", "")) if p)
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
 
 
 def launch(n: int, *args: str, launcher_args: tuple[str, ...] = (), timeout: float = 120,

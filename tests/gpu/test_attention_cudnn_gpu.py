@@ -99,14 +99,44 @@ def test_backends_are_interchangeable_between_forward_and_backward(rng, backend)
 
 
 @needs_cudnn
-def test_auto_routes_by_head_dim(rng, backend):
-    # auto = cuDNN at D128, ours at D64: each must agree with the explicit choice bit for bit.
-    for D, expect in ((64, "ours"), (128, "cudnn")):
+def test_auto_follows_the_measured_table(rng, backend):
+    """auto runs, per direction, the backend the table names for the shape
+    (ops.attention_auto_choice): each result must equal that explicit choice bit for bit."""
+    for D, causal in ((64, True), (128, True), (128, False)):
+        fwd_name = ops.attention_auto_choice(D, causal, 33, False)
+        bwd_name = ops.attention_auto_choice(D, causal, 33, True)
         qkv = bf16_round(rng.standard_normal((1, 33, 6, D)).astype(np.float32))
         dout = bf16_round(rng.standard_normal((1, 33, 2, D)).astype(np.float32))
-        auto = run("auto", qkv, dout, 2, 2, True)
-        explicit = run(expect, qkv, dout, 2, 2, True)
-        np.testing.assert_array_equal(auto[0], explicit[0], err_msg=f"auto at D{D} is not {expect}")
+        q = rl.tensor(qkv, dtype="bfloat16", device="cuda")
+        d = rl.tensor(dout, dtype="bfloat16", device="cuda")
+        backend("auto")
+        out_a, lse_a = ops.attention_forward(q, 2, 2, causal)
+        dqkv_a = ops.attention_backward(d, q, out_a, lse_a, 2, 2, causal)
+        backend(fwd_name)
+        out_e, lse_e = ops.attention_forward(q, 2, 2, causal)
+        backend(bwd_name)
+        dqkv_e = ops.attention_backward(d, q, out_e, lse_e, 2, 2, causal)
+        np.testing.assert_array_equal(to_np(out_a), to_np(out_e), err_msg=f"auto forward at D{D} is not {fwd_name}")
+        np.testing.assert_array_equal(to_np(dqkv_a), to_np(dqkv_e), err_msg=f"auto backward at D{D} is not {bwd_name}")
+
+
+def test_deterministic_backward_under_auto_and_cudnn(rng, backend):
+    """A deterministic backward runs our kernels under auto (bitwise repeatable) and is
+    refused by the cudnn backend, naming the choices that have one."""
+    qkv = bf16_round(rng.standard_normal((1, 65, 6, 64)).astype(np.float32))
+    dout = bf16_round(rng.standard_normal((1, 65, 2, 64)).astype(np.float32))
+    q = rl.tensor(qkv, dtype="bfloat16", device="cuda")
+    d = rl.tensor(dout, dtype="bfloat16", device="cuda")
+    backend("auto")
+    out, lse = ops.attention_forward(q, 2, 2, True)
+    runs = [to_np(ops.attention_backward(d, q, out, lse, 2, 2, True, deterministic=True)) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    backend("ours")
+    np.testing.assert_array_equal(runs[0], to_np(ops.attention_backward(d, q, out, lse, 2, 2, True, deterministic=True)))
+    if ops.cudnn_attention_built():
+        backend("cudnn")
+        with pytest.raises(ValueError, match="no deterministic backward.*ours.*auto"):
+            ops.attention_backward(d, q, out, lse, 2, 2, True, deterministic=True)
 
 
 def test_cudnn_backend_errors(backend):

@@ -48,8 +48,7 @@ def _snapshot(model, opt):
 
 
 def _run(config, batches, B, T, capture: bool, deterministic: bool = False):
-    model = build_model(config, device=DEV, seed=5)
-    model.deterministic_attention = deterministic
+    model = build_model(config, device=DEV, seed=5, deterministic_attention=deterministic)
     opt = AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, max_grad_norm=1.0)
     # warmup_steps > len(batches): the same code path, never captured (the eager reference).
     step = CapturedStep(model, opt, (B, T), warmup_steps=2 if capture else 10 ** 6)
@@ -66,9 +65,9 @@ def _rel(a, b):
 @pytest.mark.parametrize("deterministic", [True, False], ids=["deterministic", "default"])
 @pytest.mark.parametrize("preset,overrides", PRESETS)
 def test_captured_step_trains_like_the_eager_step(preset, overrides, deterministic, rng):
-    """With the deterministic attention backward (no atomics) every kernel of the step is
-    reproducible, so the captured step must equal the eager one bit for bit; by default (dq
-    accumulated with atomics) within the bf16 tolerance."""
+    """With deterministic attention (no atomics in the attention backward) every kernel of
+    the step is reproducible, so the captured step must equal the eager one bit for bit; by
+    default (dq accumulated with atomics) within the bf16 tolerance."""
     config = get_preset(preset, **overrides)
     B, T = 3, 37  # odd sizes
     batches = _batches(rng, B, T)

@@ -1,4 +1,4 @@
-"""Each layer against finite differences of the float64 reference (tests/reference/model.py),
+"""Each layer against finite differences of the float64 reference (ringloom/testing/reference.py),
 and the slot protocol: split backward == backward, interleaved micro-batches == sequential."""
 from types import SimpleNamespace
 
@@ -7,7 +7,7 @@ import pytest
 
 import ringloom as rl
 from gradcheck import check_grad
-from reference import model as ref
+from ringloom.testing import reference as ref
 from ringloom import nn
 from tolerances import REL_ERR, assert_close
 

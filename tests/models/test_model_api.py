@@ -214,15 +214,19 @@ def test_attention_option_round_trips_and_is_validated():
         pinned.blocks[0].attention_backend = "flash"
 
 
-def test_deterministic_attention_option_reaches_every_block():
-    """Model.deterministic_attention (the attention backward's deterministic argument) is set
-    on every block; the CPU backward is deterministic anyway, so training is unchanged (the
-    GPU paths: tests/gpu/test_attention_gpu.py, test_cuda_graph_gpu.py)."""
-    config = get_preset("tiny", n_layer=2, n_embd=32, n_head=2)
-    ids = np.random.default_rng(4).integers(0, config.vocab_size, size=(2, 9))
+def test_deterministic_attention_option_round_trips():
+    """Model.deterministic_attention reaches every block (build_model or later) and is a
+    bool; the CPU attention backward is deterministic either way, so training is unchanged
+    (the GPU path: tests/gpu/test_attention_gpu.py, tests/gpu/test_cuda_graph_gpu.py)."""
+    config = get_preset("llama-tiny", n_layer=2, n_embd=32, n_head=2, n_kv_head=1, ffn_hidden=64)
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, config.vocab_size, size=(2, 9))
     plain = build_model(config, seed=1)
-    det = build_model(config, seed=1)
     assert plain.deterministic_attention is False
-    det.deterministic_attention = True
+    det = build_model(config, seed=1, deterministic_attention=True)
     assert det.deterministic_attention and all(b.deterministic_attention for b in det.blocks)
     assert det.forward_backward(ids, ids) == plain.forward_backward(ids, ids)
+    det.deterministic_attention = False
+    assert not any(b.deterministic_attention for b in det.blocks)
+    with pytest.raises(TypeError, match="must be a bool"):
+        det.deterministic_attention = 1

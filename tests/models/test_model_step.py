@@ -1,11 +1,11 @@
 """Whole-model check: one training step of the tiny GPT-2 and LLaMA presets (shrunk for
-speed, odd sizes) equals the float64 NumPy model of tests/reference/model.py: the loss,
+speed, odd sizes) equals the float64 NumPy model of ringloom/testing/reference.py: the loss,
 every gradient and every parameter after AdamW."""
 import numpy as np
 import pytest
 
 import ringloom as rl
-from reference import model as ref
+from ringloom.testing import reference as ref
 from ringloom.models import build_model, get_preset
 from tolerances import assert_close
 

@@ -41,3 +41,18 @@ def test_cpu_attention_ignores_the_backend(rng, restore):
 def test_cudnn_built_only_with_cuda():
     if not rl._C.has_cuda_build:
         assert ops.cudnn_attention_built() is False
+
+
+def test_auto_choice_comes_from_the_candidates():
+    """auto's table names a built candidate for every shape and direction; shapes it has no
+    row for (another head dim) run ours."""
+    cands = list(ops.attention_backend_candidates())
+    assert cands[0] == "ours"
+    assert ("cudnn" in cands) == ops.cudnn_attention_built()
+    for D in (64, 128):
+        for causal in (True, False):
+            for T in (1, 100, 1024, 5000, 1 << 20):
+                for backward in (False, True):
+                    assert ops.attention_auto_choice(D, causal, T, backward) in cands
+    assert ops.attention_auto_choice(96, True, 1024, False) == "ours"
+    assert ops.attention_auto_choice(32, False, 1024, True) == "ours"

@@ -2,12 +2,13 @@
 single-process reference run."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from ringloom.models import build_model, get_preset
 from ringloom.optim import AdamW
+from ringloom.testing import child_env as _child_env
+from ringloom.testing.golden import learnable_rows
 
 SEQ = 11          # odd on purpose
 BATCH = 12        # global batch: divisible by dp * micro-batches in every layout tested
@@ -34,17 +35,10 @@ def global_batch(step: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
 
 
 def learnable_batch(step: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """A stream a tiny model learns in a few dozen steps: each row follows
-    x[t+1] = (5 x[t] + 3) mod VOCAB from a random start, with 1 in 8 tokens replaced by
-    noise (the loss cannot reach zero, so compressed runs are judged against a floor)."""
-    g = np.random.default_rng([seed, step, 1])
-    rows = np.empty((BATCH, SEQ + 1), np.int64)
-    rows[:, 0] = g.integers(0, VOCAB, BATCH)
-    for t in range(SEQ):
-        rows[:, t + 1] = (5 * rows[:, t] + 3) % VOCAB
-    noise = g.random(rows.shape) < 0.125
-    rows[noise] = g.integers(0, VOCAB, int(noise.sum()))
-    rows = rows.astype(np.int32)
+    """A stream a tiny model learns in a few dozen steps (ringloom.testing.golden.learnable_rows:
+    x[t+1] = (5 x[t] + 3) mod VOCAB, 1 in 8 tokens noise, so compressed runs are judged
+    against a floor)."""
+    rows = learnable_rows(np.random.default_rng([seed, step, 1]), BATCH, SEQ + 1, VOCAB).astype(np.int32)
     return rows[:, :-1].copy(), rows[:, 1:].copy()
 
 
@@ -67,13 +61,5 @@ def reference_run(arch: str, n_layer: int, steps: int, seed: int = 3) -> tuple[l
 
 
 def child_env() -> dict[str, str]:
-    """The environment for a launched child: no inherited rank variables, the ringloom this
-    test imported first on PYTHONPATH (installed or the dev tree), one OpenMP thread."""
-    import ringloom
-
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RINGLOOM_JOB_TOKEN")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(ringloom.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    """The environment for a launched child (ringloom.testing.child_env)."""
+    return _child_env()

@@ -1,4 +1,4 @@
-"""Beyond synchronous all-reduce (issue 7), through real processes:
+"""Beyond synchronous all-reduce, through real processes:
 
 - a synchronous parameter server (1 or 2 servers) equals single-process training, which the
   all-reduce layouts equal (test_equivalence.py), to fp32 tolerance: losses and weights;

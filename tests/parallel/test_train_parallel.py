@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import child_env  # noqa: E402
 
 from ringloom.train.config import TrainConfig
-from ringloom.train.trainer import _layout
+from ringloom.train.options import launched_world, validate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMON = ["--preset", "tiny", "--steps", "3", "--batch-size", "8", "--seq-len", "24", "--corpus-bytes", "200000",
@@ -76,6 +76,10 @@ def test_python_run_training_pp2(single, tmp_path):
           "gpipe", "4"])
     got = _records(out)
     np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in single], rtol=1e-5)
+
+
+def _layout(cfg):
+    return tuple(validate(cfg, launched_world()))
 
 
 def test_layout_errors(monkeypatch):

@@ -1,7 +1,7 @@
 """One rank of the equivalence tests: `python worker.py OUT_DIR CONFIGS_JSON`.
 
 For each config (a dict: name, dp, pp, schedule, micro_batches, zero, stage_layers, arch,
-n_layer, steps, chunks, bucket_mb, trace; and issue 7's compression, local_sgd,
+n_layer, steps, chunks, bucket_mb, trace, compression, local_sgd,
 local_sgd_moments, lr, data = "random" | "learnable") it trains with ParallelEngine on its rows of the
 same global batches the reference uses, and writes OUT_DIR/<name>.rank<r>.npz with the
 loss of every step, the payload bytes of the dp collectives of every step and this rank's

@@ -78,3 +78,7 @@ def test_attention_option_is_validated():
     assert TrainConfig(attention="cudnn").attention == "cudnn"
     with pytest.raises(ValueError, match="attention must be ours, cudnn or auto"):
         TrainConfig(attention="flash")
+    assert TrainConfig().deterministic_attention is False
+    assert TrainConfig(deterministic_attention=True).deterministic_attention
+    with pytest.raises(ValueError, match="--deterministic-attention needs --attention ours or auto"):
+        TrainConfig(attention="cudnn", deterministic_attention=True)

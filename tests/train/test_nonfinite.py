@@ -48,18 +48,18 @@ def test_skip_leaves_state_untouched(train_config, monkeypatch, where):
     tr = Trainer(train_config(on_nonfinite="skip"))
     tr.train_step()
     tr.train_step()
-    weights, opt = tr.model.state_dict(), tr.optimizer.state_dict()
+    weights, opt = tr.engine.model.state_dict(), tr.engine.optimizer.state_dict()
     _poison(monkeypatch, 1, where)
     tr.train_step()  # step 3: skipped
-    assert tr.step == 3 and tr.skipped_steps == 1 and tr.optimizer.step_count == 2
-    after_w, after_o = tr.model.state_dict(), tr.optimizer.state_dict()
+    assert tr.step == 3 and tr.skipped_steps == 1 and tr.engine.optimizer.step_count == 2
+    after_w, after_o = tr.engine.model.state_dict(), tr.engine.optimizer.state_dict()
     for k in weights:
         assert np.array_equal(weights[k], after_w[k]), k
     for k in opt:
         assert np.array_equal(opt[k], after_o[k]), k
     tr.train_step()  # step 4 updates again
-    assert tr.optimizer.step_count == 3
-    assert not np.array_equal(weights["embedding.wte.weight"], tr.model.state_dict()["embedding.wte.weight"])
+    assert tr.engine.optimizer.step_count == 3
+    assert not np.array_equal(weights["embedding.wte.weight"], tr.engine.model.state_dict()["embedding.wte.weight"])
 
 
 def test_skip_is_counted_in_metrics(train_config, monkeypatch):
@@ -87,26 +87,26 @@ def test_parallel_engine_skips_before_the_update(train_config, monkeypatch):
     non-finite gradient is caught after the gradient sync and before the optimizer, so
     skip leaves every weight and moment as it was, and stop names the step."""
     tr = Trainer(train_config(on_nonfinite="skip", micro_batches=2, batch_size=4))
-    assert tr.engine is not None
+    engine = tr.engine.parallel   # the MeshEngine's ringloom.parallel.ParallelEngine
     tr.train_step()
-    weights = tr.engine.gather_full_state()
-    original = tr.engine._grad_norm
+    weights = engine.gather_full_state()
+    original = engine._grad_norm
     calls = [0]
 
     def poisoned():
         # An inf lands in one gradient after the sync, as an overflow in backward would.
         calls[0] += 1
         if calls[0] == 1:
-            _, p = tr.engine.named[3]
+            _, p = engine.named[3]
             g = np.array(p.grad.numpy(), copy=True)
             g.flat[0] = np.inf
             p.grad.copy_(_C.from_numpy(np.ascontiguousarray(g, dtype=np.float32)))
         return original()
 
-    monkeypatch.setattr(tr.engine, "_grad_norm", poisoned)
+    monkeypatch.setattr(engine, "_grad_norm", poisoned)
     tr.train_step()  # step 2: skipped
-    assert tr.step == 2 and tr.skipped_steps == 1 and tr.engine.last_step_skipped
-    after = tr.engine.gather_full_state()
+    assert tr.step == 2 and tr.skipped_steps == 1 and engine.last_step_skipped
+    after = engine.gather_full_state()
     for k in weights:
         assert np.array_equal(weights[k], after[k]), k
     calls[0] = 0

@@ -1,5 +1,5 @@
-// Launchers of the CUDA IPC collectives' kernels (ipc_ring.cu, ipc_tree.cu, ipc_copy.cu);
-// the host side that sets the buffers up and calls them is ipc_group.cpp.
+// Launchers of the CUDA IPC collectives' kernels (ring, gather and broadcast in ipc_ring.cu; tree,
+// one-shot and drain in ipc_tree.cu); the host side that sets the buffers up and calls them is ipc_group.cpp.
 //
 // Every kernel runs one channel per CUDA block; blocks of the same channel on different
 // ranks talk through the flags of ipc_plan.h (pull model: a rank reads its peer's buffer

@@ -1,25 +1,20 @@
 // CPU GELU (tanh approximation) and SwiGLU; the math and its derivatives are in
-// ops/activation.h. Pointwise in fp32; the packed SwiGLU input is walked row by row
-// (a row is [gate F | up F]) so every inner loop is contiguous.
-//
-// GELU uses the identity 0.5 (1 + tanh u) = sigmoid(2u), so y = x sigmoid(2u) and
-// 0.5 (1 - tanh^2 u) = 2 sigmoid(2u) (1 - sigmoid(2u)): one exp instead of a tanhf, which
-// in glibc is several times slower, and no 1 - tanh cancellation. sigmoid is the
-// vectorisable one of activation_math.h (about 8x faster than one built on std::exp); in
-// the far negative tail it is exactly 0, the right limit.
+// ops/activation.h, the scalar formulas (shared with the CUDA kernels) in
+// ops/activation_math.h. Pointwise in fp32; the packed SwiGLU input is walked row by row
+// (a row is [gate F | up F]) so every inner loop is contiguous. The sigmoid is the
+// vectorisable one of cpu/sigmoid.h (about 8x faster than one built on std::exp; GELU
+// through it is one exp instead of a glibc tanhf, several times slower).
 #include "ops/activation.h"
 
 #include <algorithm>
-#include <cmath>
 
-#include "ops/cpu/activation_math.h"
+#include "ops/activation_math.h"
+#include "ops/cpu/sigmoid.h"
 
 namespace ringloom::cpu {
 
 namespace {
 constexpr int64_t kParallelMin = 1 << 14;  // elements; smaller problems stay on one thread
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kGeluCubic = 0.044715f;
 }  // namespace
 
 Tensor gelu_forward(const Tensor& x) {
@@ -28,11 +23,7 @@ Tensor gelu_forward(const Tensor& x) {
   float* yp = y.data_as<float>();
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = xp[i];
-    const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
-    yp[i] = v * sigmoid(2.0f * u);
-  }
+  for (int64_t i = 0; i < n; ++i) yp[i] = act::gelu(xp[i], Sigmoid{});
   return y;
 }
 
@@ -43,12 +34,7 @@ Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
   float* dxp = dx.data_as<float>();
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = xp[i];
-    const float sg = sigmoid(2.0f * kSqrt2OverPi * (v + kGeluCubic * v * v * v));  // 0.5 (1 + tanh u)
-    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * v * v);
-    dxp[i] = g[i] * (sg + 2.0f * v * sg * (1.0f - sg) * du);  // 0.5 (1 - tanh^2 u) = 2 sg (1 - sg)
-  }
+  for (int64_t i = 0; i < n; ++i) dxp[i] = act::gelu_grad(g[i], xp[i], Sigmoid{});
   return dx;
 }
 
@@ -64,7 +50,7 @@ Tensor swiglu_forward(const Tensor& x) {
     const float* a = xp + r * 2 * F;  // gate
     const float* b = a + F;           // up
     float* yr = yp + r * F;
-    for (int64_t j = 0; j < F; ++j) yr[j] = a[j] * sigmoid(a[j]) * b[j];
+    for (int64_t j = 0; j < F; ++j) yr[j] = act::swiglu(a[j], b[j], Sigmoid{});
   }
   return y;
 }
@@ -83,9 +69,9 @@ Tensor swiglu_backward(const Tensor& dy, const Tensor& x) {
     float* da = dxp + r * 2 * F;
     float* db = da + F;
     for (int64_t j = 0; j < F; ++j) {
-      const float sg = sigmoid(a[j]);
-      da[j] = gr[j] * b[j] * sg * (1.0f + a[j] * (1.0f - sg));
-      db[j] = gr[j] * a[j] * sg;
+      const act::SwigluGrad d = act::swiglu_grad(gr[j], a[j], b[j], Sigmoid{});
+      da[j] = d.da;
+      db[j] = d.db;
     }
   }
   return dx;

@@ -141,8 +141,8 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
 }
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                          int64_t n_head, int64_t n_kv_head, bool causal, float scale,
-                          bool /*deterministic: always*/) {
+                          int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool /*deterministic*/) {
+  // Always deterministic: every sum runs in a fixed order.
   const Geometry g(qkv, n_head, n_kv_head, causal, scale);
   Tensor dqkv = Tensor::empty(qkv.shape(), DType::Float32);
   const int64_t n_tasks = g.B * g.Hq;

@@ -1,71 +1,30 @@
-// GELU (tanh form) and SwiGLU, forward and backward; the math is in ops/activation.h.
-// Memory-bound: each kernel reads its inputs and writes its outputs once, 16 bytes per
-// access where the sizes allow, with all arithmetic in fp32.
+// GELU (tanh form) and SwiGLU, forward and backward; the math is in ops/activation.h and
+// its scalar formulas, shared with the CPU, in ops/activation_math.h. Memory-bound: each
+// kernel reads its inputs and writes its outputs once, 16 bytes per access where the
+// sizes allow, with all arithmetic in fp32. GELU runs on the elementwise map kernel
+// (map.cuh); SwiGLU reads the two halves of each packed row, so it has its own loop.
 #include "ops/activation.h"
-#include "ops/cuda/common.cuh"
+#include "ops/activation_math.h"
+#include "ops/cuda/map.cuh"
 
 namespace ringloom::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kGeluC = 0.044715f;
 
-struct Gelu {
-  __device__ static float fwd(float x) {
-    const float u = kSqrt2OverPi * (x + kGeluC * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(u));
-  }
-  // dy * d/dx [0.5 x (1 + tanh u)]
-  __device__ static float bwd(float dy, float x) {
-    const float u = kSqrt2OverPi * (x + kGeluC * x * x * x);
-    const float t = tanhf(u);
-    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluC * x * x);
-    return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
-  }
+// 1 / (1 + e^-a) on the fast exp: a -> -inf gives 1 / inf = 0, a -> +inf gives 1.
+struct FastSigmoid {
+  __device__ float operator()(float a) const { return 1.0f / (1.0f + __expf(-a)); }
 };
 
-// Elementwise map over n elements: out[i] = f(in0[i] [, in1[i]]). kVec: 16-byte packs.
-template <typename T, bool kVec>
-__global__ void gelu_forward_kernel(const T* x, T* y, int64_t n) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if constexpr (kVec) {
-    constexpr int N = Pack<T>::kN;
-    for (; i < n / N; i += stride) {
-      Pack<T> px = load_pack(x + i * N), py;
-#pragma unroll
-      for (int k = 0; k < N; ++k) py.v[k] = from_f32<T>(Gelu::fwd(to_f32(px.v[k])));
-      store_pack(y + i * N, py);
-    }
-    const int64_t t = (n / N) * N + blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-    if (t < n) y[t] = from_f32<T>(Gelu::fwd(to_f32(x[t])));
-  } else {
-    for (; i < n; i += stride) y[i] = from_f32<T>(Gelu::fwd(to_f32(x[i])));
-  }
-}
+struct GeluForward {
+  __device__ float operator()(float x) const { return act::gelu(x, FastSigmoid{}); }
+};
 
-template <typename T, bool kVec>
-__global__ void gelu_backward_kernel(const T* dy, const T* x, T* dx, int64_t n) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if constexpr (kVec) {
-    constexpr int N = Pack<T>::kN;
-    for (; i < n / N; i += stride) {
-      Pack<T> pd = load_pack(dy + i * N), px = load_pack(x + i * N), po;
-#pragma unroll
-      for (int k = 0; k < N; ++k) po.v[k] = from_f32<T>(Gelu::bwd(to_f32(pd.v[k]), to_f32(px.v[k])));
-      store_pack(dx + i * N, po);
-    }
-    const int64_t t = (n / N) * N + blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-    if (t < n) dx[t] = from_f32<T>(Gelu::bwd(to_f32(dy[t]), to_f32(x[t])));
-  } else {
-    for (; i < n; i += stride) dx[i] = from_f32<T>(Gelu::bwd(to_f32(dy[i]), to_f32(x[i])));
-  }
-}
-
-__device__ __forceinline__ float sigmoid(float a) { return 1.0f / (1.0f + __expf(-a)); }
+struct GeluBackward {
+  __device__ float operator()(float dy, float x) const { return act::gelu_grad(dy, x, FastSigmoid{}); }
+};
 
 // SwiGLU over rows of x[R, 2F] -> y[R, F]. Element j of the output (row r = j / F, column
 // f = j % F) reads a = x[r, f] and b = x[r, F + f]. kVec: F is a multiple of the pack width
@@ -82,19 +41,14 @@ __global__ void swiglu_forward_kernel(const T* x, T* y, int64_t rows, int64_t F)
     if constexpr (kVec) {
       Pack<T> pa = load_pack(a), pb = load_pack(b), po;
 #pragma unroll
-      for (int k = 0; k < N; ++k) {
-        const float av = to_f32(pa.v[k]);
-        po.v[k] = from_f32<T>(av * sigmoid(av) * to_f32(pb.v[k]));
-      }
+      for (int k = 0; k < N; ++k) po.v[k] = from_f32<T>(act::swiglu(to_f32(pa.v[k]), to_f32(pb.v[k]), FastSigmoid{}));
       store_pack(out, po);
     } else {
-      const float av = to_f32(*a);
-      *out = from_f32<T>(av * sigmoid(av) * to_f32(*b));
+      *out = from_f32<T>(act::swiglu(to_f32(*a), to_f32(*b), FastSigmoid{}));
     }
   }
 }
 
-// da = dy * b * s (1 + a (1 - s)),  db = dy * a * s,  with s = sigmoid(a).
 template <typename T, bool kVec>
 __global__ void swiglu_backward_kernel(const T* dy, const T* x, T* dx, int64_t rows, int64_t F) {
   constexpr int N = kVec ? Pack<T>::kN : 1;
@@ -106,16 +60,17 @@ __global__ void swiglu_backward_kernel(const T* dy, const T* x, T* dx, int64_t r
       Pack<T> pd = load_pack(dy + r * F + f), pa = load_pack(x + xo), pb = load_pack(x + xo + F), da, db;
 #pragma unroll
       for (int k = 0; k < N; ++k) {
-        const float a = to_f32(pa.v[k]), b = to_f32(pb.v[k]), g = to_f32(pd.v[k]), s = sigmoid(a);
-        da.v[k] = from_f32<T>(g * b * s * (1.0f + a * (1.0f - s)));
-        db.v[k] = from_f32<T>(g * a * s);
+        const act::SwigluGrad g = act::swiglu_grad(to_f32(pd.v[k]), to_f32(pa.v[k]), to_f32(pb.v[k]), FastSigmoid{});
+        da.v[k] = from_f32<T>(g.da);
+        db.v[k] = from_f32<T>(g.db);
       }
       store_pack(dx + xo, da);
       store_pack(dx + xo + F, db);
     } else {
-      const float a = to_f32(x[xo]), b = to_f32(x[xo + F]), g = to_f32(dy[r * F + f]), s = sigmoid(a);
-      dx[xo] = from_f32<T>(g * b * s * (1.0f + a * (1.0f - s)));
-      dx[xo + F] = from_f32<T>(g * a * s);
+      const act::SwigluGrad g =
+          act::swiglu_grad(to_f32(dy[r * F + f]), to_f32(x[xo]), to_f32(x[xo + F]), FastSigmoid{});
+      dx[xo] = from_f32<T>(g.da);
+      dx[xo + F] = from_f32<T>(g.db);
     }
   }
 }
@@ -124,38 +79,18 @@ __global__ void swiglu_backward_kernel(const T* dy, const T* x, T* dx, int64_t r
 
 Tensor gelu_forward(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  const int64_t n = x.numel();
-  if (n == 0) return y;
+  if (x.numel() == 0) return y;
   OpContext ctx(x);
-  RL_DISPATCH_FLOAT(x.dtype(), T, {
-    const T* px = x.data_as<T>();
-    T* py = y.data_as<T>();
-    if (aligned16(px) && aligned16(py))
-      gelu_forward_kernel<T, true>
-          <<<grid_for(ceil_div(n, Pack<T>::kN), kThreads, ctx.device), kThreads, 0, ctx.stream>>>(px, py, n);
-    else
-      gelu_forward_kernel<T, false><<<grid_for(n, kThreads, ctx.device), kThreads, 0, ctx.stream>>>(px, py, n);
-  });
-  CUDA_CHECK_LAUNCH();
+  RL_DISPATCH_FLOAT(x.dtype(), T, map::launch(ctx, GeluForward{}, x.numel(), y.data_as<T>(), x.data_as<T>()));
   return y;
 }
 
 Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-  const int64_t n = x.numel();
-  if (n == 0) return dx;
+  if (x.numel() == 0) return dx;
   OpContext ctx(x);
-  RL_DISPATCH_FLOAT(x.dtype(), T, {
-    const T* pd = dy.data_as<T>();
-    const T* px = x.data_as<T>();
-    T* po = dx.data_as<T>();
-    if (aligned16(pd) && aligned16(px) && aligned16(po))
-      gelu_backward_kernel<T, true>
-          <<<grid_for(ceil_div(n, Pack<T>::kN), kThreads, ctx.device), kThreads, 0, ctx.stream>>>(pd, px, po, n);
-    else
-      gelu_backward_kernel<T, false><<<grid_for(n, kThreads, ctx.device), kThreads, 0, ctx.stream>>>(pd, px, po, n);
-  });
-  CUDA_CHECK_LAUNCH();
+  RL_DISPATCH_FLOAT(x.dtype(), T,
+                    map::launch(ctx, GeluBackward{}, x.numel(), dx.data_as<T>(), dy.data_as<T>(), x.data_as<T>()));
   return dx;
 }
 

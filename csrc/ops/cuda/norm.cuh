@@ -1,4 +1,4 @@
-// Shared machinery of the LayerNorm and RMSNorm kernels (layernorm.cu, rmsnorm.cu).
+// Shared machinery of the LayerNorm and RMSNorm kernels (norm_kernels.cuh).
 //
 // A row of C elements is held in registers while it is normalised, so each pass reads x
 // (and dy) from memory exactly once: forward reads x, writes y and the fp32 statistics;

@@ -137,7 +137,7 @@ class TransformerBlock(Layer):
     @property
     def deterministic_attention(self) -> bool:
         """
-        Bitwise repeatable attention backward on a GPU (ops.attention_backward's deterministic)
+        Whether the attention backward is bitwise reproducible run to run (slower on a GPU; not with the cudnn backend)
         """
     @deterministic_attention.setter
     def deterministic_attention(self, arg1: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections.abc
 import ringloom._C
 import typing
-__all__: list[str] = ['adamw_step', 'adamw_write_scalars', 'add', 'add_', 'attention_backward', 'attention_forward', 'cross_entropy_forward', 'cross_entropy_forward_backward', 'cudnn_attention_built', 'embedding_backward', 'embedding_forward', 'gelu_backward', 'gelu_forward', 'get_attention_backend', 'grad_norm', 'hopper_attention_built', 'layernorm_backward', 'layernorm_forward', 'matmul_backward_input', 'matmul_backward_weight', 'matmul_forward', 'rmsnorm_backward', 'rmsnorm_forward', 'rope_backward', 'rope_forward', 'scale_', 'set_attention_backend', 'swiglu_backward', 'swiglu_forward']
+__all__: list[str] = ['adamw_step', 'adamw_write_scalars', 'add', 'add_', 'attention_auto_choice', 'attention_backend_candidates', 'attention_backward', 'attention_forward', 'cross_entropy_forward', 'cross_entropy_forward_backward', 'cudnn_attention_built', 'embedding_backward', 'embedding_forward', 'gelu_backward', 'gelu_forward', 'get_attention_backend', 'grad_norm', 'hopper_attention_built', 'layernorm_backward', 'layernorm_forward', 'matmul_backward_input', 'matmul_backward_weight', 'matmul_forward', 'rmsnorm_backward', 'rmsnorm_forward', 'rope_backward', 'rope_forward', 'scale_', 'set_attention_backend', 'swiglu_backward', 'swiglu_forward']
 def adamw_step(params: collections.abc.Sequence[ringloom._C.Tensor], grads: collections.abc.Sequence[ringloom._C.Tensor], m: collections.abc.Sequence[ringloom._C.Tensor], v: collections.abc.Sequence[ringloom._C.Tensor], weight_decay: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], lr: typing.SupportsFloat | typing.SupportsIndex, beta1: typing.SupportsFloat | typing.SupportsIndex = 0.8999999761581421, beta2: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, eps: typing.SupportsFloat | typing.SupportsIndex = 9.99999993922529e-09, step: typing.SupportsInt | typing.SupportsIndex = 1, max_norm: typing.SupportsFloat | typing.SupportsIndex = 0.0, grad_norm: ringloom._C.Tensor | None = None, compute: collections.abc.Sequence[ringloom._C.Tensor] = [], scalars: ringloom._C.Tensor | None = None) -> None:
     """
     scalars: optional 3-element float32 tensor [lr, 1/bc1, 1/bc2] read instead of lr and step (CUDA Graph replay; fill it with adamw_write_scalars)
@@ -18,10 +18,16 @@ def add(a: ringloom._C.Tensor, b: ringloom._C.Tensor) -> ringloom._C.Tensor:
     ...
 def add_(a: ringloom._C.Tensor, b: ringloom._C.Tensor) -> None:
     ...
+def attention_auto_choice(head_dim: typing.SupportsInt | typing.SupportsIndex, causal: bool, seq_len: typing.SupportsInt | typing.SupportsIndex, backward: bool) -> str:
+    """
+    The backend "auto" runs for a bf16 problem of this shape and direction (the measured table ops/attention_auto_table.h; cuDNN only where it is built)
+    """
+def attention_backend_candidates() -> list[str]:
+    """
+    The backends "auto" chooses among in this build (benchmarks/tune_attention_auto.py times each)
+    """
 def attention_backward(dout: ringloom._C.Tensor, qkv: ringloom._C.Tensor, out: ringloom._C.Tensor, lse: ringloom._C.Tensor, n_head: typing.SupportsInt | typing.SupportsIndex, n_kv_head: typing.SupportsInt | typing.SupportsIndex, causal: bool = True, scale: typing.SupportsFloat | typing.SupportsIndex = 0.0, deterministic: bool = False) -> ringloom._C.Tensor:
-    """
-    dqkv; deterministic: bitwise repeatable on a GPU (dq by a separate pass instead of fp32 atomics)
-    """
+    ...
 def attention_forward(qkv: ringloom._C.Tensor, n_head: typing.SupportsInt | typing.SupportsIndex, n_kv_head: typing.SupportsInt | typing.SupportsIndex, causal: bool = True, scale: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> tuple[ringloom._C.Tensor, ringloom._C.Tensor]:
     ...
 def cross_entropy_forward(logits: ringloom._C.Tensor, targets: ringloom._C.Tensor, ignore_index: typing.SupportsInt | typing.SupportsIndex = -100) -> ringloom._C.Tensor:
@@ -70,7 +76,7 @@ def scale_(a: ringloom._C.Tensor, s: typing.SupportsFloat | typing.SupportsIndex
     ...
 def set_attention_backend(name: str) -> None:
     """
-    Which implementation the CUDA attention op runs: "ours", "cudnn" (cuDNN fused SDPA: bf16, head dim 64/128) or "auto" (cuDNN at head dim 128 when built, ours otherwise). Process-wide; the CPU op ignores it
+    Which implementation the CUDA attention op runs: "ours", "cudnn" (cuDNN fused SDPA: bf16, head dim 64/128) or "auto" (per shape and direction, the one measured fastest: ops/attention_auto_table.h). Process-wide; the CPU op ignores it
     """
 def swiglu_backward(dy: ringloom._C.Tensor, x: ringloom._C.Tensor) -> ringloom._C.Tensor:
     ...

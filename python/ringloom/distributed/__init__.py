@@ -1,4 +1,4 @@
-"""ringloom.distributed: process groups and collectives (DESIGN.md, Collectives).
+"""ringloom.distributed: process groups and collectives (docs/architecture.md).
 
     pg = ringloom.distributed.init(backend="auto", timeout=60)
     pg.all_reduce(grad, op="avg")

@@ -11,14 +11,11 @@ weights.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Iterator
 
 import numpy as np
 
 from .config import ModelConfig
-
-if TYPE_CHECKING:
-    from .model import Model
 
 STD = 0.02
 
@@ -58,28 +55,15 @@ def param_specs(config: ModelConfig) -> list[tuple[str, tuple[int, ...], str]]:
     return specs
 
 
-def init_parameters(model: "Model", seed: int) -> None:
-    """Draw every parameter of the full model in order; assign those this model holds."""
-    params = dict(model.parameters())
-    specs = param_specs(model.config)
-    spec_names = {name for name, _, _ in specs}
-    # The layers and param_specs describe the same layout; a drift between them is a bug.
-    extra = [n for n in params if n not in spec_names]
-    if extra:
-        raise RuntimeError(f"init_parameters: parameters {extra} have no init spec")
+def initial_values(config: ModelConfig, seed: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, fp32 value) of every parameter of the full model, drawn in param_specs order."""
     rng = np.random.default_rng(seed)
-    residual_std = STD / math.sqrt(2 * model.config.n_layer)
-    for name, shape, init in specs:
+    residual_std = STD / math.sqrt(2 * config.n_layer)
+    for name, shape, init in param_specs(config):
         if init in ("normal", "residual"):
             std = STD if init == "normal" else residual_std
-            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+            yield name, rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
         elif init == "ones":
-            value = np.ones(shape, np.float32)
+            yield name, np.ones(shape, np.float32)
         else:
-            value = np.zeros(shape, np.float32)
-        p = params.get(name)
-        if p is None:
-            continue
-        if tuple(p.value.shape) != shape:
-            raise RuntimeError(f"init_parameters: {name} has shape {tuple(p.value.shape)}, spec says {shape}")
-        model._assign(p, value)
+            yield name, np.zeros(shape, np.float32)

@@ -23,12 +23,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import _C
+from .. import nn
 from ..tensor import tensor as _tensor
 from .config import ModelConfig
-from .init import init_parameters
+from .init import initial_values, param_specs
 
-_layers = _C.layers
-Param = _layers.Param
 
 
 def _norm_device(device: str) -> str:
@@ -74,8 +73,8 @@ class Model:
     @property
     def attention(self) -> str | None:
         """The attention implementation this model's blocks use on a GPU: "ours" (our flash
-        kernels), "cudnn" (cuDNN's fused SDPA), "auto" (cuDNN at head dim 128 in bf16 when
-        built, else ours), or None for the process-wide setting
+        kernels), "cudnn" (cuDNN's fused SDPA), "auto" (per shape and direction the one measured
+        fastest, ops/attention_auto_table.h), or None for the process-wide setting
         (ringloom._C.ops.set_attention_backend, env RINGLOOM_ATTENTION). The CPU ignores it."""
         return self.blocks[0].attention_backend if self.blocks else None
 
@@ -88,14 +87,17 @@ class Model:
 
     @property
     def deterministic_attention(self) -> bool:
-        """Bitwise repeatable attention backward on a GPU (dq by a separate pass instead of
-        fp32 atomics; ops.attention_backward's ``deterministic``). The CPU always is."""
-        return bool(self.blocks) and self.blocks[0].deterministic_attention
+        """Whether the attention backward is bitwise reproducible run to run: on a GPU our
+        kernels then compute dq in a separate pass instead of with fp32 atomics (slower; the
+        auto backend runs our backward, the cudnn backend refuses it). The CPU always is."""
+        return bool(self.blocks[0].deterministic_attention) if self.blocks else False
 
     @deterministic_attention.setter
     def deterministic_attention(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise TypeError(f"Model.deterministic_attention must be a bool, got {on!r}")
         for b in self.blocks:
-            b.deterministic_attention = bool(on)
+            b.deterministic_attention = on
 
     # ---------------------------------------------------------------- parameters
 
@@ -131,7 +133,7 @@ class Model:
         """{name: float32 NumPy copy of the parameter}."""
         out = {}
         for name, p in self._params:
-            v = p.value if p.value.device == "cpu" else p.value.cpu()
+            v = p.value.cpu()
             out[name] = np.array(v, dtype=np.float32, copy=True)
         return out
 
@@ -155,6 +157,22 @@ class Model:
         for name, p in self._params:
             self._assign(p, state[name])
 
+    def _initialize(self, seed: int) -> None:
+        """Draw every parameter of the full model in order (models/init.py); keep those this
+        model holds."""
+        params = dict(self._params)
+        # The layers and param_specs describe the same layout; a drift between them is a bug.
+        extra = [n for n in params if n not in {name for name, _, _ in param_specs(self.config)}]
+        if extra:
+            raise RuntimeError(f"build_model: parameters {extra} have no init spec")
+        for name, value in initial_values(self.config, seed):
+            p = params.get(name)
+            if p is None:
+                continue
+            if tuple(p.value.shape) != value.shape:
+                raise RuntimeError(f"build_model: {name} has shape {tuple(p.value.shape)}, spec says {value.shape}")
+            self._assign(p, value)
+
     def _assign(self, p, array) -> None:
         t = _tensor(np.ascontiguousarray(np.asarray(array, dtype=np.float32)), dtype=_C.DType.float32)
         if self.dtype != _C.DType.float32:
@@ -173,7 +191,7 @@ class Model:
                 raise TypeError(f"{what} must be int32, got {x.dtype} tensor of shape {tuple(x.shape)}")
             if x.ndim != 2:
                 raise ValueError(f"{what} must be [B, T], got shape {tuple(x.shape)}")
-            return x if x.device == self.device else x.to(self.device)
+            return x.to(self.device)
         a = np.asarray(x)
         if a.dtype.kind not in "iu":
             raise TypeError(f"{what} must be integers, got {a.dtype} array of shape {a.shape}")
@@ -188,7 +206,7 @@ class Model:
                 where = tuple(int(i) for i in np.argwhere(~ok)[0])
                 raise ValueError(f"{what}: token id {int(bad)} at {where} is outside the vocabulary [0, {V})")
         t = _tensor(np.ascontiguousarray(a, dtype=np.int32), dtype=_C.DType.int32)
-        return t if self.device == "cpu" else t.to(self.device)
+        return t.to(self.device)
 
     def _inputs(self, ids, targets, ignore_index: int):
         ids_t = self._tokens(ids, "ids")
@@ -198,7 +216,7 @@ class Model:
         T = ids_t.shape[1]
         if T > self.config.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds the model's max_seq_len of {self.config.max_seq_len}")
-        host = np.asarray(tgt_t if tgt_t.device == "cpu" else tgt_t.cpu())
+        host = np.asarray(tgt_t.cpu())
         count = int(np.count_nonzero(host != ignore_index))
         return ids_t, tgt_t, count
 
@@ -232,7 +250,7 @@ class Model:
         except BaseException:
             self.release(slot)  # leave no half-used slot behind
             raise
-        return self._mean(losses, count)
+        return self.mean_loss(losses, count)
 
     def loss(self, ids, targets, ignore_index: int = -100) -> float:
         """Mean loss over targets != ignore_index, forward only (nothing saved)."""
@@ -241,7 +259,7 @@ class Model:
         x = self.embedding.infer(ids_t)
         for b in self.blocks:
             x = b.infer(x)
-        return self._mean(self.head.loss(x, tgt_t, ignore_index), count)
+        return self.mean_loss(self.head.loss(x, tgt_t, ignore_index), count)
 
     def logits(self, ids):
         """Logits [B, T, V] of every position (a Tensor in the parameter dtype on the model's
@@ -282,6 +300,24 @@ class Model:
             self.release(slot)
             raise
 
+    def stage_infer(self, x, targets=None, ignore_index: int = -100):
+        """Forward of this model's share of the layers with nothing saved (evaluation).
+
+        x: token ids [B, T] when the stage has the embedding, else activations [B, T, C].
+        Returns activations [B, T, C] for the next stage, or, when the stage has the head,
+        per-position losses [B, T] (float32; 0 where targets == ignore_index; targets
+        required). Model.loss_sum adds them up on the host.
+        """
+        if self.embedding is not None:
+            x = self.embedding.infer(self._tokens(x, "ids"))
+        for b in self.blocks:
+            x = b.infer(x)
+        if self.head is None:
+            return x
+        if targets is None:
+            raise ValueError("stage_infer: this stage has the LM head; targets are required")
+        return self.head.loss(x, self._tokens(targets, "targets", ignore_index), ignore_index)
+
     def stage_backward_input(self, slot: int, dy=None):
         """Input-gradient half for ``slot``: dy [B, T, C] from the next stage (None when this
         stage has the head). Returns dx [B, T, C] for the previous stage, or None when this
@@ -315,9 +351,14 @@ class Model:
             [self.head] if self.head is not None else [])
 
     @staticmethod
-    def _mean(losses, count: int) -> float:
-        host = np.asarray(losses if losses.device == "cpu" else losses.cpu(), dtype=np.float64)
-        return float(host.sum() / count) if count else 0.0
+    def loss_sum(losses) -> float:
+        """The float64 sum of per-position losses (a Tensor on any device), on the host."""
+        return float(np.asarray(losses.to("cpu"), dtype=np.float64).sum())
+
+    @staticmethod
+    def mean_loss(losses, count: int) -> float:
+        """loss_sum(losses) / count; 0.0 when no target counted."""
+        return Model.loss_sum(losses) / count if count else 0.0
 
     def __repr__(self) -> str:
         c = self.config
@@ -327,7 +368,7 @@ class Model:
 
 def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, seed: int = 0, *,
                 blocks: Iterable[int] | None = None, embedding: bool = True, head: bool = True,
-                attention: str | None = None) -> Model:
+                attention: str | None = None, deterministic_attention: bool = False) -> Model:
     """Build and initialise a model (GPT-2 initialisation, drawn on the host from
     numpy.random.default_rng(seed) in a fixed order, so every device, dtype and pipeline
     split gets the same weights).
@@ -336,6 +377,8 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
     indices), ``embedding`` and ``head`` select a pipeline stage's share of the layers; a
     tied head without the embedding holds its own copy of wte (named embedding.wte.weight).
     ``attention``: the GPU attention implementation (Model.attention; None: process-wide).
+    ``deterministic_attention``: a bitwise reproducible attention backward
+    (Model.deterministic_attention).
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"build_model: config must be a ModelConfig, got {type(config).__name__}")
@@ -348,19 +391,20 @@ def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, see
 
     emb = None
     if embedding:
-        emb = _layers.Embedding(config.vocab_size, config.n_embd, config.max_seq_len, config.learned_positions,
+        emb = nn.Embedding(config.vocab_size, config.n_embd, config.max_seq_len, config.learned_positions,
                                 dtype, device)
-    bcfg = _layers.BlockConfig(n_embd=config.n_embd, n_head=config.n_head, n_kv_head=config.n_kv_head,
+    bcfg = nn.BlockConfig(n_embd=config.n_embd, n_head=config.n_head, n_kv_head=config.n_kv_head,
                                ffn_hidden=config.ffn_hidden, norm=config.norm, mlp=config.mlp, bias=config.bias,
                                rope=config.rope, rope_base=config.rope_base, norm_eps=config.norm_eps)
-    blks = [_layers.TransformerBlock(bcfg, dtype, device) for _ in block_ids]
+    blks = [nn.TransformerBlock(bcfg, dtype, device) for _ in block_ids]
     hd = None
     if head:
         if config.tie_embeddings and emb is not None:
-            hd = _layers.LMHead(emb, config.norm, config.norm_eps)
+            hd = nn.LMHead(emb, config.norm, config.norm_eps)
         else:
-            hd = _layers.LMHead(config.n_embd, config.vocab_size, config.norm, config.norm_eps, dtype, device)
+            hd = nn.LMHead(config.n_embd, config.vocab_size, config.norm, config.norm_eps, dtype, device)
     model = Model(config, device, dtype, emb, blks, block_ids, hd)
     model.attention = attention
-    init_parameters(model, seed)
+    model.deterministic_attention = deterministic_attention
+    model._initialize(seed)
     return model

@@ -15,7 +15,7 @@ Every micro-batch's loss is scaled by 1 / (targets in the whole global batch), s
 gradients summed over micro-batches and dp ranks equal single-process training's on the
 whole batch, and the returned loss is the global batch's mean loss on every rank.
 
-Beyond plain all-reduce (issue 7): ``compression`` (parallel/compression.py) compresses the
+Beyond plain all-reduce: ``compression`` (parallel/compression.py) compresses the
 dp gradient reduction; ``local_sgd=H`` drops the per-step gradient reduction instead: each
 dp replica steps alone on its own rows (its local mean loss, its own clipping norm) and
 the replicas average their parameters (and, with ``local_sgd_moments``, AdamW's m and v)
@@ -25,6 +25,7 @@ collectives in the last step.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -32,9 +33,11 @@ import numpy as np
 from .. import _C
 from ..models import ModelConfig, build_model
 from ..optim import AdamW
+from .exchange import check_gradient_exchange
 from .data_parallel import DEFAULT_BUCKET_MB, GradReducer, broadcast_parameters
 from .mesh import DeviceMesh
 from .partition import balanced_split, check_split, stage_blocks
+from .schedule_runner import ScheduleRunner
 from .schedules import make_schedule
 from .trace import Timeline
 from .zero import ShardedAdamW
@@ -112,14 +115,7 @@ class ParallelEngine:
         self.local_sgd = int(local_sgd) if mesh.dp > 1 else 0
         self.local_sgd_moments = bool(local_sgd_moments)
         self.comm_bytes_last_step = 0
-        if int(local_sgd) < 0:
-            raise ValueError(f"ParallelEngine: local_sgd must be >= 0 (0 = off), got {local_sgd}")
-        if self.local_sgd and (zero or (compression not in (None, "none"))):
-            raise ValueError("ParallelEngine: local SGD averages parameters, not gradients: it cannot be combined "
-                             "with ZeRO or gradient compression")
-        if compression not in (None, "none") and zero:
-            raise ValueError(f"ParallelEngine: gradient compression {compression!r} cannot be combined with ZeRO "
-                             "(it compresses the all-reduce, ZeRO reduce-scatters)")
+        check_gradient_exchange(bool(zero), compression, int(local_sgd))
         dp_group = mesh.dp_group
         opt_kw = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
         self.max_grad_norm = float(max_grad_norm)
@@ -234,7 +230,7 @@ class ParallelEngine:
         for red in self.reducers:
             red.reset(self.step_count)
         loss_sum = self._run_schedule(micro, scale)
-        with _maybe(tl, "grad sync", "comm"):
+        with _span(tl, "grad sync", "comm"):
             for red in self.reducers:
                 red.finish()
             if self.tied_param is not None:
@@ -245,7 +241,7 @@ class ParallelEngine:
         loss = float(total[0] / total[1]) if total[1] else 0.0
         self.last_step_skipped = accept is not None and not accept(loss, self.last_grad_norm)
         if not self.last_step_skipped:
-            with _maybe(tl, "optimizer", "comm"):
+            with _span(tl, "optimizer", "comm"):
                 if self.sharded is not None:
                     self.sharded.step(lr=lr, grad_norm=norm_t)
                 if self.optimizer is not None:
@@ -253,7 +249,7 @@ class ParallelEngine:
         self.step_count += 1
         self.comm_bytes_last_step = sum(red.bytes_last_step for red in self.reducers)
         if self.local_sgd and self.step_count % self.local_sgd == 0:
-            with _maybe(tl, "average parameters", "comm"):
+            with _span(tl, "average parameters", "comm"):
                 self.comm_bytes_last_step += self._average_replicas()
         if tl is not None:
             tl.step_end(self.step_count)
@@ -266,14 +262,14 @@ class ParallelEngine:
         tensors = list(opt._masters)
         if self.local_sgd_moments:
             tensors += opt._m + opt._v
-        host = [t if t.device == "cpu" else t.cpu() for t in tensors]
+        host = [t.cpu() for t in tensors]
         flat = np.concatenate([np.asarray(h.numpy(), np.float32).reshape(-1) for h in host])
         self.mesh.dp_group.all_reduce(flat, op="avg")
         pos = 0
         for t in tensors:
             n = t.numel()
             src = _C.from_numpy(np.ascontiguousarray(flat[pos:pos + n]).reshape(list(t.shape)))
-            t.copy_(src if t.device == "cpu" else src.to(t.device))
+            t.copy_(src.to(t.device))
             pos += n
         for w, v in zip(opt._masters, opt._compute):   # bf16 compute copies of the masters
             v.copy_(w.to(v.dtype))
@@ -292,7 +288,7 @@ class ParallelEngine:
             group = mesh.pp_fwd_group if mesh.pp > 1 else None
             self.last_grad_norm = float(np.sqrt(sum_f64(group, [g * g])[0]))
             t = _C.from_numpy(np.array([self.last_grad_norm], np.float32))
-            return t if self.device == "cpu" else t.to(self.device)
+            return t.to(self.device)
         sq = 0.0
         if self.sharded is not None:
             sq += self.sharded.local_sq_norm()
@@ -309,90 +305,10 @@ class ParallelEngine:
         total = sum_f64(mesh.world, [sq])[0]
         self.last_grad_norm = float(np.sqrt(total))
         t = _C.from_numpy(np.array([self.last_grad_norm], np.float32))
-        return t if self.device == "cpu" else t.to(self.device)
+        return t.to(self.device)
 
     def _run_schedule(self, micro: list[tuple[np.ndarray, np.ndarray]], scale: float) -> float:
-        mesh, tl = self.mesh, self.trace
-        p, S, r = mesh.pp, self.S, mesh.pp_index
-        C = self.config.n_embd
-        acts = self.actions
-        out_f: dict[tuple[int, int], Any] = {}   # activations waiting to be sent
-        in_f: dict[tuple[int, int], Any] = {}    # received activations
-        in_b: dict[tuple[int, int], Any] = {}    # received output gradients
-        out_b: dict[tuple[int, int], Any] = {}   # input gradients waiting to be sent
-        w_done = [0] * len(self.chunks)
-        fused: set[tuple[int, int]] = set()
-        sends: list[Any] = []
-        loss_sum = 0.0
-        dtype = self.chunks[0].dtype
-        for i, a in enumerate(acts):
-            key = (a.mb, a.chunk)
-            model = self.chunks[a.chunk]
-            s = self.stages[a.chunk]
-            if a.kind == "F":
-                ids, tgt = micro[a.mb]
-                x = ids if s == 0 else in_f.pop(key)
-                with _maybe(tl, f"F{a.mb}" + (f".{a.chunk}" if a.chunk else ""), "compute"):
-                    y = model.stage_forward(a.mb, x, targets=tgt if s == S - 1 else None, grad_scale=scale,
-                                            ignore_index=self.ignore_index)
-                if s == S - 1:
-                    loss_sum += float(np.asarray(y if y.device == "cpu" else y.cpu(), dtype=np.float64).sum())
-                else:
-                    out_f[key] = y
-            elif a.kind == "SEND_F":
-                sends.append(mesh.pp_fwd_group.send(out_f.pop(key), a.peer, async_op=True))
-            elif a.kind == "RECV_F":
-                b, T = micro[a.mb][0].shape
-                buf = _C.empty([b, T, C], dtype, self.device)
-                with _maybe(tl, f"recv act {a.mb}", "comm"):
-                    mesh.pp_fwd_group.recv(buf, a.peer)
-                in_f[key] = buf
-            elif a.kind == "RECV_B":
-                b, T = micro[a.mb][0].shape
-                buf = _C.empty([b, T, C], dtype, self.device)
-                with _maybe(tl, f"recv grad {a.mb}", "comm"):
-                    mesh.pp_bwd_group.recv(buf, a.peer)
-                in_b[key] = buf
-            elif a.kind == "SEND_B":
-                sends.append(mesh.pp_bwd_group.send(out_b.pop(key), a.peer, async_op=True))
-            elif a.kind == "B":
-                dy = in_b.pop(key, None)
-                nxt = acts[i + 1] if i + 1 < len(acts) else None
-                name = f"B{a.mb}" + (f".{a.chunk}" if a.chunk else "")
-                if nxt is not None and nxt.kind == "W" and (nxt.mb, nxt.chunk) == key:
-                    # B directly followed by its own W: one per-layer backward, so each layer's
-                    # gradients are final (and its bucket can go) as early as possible.
-                    fused.add(key)
-                    last = w_done[a.chunk] == self.micro_batches - 1
-                    with _maybe(tl, name + "+W", "compute"):
-                        layers = model.layers()
-                        for li in range(len(layers) - 1, -1, -1):
-                            dy = layers[li].backward(a.mb, dy)
-                            if last:
-                                self._layer_final(a.chunk, li)
-                    w_done[a.chunk] += 1
-                else:
-                    with _maybe(tl, name, "compute"):
-                        dy = model.stage_backward_input(a.mb, dy)
-                if s > 0:
-                    out_b[key] = dy
-            elif a.kind == "W":
-                if key in fused:
-                    fused.discard(key)
-                    continue
-                last = w_done[a.chunk] == self.micro_batches - 1
-                with _maybe(tl, f"W{a.mb}" + (f".{a.chunk}" if a.chunk else ""), "compute"):
-                    layers = model.layers()
-                    for li in range(len(layers) - 1, -1, -1):
-                        layers[li].backward_weight(a.mb)
-                        if last:
-                            self._layer_final(a.chunk, li)
-                w_done[a.chunk] += 1
-            else:
-                raise AssertionError(a)
-        for w in sends:
-            w.wait()
-        return loss_sum
+        return ScheduleRunner(self, micro, scale).run()
 
     def _layer_final(self, chunk: int, layer: int) -> None:
         for red in self.reducers:
@@ -413,21 +329,15 @@ class ParallelEngine:
             loss, cnt = 0.0, 0
             for c, model in enumerate(self.chunks):
                 s = self.stages[c]
-                if s == 0:
-                    x = model._tokens(ids, "ids")
-                    x = model.embedding.infer(x)
-                else:
+                x = ids
+                if s > 0:
                     x = _C.empty([ids.shape[0], ids.shape[1], C], model.dtype, self.device)
                     mesh.pp_fwd_group.recv(x, (s - 1) % p)
-                for blk in model.blocks:
-                    x = blk.infer(x)
                 if s == S - 1:
-                    t = model._tokens(tgt, "targets", self.ignore_index)
-                    losses = model.head.loss(x, t, self.ignore_index)
-                    loss = float(np.asarray(losses if losses.device == "cpu" else losses.cpu(), np.float64).sum())
+                    loss = model.loss_sum(model.stage_infer(x, tgt, self.ignore_index))
                     cnt = int(np.count_nonzero(tgt != self.ignore_index))
                 else:
-                    sends.append(mesh.pp_fwd_group.send(x, (s + 1) % p, async_op=True))
+                    sends.append(mesh.pp_fwd_group.send(model.stage_infer(x), (s + 1) % p, async_op=True))
             sums.append(loss)
             counts.append(cnt)
         for w in sends:
@@ -438,13 +348,5 @@ class ParallelEngine:
         return float(np.mean(means)) if means else float("nan")
 
 
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-def _maybe(tl: Timeline | None, name: str, cat: str):
-    return tl.span(name, cat) if tl is not None else _Null()
+def _span(tl: Timeline | None, name: str, cat: str):
+    return tl.span(name, cat) if tl is not None else nullcontext()

@@ -1,63 +1,30 @@
 """Parameter-server training: the last S ranks of the job hold the parameters, sharded; the
 other W ranks compute gradients, push them to the servers and pull the new parameters.
 
-    pg = ringloom.distributed.init()
     layout = PSLayout(pg.size, servers=1)
     if layout.is_server(pg.rank):
         ParameterServer(config, pg, layout, steps, mode="sync", lr=1e-3).serve()
     else:
         w = PSWorker(config, pg, layout, mode="sync")      # parallel/ps_worker.py
-        loss = w.train_step(ids, targets)         # this worker's rows of the global batch
+        loss = w.train_step(ids, targets)                 # this worker's rows of the global batch
 
-The model's parameters, in Model.parameters() order, form one flat fp32 vector of N
-elements; server s owns elements [s N / S, (s+1) N / S) with its fp32 AdamW moments, and
-updates them with the fused ops.adamw_step (one view per parameter piece, so each piece
-keeps its parameter's weight decay, as ZeRO-1 does). Gradient clipping uses the global
-norm: the servers sum their shards' squared norms (a servers-only group).
+The parameters (Model.parameters() order) form one flat fp32 vector of N elements; server s
+owns [s N / S, (s+1) N / S) with its AdamW moments and updates it with ops.adamw_step, one
+view per parameter piece (each keeps its weight decay, as ZeRO-1 does); clipping uses the
+global norm, summed over a servers-only group. Each (server, worker) pair has its own
+two-rank group, so a server can wait on every worker at once. Buffers live on the rank's
+device; a bf16 worker converts to and from fp32 (the server's shard is the master copy).
+A pulled shard ends in TRAILER values: the server's version (rounds), the global gradient
+norm of its last round (a non-finite round is skipped, nothing applied) and its AdamW steps.
 
-Each (server, worker) pair talks over its own two-rank group of the job's ProcessGroup: a
-group runs its ops one at a time in issue order, so separate pair groups are what lets a
-server wait on every worker at once and serve whoever arrives first.
-
-Transport. Every buffer is a ringloom Tensor on the process's ``device`` (the model's, for a
-worker; the server's own, for a server): the flat fp32 gradient a worker pushes, the shard
-plus trailer it pulls, the server's master shard, gradient sum and AdamW moments. send/recv
-go to whatever the group's backend is: our TCP transport on the CPU (which stages CUDA
-tensors through the host), NCCL for CUDA tensors when the job's backend is ``nccl``. On the
-CPU this is the path every test runs; over NCCL/CUDA IPC on GPUs it is written the same way
-but has not been run (no multi-GPU machine was lent when it was written). A worker whose
-model computes in bf16 converts its gradients to fp32 before pushing and the pulled fp32
-weights back to bf16 (the server's fp32 shard is the master copy).
-
-Each pulled shard ends in a trailer of TRAILER fp32 values: the server's version (rounds of
-updates, applied or skipped), the global gradient norm of its last round, and the number of
-AdamW steps applied (the bias-correction step). A round whose global gradient norm is not
-finite is skipped: weights and moments stay as they were, as the trainer's --on-nonfinite
-does, so the workers see the non-finite norm before anything bad was applied.
-
-Checkpoints and the end of a run (the trainer, train/ps_training.py): ``serve(on_update=)``
-calls back after each synchronous round, and ``send_state(worker, moments)`` /
-``PSWorker.recv_state(moments)`` move a server's shard (and its AdamW moments) to a worker,
-which writes them by parameter name like any other checkpoint; ``load_state`` puts a
-checkpoint's moments back on the servers.
-
-Modes
-  sync   a step: every worker pushes its gradient, scaled by 1 / (targets in the global
-         batch); each server sums the W gradients in worker order, steps AdamW on its shard
-         and sends it back. This equals all-reduce data parallel training (tested to fp32
-         tolerance).
-  async  bounded staleness (stale synchronous parallel, Ho et al. 2013) with the server
-         updating every W gradients (n-softsync, Zhang et al. 2016): gradients are
-         applied as they arrive, W at a time, whichever workers they come from, and each
-         gradient is its worker's mean over its own rows divided by W. A worker's pull
-         after its step k is answered once the slowest worker has pushed step k - s
-         (``staleness`` s), so no worker runs more than s steps ahead of the slowest.
-         With s = 0 the W gradients of an update are exactly one per worker: async with
-         staleness 0 equals sync. The pulled shard carries the server's version (updates
-         applied), so a worker can report the staleness it actually saw.
-
-A server that dies makes its workers raise :class:`ParameterServerError` naming the server
-rank (the transport sees EOF at once; a hung server is caught by the group timeout).
+Modes. sync: every worker pushes its gradient scaled by 1 / (targets in the global batch);
+each server sums the W gradients in worker order and steps: equal to all-reduce data
+parallel. async: bounded staleness (stale synchronous parallel, Ho et al. 2013) with an
+update every W gradients as they arrive (n-softsync, Zhang et al. 2016); a worker's pull
+after its step k waits until the slowest worker pushed step k - s, so with s = 0 it equals
+sync. ``serve(on_update=)``, ``send_state`` / ``PSWorker.recv_state`` and ``load_state``
+serve checkpoints (train/ps_server.py). A dead server makes its workers raise
+ParameterServerError naming its rank.
 """
 from __future__ import annotations
 
@@ -173,7 +140,7 @@ def unflatten_named(named: list[tuple[str, Any]], flat: np.ndarray, prefix: str 
 
 def _host_values(t: Any) -> np.ndarray:
     """A host fp32 copy of a (small, or needed on the host anyway) tensor."""
-    return np.array((t if t.device == "cpu" else t.cpu()).numpy(), np.float32)
+    return np.array(t.cpu().numpy(), np.float32)
 
 
 class ParameterServer:

@@ -85,7 +85,7 @@ class ShardedAdamW:
         works = [self.group.all_gather(o, s, async_op=True) for o, s in zip(outs, shards)]
         for w in works:
             w.wait()
-        return [np.array(o.numpy() if o.device == "cpu" else o.cpu().numpy(), copy=True) for o in outs]
+        return [np.array(o.cpu().numpy(), copy=True) for o in outs]
 
     def _mixed(self) -> bool:
         return any(p.value.dtype != _C.DType.float32 for b in self.reducer.buckets for _, p in b.params)
@@ -123,5 +123,5 @@ class ShardedAdamW:
                     else:
                         raise ValueError(f"ShardedAdamW.load_state_dict: missing {key}")
                     t = _C.from_numpy(src)
-                    dst.narrow0(a - lo, e - a).copy_(t if dst.device == "cpu" else t.to(dst.device))
+                    dst.narrow0(a - lo, e - a).copy_(t.to(dst.device))
         self.step_count = int(state["step"])

@@ -1,116 +1,162 @@
-"""The training run's configuration: one dataclass, filled from the CLI or from Python."""
+"""The training run's configuration: one dataclass, filled from the CLI or from Python.
+
+Each field is written once, with its default and its command-line help (``_opt``); the
+``ringloom train`` arguments are generated from these fields (train/cli_args.py). The rules
+about values and combinations live in train/options.py, run when a TrainConfig is made.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# The argument groups of `ringloom train --help`, in order.
+MODEL = "model and optimisation"
+DATA = "data"
+OUTPUT = "evaluation, logging, output"
+SAMPLES = "samples"
+PARALLEL = "parallelism (one process per rank; start with ringloom launch)"
+GROUPS = (MODEL, DATA, OUTPUT, SAMPLES, PARALLEL)
+
+
+def _opt(default: Any, help: str, group: str, **cli: Any) -> Any:
+    """A field with its CLI metadata. ``cli``: metavar, choices, low / high / low_open
+    (numeric bounds the CLI checks), kind ("device", "tokenizer", "int_list"), nargs, const."""
+    meta = {"help": help, "group": group, **cli}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class TrainConfig:
-    preset: str = "tiny"
-    steps: int = 1000
-    batch_size: int = 16          # global batch, in sequences, whatever the parallel layout
-    seq_len: int = 128
-    lr: float = 3e-3
-    min_lr: float | None = None   # default lr / 10
-    warmup: int = 50
-    lr_schedule: str = "cosine"   # cosine | linear | constant
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 1337
-    eval_every: int = 200
-    eval_batches: int = 8
-    log_every: int = 10
-    device: str = "cpu"
-    dtype: str = "auto"           # auto: float32 on cpu, bfloat16 on cuda
-    threads: int = 0              # CPU threads of the ops, 0 = auto (trainer.cpu_threads)
-    out: str | None = None
-    data: list[str] = field(default_factory=list)  # empty: the built-in corpus
-    tokenizer: str = "byte"
-    corpus_bytes: int = 8_000_000
-    val_fraction: float = 0.1
-    sample_every: int = 0
-    sample_len: int = 200
-    temperature: float = 0.8
-    top_k: int = 40
-    prompt: str = ""
-    progress: bool = True
-    # Parallel layout (issue: parallel training); 1 x 1 is single-process training.
-    dp: int | None = None         # None: world size / pp
-    pp: int = 1
-    schedule: str = "1f1b"        # pipeline schedule: gpipe | 1f1b | interleaved | zb-h1 (alias zb)
-    micro_batches: int | None = None  # per step and dp rank; None: pp
-    chunks: int | None = None     # virtual stages per rank (interleaved; default 2)
-    stage_layers: list[int] | None = None  # blocks per (virtual) stage; None: balanced by parameters
-    zero: bool = False            # ZeRO-1: optimizer state sharded over the dp ranks
-    bucket_mb: float = 25.0       # gradient all-reduce bucket size
-    compression: str = "none"     # none | bf16 | topk:RATIO | powersgd:RANK | qsgd:S[:BUCKET] (parallel/compression.py)
-    local_sgd: int = 0            # average replicas every H steps instead of all-reducing gradients; 0 = off
-    local_sgd_moments: bool = False
-    # Parameter-server training (train/ps_training.py): the last param_servers ranks serve.
-    param_servers: int = 0        # 0 = off (all-reduce data parallel)
-    ps_mode: str = "sync"         # sync | async (bounded staleness)
-    ps_staleness: int = 0         # async: steps a worker may run ahead of the slowest
-    trace: str | None = None      # Chrome trace JSON of every rank's compute and communication
-    backend: str | None = None
-    save_every: int = 0
-    resume: str | None = None     # None, "latest" or a checkpoint path
-    # Checkpoints, failures, metrics (docs/training.md).
-    keep_checkpoints: int = 3     # newest complete checkpoints kept; 0 = all
-    on_nonfinite: str = "stop"    # stop | skip (train/nonfinite.py)
-    peak_tflops: float | None = None  # MFU denominator; None: 989 on GPU, no MFU on CPU
-    tensorboard: bool = True      # event files in --out/tb
-    cuda_graph: bool = False      # replay each step as a captured CUDA Graph (train/graph.py)
-    attention: str = "auto"       # GPU attention: ours | cudnn | auto (Model.attention)
-    deterministic_attention: bool = False  # bitwise repeatable attention backward on a GPU
+    # ---- model and optimisation
+    preset: str = _opt("tiny", "model preset, e.g. tiny, llama-tiny, gpt2-124m, llama-1b; the model-shape "
+                       "options below override its fields", MODEL)
+    steps: int = _opt(1000, "optimizer steps", MODEL, low=1)
+    batch_size: int = _opt(16, "global batch size in sequences, over all data-parallel ranks", MODEL, low=1,
+                           metavar="B")
+    seq_len: int = _opt(128, "tokens per sequence", MODEL, low=1, metavar="T")
+    lr: float = _opt(3e-3, "peak learning rate", MODEL, low=0.0, low_open=True)
+    min_lr: float | None = _opt(None, "learning rate at the end of the decay (default: lr / 10)", MODEL, low=0.0)
+    warmup: int = _opt(50, "linear warm-up steps", MODEL, low=0, metavar="STEPS")
+    lr_schedule: str = _opt("cosine", "learning-rate decay after the warm-up", MODEL,
+                            choices=("cosine", "linear", "constant"))
+    weight_decay: float = _opt(0.1, "AdamW decoupled weight decay", MODEL, low=0.0)
+    grad_clip: float = _opt(1.0, "clip the global gradient norm to this, 0 = off", MODEL, low=0.0)
+    seed: int = _opt(1337, "initialisation and data order", MODEL)
+    device: str = _opt("cpu", "cpu, cuda or cuda:N", MODEL, kind="device")
+    dtype: str = _opt("auto", "compute dtype; auto = float32 on CPU, bfloat16 on GPU", MODEL,
+                      choices=("auto", "float32", "bfloat16"))
+    cuda_graph: bool = _opt(False, "capture the training step in a CUDA Graph after 2 eager steps and replay it "
+                            "(single GPU; for small models where kernel launch gaps dominate)", MODEL)
+    attention: str = _opt("auto", "GPU attention: our kernels, cuDNN's fused SDPA, or auto = per shape "
+                          "and direction the one measured fastest", MODEL, choices=("ours", "cudnn", "auto"))
+    deterministic_attention: bool = _opt(False, "bitwise reproducible attention backward on the GPU (slower: dq in "
+                                         "a separate pass instead of atomics; not with --attention cudnn)", MODEL)
+    threads: int = _opt(0, "CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the machine is "
+                        "idle, else 1", MODEL, low=0, metavar="N")
+    # ModelConfig fields replacing the preset's (the CLI's model-shape group: --n-layer ...).
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    # ---- data
+    data: list[str] = _opt([], "text files or directories (recursive); default: the built-in corpus (the "
+                           "Python standard library's .py sources)", DATA, nargs="+", metavar="PATH")
+    corpus_bytes: int = _opt(8_000_000, "size cap of the built-in corpus in bytes", DATA, low=1, metavar="N")
+    tokenizer: str = _opt("byte", "byte | bpe:PATH/tokenizer.json | bpe-train:VOCAB (train BPE on the data)",
+                          DATA, kind="tokenizer", metavar="SPEC")
+    val_fraction: float = _opt(0.1, "share of the documents held out for val loss", DATA, low=0.0, low_open=True,
+                               high=0.5, metavar="F")
+
+    # ---- evaluation, logging, output
+    eval_every: int = _opt(100, "val loss every N steps and at the end, 0 = only at the end", OUTPUT, low=0,
+                           metavar="STEPS")
+    eval_batches: int = _opt(8, "val batches per evaluation", OUTPUT, low=1, metavar="N")
+    log_every: int = _opt(10, "metrics.jsonl line every N steps", OUTPUT, low=1, metavar="STEPS")
+    out: str | None = _opt(None, "output directory (default: runs/<preset>)", OUTPUT, metavar="DIR")
+    save_every: int = _opt(0, "checkpoint every N steps, 0 = only at the end", OUTPUT, low=0, metavar="STEPS")
+    resume: str | None = _opt(None, "resume from a checkpoint (default when given without a value: the latest "
+                              "in --out)", OUTPUT, nargs="?", const="latest", metavar="CKPT")
+    keep_checkpoints: int = _opt(3, "keep the newest K complete checkpoints, 0 = all", OUTPUT, low=0, metavar="K")
+    on_nonfinite: str = _opt("stop", "when a step's loss or gradients are NaN/inf: stop with an error, or skip "
+                             "the update (train/nonfinite.py)", OUTPUT, choices=("stop", "skip"))
+    peak_tflops: float | None = _opt(None, "peak FLOP/s for MFU (default: 989, an H100's dense BF16, on GPU; no "
+                                     "MFU on CPU)", OUTPUT, low=0.0, low_open=True, metavar="TFLOPS")
+    tensorboard: bool = _opt(True, "TensorBoard event files in --out/tb", OUTPUT)
+    progress: bool = _opt(True, "progress bar", OUTPUT)
+
+    # ---- samples
+    sample_every: int = _opt(0, "print a sample every N steps, 0 = only at the end", SAMPLES, low=0,
+                             metavar="STEPS")
+    prompt: str = _opt("", "prompt for the samples (default: empty)", SAMPLES)
+    sample_len: int = _opt(200, "tokens to generate", SAMPLES, low=0, metavar="N")
+    temperature: float = _opt(0.8, "softmax temperature", SAMPLES, low=0.0, low_open=True)
+    top_k: int = _opt(40, "sample from the K most likely tokens, 0 = all", SAMPLES, low=0, metavar="K")
+
+    # ---- parallel layout; 1 x 1 is single-process training
+    dp: int | None = _opt(None, "data-parallel ranks (default: world size / pp)", PARALLEL, low=1)
+    pp: int = _opt(1, "pipeline stages", PARALLEL, low=1)
+    schedule: str = _opt("1f1b", "pipeline schedule; zb = zb-h1, the zero-bubble schedule", PARALLEL,
+                         choices=("gpipe", "1f1b", "interleaved", "zb-h1", "zb"))
+    micro_batches: int | None = _opt(None, "micro-batches per step and rank (default: pp)", PARALLEL, low=1,
+                                     metavar="M")
+    chunks: int | None = _opt(None, "virtual stages per rank for --schedule interleaved (default: 2)", PARALLEL,
+                              low=1, metavar="V")
+    stage_layers: list[int] | None = _opt(None, "layers per (virtual) stage, e.g. 3,2,2 (default: balanced by "
+                                          "parameter count)", PARALLEL, kind="int_list", metavar="N,N,...")
+    zero: bool = _opt(False, "ZeRO-1: shard the optimizer state over the data-parallel ranks", PARALLEL)
+    bucket_mb: float = _opt(25.0, "gradient all-reduce bucket size", PARALLEL, low=0.0, low_open=True,
+                            metavar="MB")
+    compression: str = _opt("none", "compress the data-parallel gradient reduction: none, bf16, topk:RATIO "
+                            "(error feedback), powersgd:RANK or qsgd:LEVELS[:BUCKET] (stochastic quantisation "
+                            "to LEVELS levels per 512-element bucket, unbiased) (parallel/compression.py)",
+                            PARALLEL, metavar="SPEC")
+    local_sgd: int = _opt(0, "local SGD: replicas step alone and average their weights every H steps, 0 = off",
+                          PARALLEL, metavar="H")
+    local_sgd_moments: bool = _opt(False, "with --local-sgd, average AdamW's moments too", PARALLEL)
+    param_servers: int = _opt(0, "parameter-server training: the last S ranks hold the parameters (sharded) "
+                              "and their AdamW state; the other ranks are workers that push gradients and pull "
+                              "parameters. Needs S + 1 ranks or more. 0 = off", PARALLEL, low=0, metavar="S")
+    ps_mode: str = _opt("sync", "with --param-servers: sync (every step sums all workers' gradients: the same "
+                        "run as all-reduce data parallel) or async (servers update every W gradients as they "
+                        "arrive; workers may run ahead, see --ps-staleness)", PARALLEL, choices=("sync", "async"))
+    ps_staleness: int = _opt(0, "with --ps-mode async: how many steps a worker may run ahead of the slowest "
+                             "(0 = lockstep, equal to sync)", PARALLEL, low=0, metavar="STEPS")
+    trace: str | None = _opt(None, "write a Chrome trace JSON of every rank's compute and communication",
+                             PARALLEL, metavar="PATH")
+    backend: str | None = _opt(None, "collective backend: nccl, ring or tree (default: nccl on GPU, ring on "
+                               "CPU)", PARALLEL)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every", "dp", "pp", "micro_batches",
-                     "chunks"):
-            v = getattr(self, name)
-            if v is None and name in ("dp", "micro_batches", "chunks"):
-                continue
-            if not isinstance(v, int) or v < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.attention not in ("ours", "cudnn", "auto"):
-            raise ValueError(f"attention must be ours, cudnn or auto, got {self.attention!r}")
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise ValueError(f"on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
-        if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
-            raise ValueError(f"keep_checkpoints must be an integer >= 0, got {self.keep_checkpoints!r}")
-        if self.save_every < 0:
-            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
-        if self.lr < 0:
-            raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.min_lr is None:
             self.min_lr = self.lr / 10
         if self.schedule == "zb":
             self.schedule = "zb-h1"
-        from ..parallel.compression import parse_compression
+        self.model_overrides = dict(self.model_overrides or {})
+        from .options import validate
 
-        parse_compression(self.compression)   # an unknown spec fails here, before any process work
-        if not isinstance(self.local_sgd, int) or self.local_sgd < 0:
-            raise ValueError(f"local_sgd must be an integer >= 0 (0 = off), got {self.local_sgd!r}")
-        if self.local_sgd and (self.zero or self.compression not in ("none", "")):
-            raise ValueError("local_sgd averages weights, not gradients: it cannot be combined with zero or "
-                             "compression")
-        for name in ("param_servers", "ps_staleness"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-        if self.ps_mode not in ("sync", "async"):
-            raise ValueError(f"ps_mode must be sync or async, got {self.ps_mode!r}")
-        if self.bucket_mb <= 0:
-            raise ValueError(f"bucket_mb must be positive, got {self.bucket_mb}")
+        validate(self)   # every rule on option values and combinations (train/options.py)
 
     @classmethod
     def from_args(cls, args: Any) -> "TrainConfig":
-        """From an argparse namespace: fields present on it override the defaults."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in vars(args).items() if k in names and v is not None}
-        if getattr(args, "no_progress", False):
-            kw["progress"] = False
-        if getattr(args, "no_tensorboard", False):
-            kw["tensorboard"] = False
+        """From an argparse namespace of train/cli_args.py (or any object with some of the
+        field names as attributes): the values present (not None) replace the defaults;
+        ``no_<field>`` switches a default-on field off; ``model.<name>`` attributes are
+        model overrides."""
+        kw: dict[str, Any] = {}
+        overrides: dict[str, Any] = {}
+        for k, v in vars(args).items():
+            if v is None:
+                continue
+            if k.startswith("model."):
+                overrides[k[len("model."):]] = v
+            elif k.startswith("no_") and k[3:] in _FIELDS and v is True:
+                kw[k[3:]] = False
+            elif k in _FIELDS:
+                kw[k] = v
+        if overrides:
+            kw["model_overrides"] = {**kw.get("model_overrides", {}), **overrides}
         return cls(**kw)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -103,7 +103,7 @@ class CapturedStep:
             losses = self._losses
         self.steps += 1
         B, T = self.batch_shape
-        return self.model._mean(losses, B * T)
+        return self.model.mean_loss(losses, B * T)
 
     # ------------------------------------------------------------------ internals
 
@@ -114,7 +114,7 @@ class CapturedStep:
             if x.dtype != _C.DType.int32 or tuple(x.shape) != shape:
                 raise ValueError(f"CapturedStep: {what} must be an int32 tensor of the captured shape {shape}, "
                                  f"got {x.dtype} of shape {tuple(x.shape)}")
-            dst.copy_(x if x.device == self.device else x.to(self.device))
+            dst.copy_(x.to(self.device))
             return
         a = np.asarray(x)
         if a.dtype.kind not in "iu":

@@ -12,6 +12,7 @@ anyway), and the same norm tensor then feeds the optimizer's clipping.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ class NonFiniteError(FloatingPointError):
 
 def host_scalar(t: Any) -> float:
     """A 1-element device tensor -> Python float."""
-    a = t.numpy() if t.device == "cpu" else t.cpu().numpy()
+    a = t.cpu().numpy()
     return float(np.asarray(a, dtype=np.float64).reshape(-1)[0])
 
 
@@ -46,3 +47,20 @@ def step_is_finite(loss: float, grad_norm: float, step: int, policy: str) -> boo
     raise NonFiniteError(f"step {step}: {' and '.join(what)}; stopped before the update (weights and optimizer "
                          "state are those of the previous step). Lower --lr, check the data, or pass "
                          "--on-nonfinite skip to skip such steps")
+
+
+@dataclass(frozen=True)
+class StepGuard:
+    """The non-finite policy for one step, as the trainer hands it to its engine."""
+    step: int       # the 1-based number of the step being taken
+    policy: str     # stop | skip
+
+    def accept(self, loss: float, grad_norm: float) -> bool:
+        """Before the update: True applies it, False skips it; raises under "stop"."""
+        return step_is_finite(loss, grad_norm, self.step, self.policy)
+
+    def after_update(self, loss: float, grad_norm: float, why: str) -> None:
+        """For an engine that sees the values only after its update: raises NonFiniteError
+        (naming the step and ``why`` the update could not be held back) when one is not finite."""
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            raise NonFiniteError(f"step {self.step}: loss {loss}, gradient norm {grad_norm} {why}")

@@ -1,8 +1,6 @@
 """Text generation from a trained model: temperature and top-k sampling."""
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import numpy as np

@@ -9,7 +9,8 @@
 // separate dq pass replaces the fp32 atomic accumulation of dq (about 1.4x the backward's
 // matrix work). dk/dv are always deterministic; the simple kernels always are.
 // The backend setting (ops/attention_backend.h: ours | cudnn | auto) may send a call to
-// cuDNN's fused attention instead (cudnn.cu); a deterministic backward stays on ours.
+// cuDNN's fused attention instead (cudnn.cu); auto follows the measured table per shape and
+// direction, and a deterministic backward stays on ours.
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -67,12 +68,18 @@ attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int6
   return p;
 }
 
-// The backend setting (ops/attention_backend.h) applied to one problem: forward and
-// backward decide the same way for the same qkv.
-bool route_to_cudnn(const Tensor& qkv) {
+// The backend setting (ops/attention_backend.h) applied to one problem and direction.
+// Auto may pick differently for forward and backward: both save/read the same lse.
+bool route_to_cudnn(const Tensor& qkv, bool causal, bool backward, bool deterministic) {
   switch (attention_backend()) {
-    case AttentionBackend::Cudnn: return true;  // unsupported shapes fail there, naming the shape
-    case AttentionBackend::Auto: return cudnn_attention_supports(qkv) && qkv.size(3) == 128;
+    case AttentionBackend::Cudnn:  // unsupported shapes fail there, naming the shape
+      RL_CHECK(!(backward && deterministic), Value,
+               "attention_backward: the cudnn attention backend has no deterministic backward; use backend "
+               "\"ours\" or \"auto\"");
+      return true;
+    case AttentionBackend::Auto:
+      if (!cudnn_attention_supports(qkv) || (backward && deterministic)) return false;
+      return attention_auto_choice(qkv.size(3), causal, qkv.size(1), backward) == AttentionBackend::Cudnn;
     default: return false;
   }
 }
@@ -81,7 +88,8 @@ bool route_to_cudnn(const Tensor& qkv) {
 
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale) {
-  if (route_to_cudnn(qkv)) return cudnn_attention_forward(qkv, n_head, n_kv_head, causal, scale);
+  if (route_to_cudnn(qkv, causal, /*backward=*/false, /*deterministic=*/false))
+    return cudnn_attention_forward(qkv, n_head, n_kv_head, causal, scale);
   attn::Params p = make_params("attention_forward", qkv, n_head, n_kv_head, causal, scale);
   Tensor out = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, qkv.dtype(), qkv.device());
   Tensor lse = Tensor::empty({qkv.size(0), n_head, qkv.size(1)}, DType::Float32, qkv.device());
@@ -104,7 +112,7 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                           int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic) {
-  if (!deterministic && route_to_cudnn(qkv))
+  if (route_to_cudnn(qkv, causal, /*backward=*/true, deterministic))
     return cudnn_attention_backward(dout, qkv, out, lse, n_head, n_kv_head, causal, scale);
   attn::Params p = make_params("attention_backward", qkv, n_head, n_kv_head, causal, scale);
   Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());

@@ -1,4 +1,6 @@
-"""A float64 NumPy GPT-2 / LLaMA with a hand-written backward and an AdamW step.
+"""A float64 NumPy GPT-2 / LLaMA with a hand-written backward and an AdamW step: the exact
+math that ringloom's models are checked against (`reference_model(config)` at the end
+wraps it for a user's own checks).
 
 Written for reading, not speed: every op has a forward that returns (output, cache) and a
 backward that takes (d_output, cache) and applies the chain rule. Parameters live in a dict
@@ -292,3 +294,71 @@ def adamw_step(P, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay, step)
         vhat = v[name] / (1 - beta2**step)
         wd = weight_decay if decay[name] else 0.0
         P[name] = P[name] - lr * (mhat / (np.sqrt(vhat) + eps) + wd * P[name])
+
+
+# ---------------------------------------------------------------- the public wrapper
+
+
+def is_decayed(name: str, shape: tuple[int, ...]) -> bool:
+    """Weight decay applies to matrices and embeddings, not to norm gains or biases."""
+    return len(shape) == 2
+
+
+class ReferenceModel:
+    """The float64 NumPy model of a GPT-2 / LLaMA config, with the parameters of a ringloom
+    model (same names and layouts as Model.state_dict()).
+
+        ref = reference_model(config, params=model.state_dict())
+        loss, grads = ref.loss_and_grads(ids, targets)        # float, {name: float64 array}
+        ref.train_step(ids, targets, lr=1e-3)                 # AdamW (+ clipping), like ringloom.optim.AdamW
+
+    ids / targets are integer arrays [B, T]; targets equal to ignore_index do not count.
+    """
+
+    def __init__(self, config, params: dict):
+        self.config = config
+        self.params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+        self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.step_count = 0
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits [B, T, V]."""
+        return forward(self.config, self.params, np.asarray(ids))
+
+    def loss(self, ids, targets, ignore_index: int = -100) -> float:
+        """Mean cross-entropy over the counted targets."""
+        return float(forward(self.config, self.params, np.asarray(ids), np.asarray(targets), ignore_index)[0])
+
+    def loss_and_grads(self, ids, targets, ignore_index: int = -100) -> tuple[float, dict[str, np.ndarray]]:
+        """The mean loss and its gradient with respect to every parameter, by name."""
+        loss, cache = forward(self.config, self.params, np.asarray(ids), np.asarray(targets), ignore_index)
+        return float(loss), backward(self.config, self.params, cache)
+
+    def train_step(self, ids, targets, *, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
+                   eps: float = 1e-8, weight_decay: float = 0.1, max_grad_norm: float = 0.0,
+                   ignore_index: int = -100) -> tuple[float, float]:
+        """One AdamW step as ringloom.optim.AdamW takes it: gradients scaled by
+        min(1, max_grad_norm / (norm + 1e-6)) when max_grad_norm > 0, decoupled weight
+        decay on matrices. Returns (loss, gradient norm before clipping)."""
+        loss, grads = self.loss_and_grads(ids, targets, ignore_index)
+        norm = float(np.sqrt(sum(float((g * g).sum()) for g in grads.values())))
+        if max_grad_norm > 0:
+            clip = min(1.0, max_grad_norm / (norm + 1e-6))
+            grads = {k: g * clip for k, g in grads.items()}
+        self.step_count += 1
+        decay = {k: is_decayed(k, v.shape) for k, v in self.params.items()}
+        adamw_step(self.params, grads, self.m, self.v, decay, lr, betas[0], betas[1], eps, weight_decay,
+                   self.step_count)
+        return loss, norm
+
+
+def reference_model(config, params: dict | None = None, seed: int = 0) -> ReferenceModel:
+    """The float64 reference of `config` (a ringloom.models.ModelConfig): with `params`
+    (a state dict, e.g. Model.state_dict()) or else the weights that
+    build_model(config, seed=seed) initialises."""
+    if params is None:
+        from ..models import build_model
+
+        params = build_model(config, device="cpu", seed=seed).state_dict()
+    return ReferenceModel(config, params)

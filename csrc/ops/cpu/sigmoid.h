@@ -1,4 +1,5 @@
-// sigmoid for the CPU activations (GELU, SwiGLU), vectorisable like softmax_math.h.
+// sigmoid for the CPU activations (GELU, SwiGLU; their math is ops/activation_math.h),
+// vectorisable like softmax_math.h.
 //
 // sigmoid(z) = 1 / (1 + e^-z) is evaluated through e = e^-|z| <= 1 only, so the one exp
 // needed is exp_nonpositive (softmax_math.h), which the compiler vectorises where std::exp
@@ -37,5 +38,10 @@ inline float sigmoid(float z) {
   std::memcpy(&r, &rb, sizeof(r));
   return r;
 }
+
+// sigmoid as the functor ops/activation_math.h takes.
+struct Sigmoid {
+  float operator()(float z) const { return sigmoid(z); }
+};
 
 }  // namespace ringloom::cpu

@@ -1,4 +1,4 @@
-#include "comm/mesh.h"
+#include "comm/peer_links.h"
 
 #include <cstring>
 
@@ -21,7 +21,7 @@ uint32_t read_u32(Socket& s, Deadline d, const IoContext& c) {
 
 }  // namespace
 
-struct Mesh::Peer {
+struct PeerLinks::Peer {
   struct Item {
     const char* p;
     size_t n;
@@ -42,11 +42,11 @@ struct Mesh::Peer {
   std::thread thread;
 };
 
-IoContext Mesh::ctx(int peer, const char* dir, const std::string& op) const {
+IoContext PeerLinks::ctx(int peer, const char* dir, const std::string& op) const {
   return IoContext{op.c_str(), {}, members_[size_t(me_)], dir, members_[size_t(peer)]};
 }
 
-Mesh::Mesh(StoreClient& store, const std::string& prefix, int me, std::vector<int> members, const std::string& token,
+PeerLinks::PeerLinks(StoreClient& store, const std::string& prefix, int me, std::vector<int> members, const std::string& token,
            double timeout_s)
     : me_(me), members_(std::move(members)), timeout_s_(timeout_s) {
   const int n = size();
@@ -115,7 +115,7 @@ Mesh::Mesh(StoreClient& store, const std::string& prefix, int me, std::vector<in
   }
 }
 
-Mesh::~Mesh() {
+PeerLinks::~PeerLinks() {
   for (auto& pp : peers_) {
     {
       std::lock_guard<std::mutex> l(pp->mu);
@@ -128,7 +128,7 @@ Mesh::~Mesh() {
     if (pp->thread.joinable()) pp->thread.join();
 }
 
-void Mesh::sender_loop(Peer& p) {
+void PeerLinks::sender_loop(Peer& p) {
   std::unique_lock<std::mutex> l(p.mu);
   for (;;) {
     p.cv.wait(l, [&] { return p.stop || !p.queue.empty(); });
@@ -162,7 +162,7 @@ void Mesh::sender_loop(Peer& p) {
   }
 }
 
-void Mesh::send(int peer, const void* data, size_t n, Deadline d, Done done) {
+void PeerLinks::send(int peer, const void* data, size_t n, Deadline d, Done done) {
   if (n == 0) {
     if (done) done(nullptr);
     return;
@@ -176,12 +176,12 @@ void Mesh::send(int peer, const void* data, size_t n, Deadline d, Done done) {
   p.cv.notify_all();
 }
 
-void Mesh::recv(int peer, void* data, size_t n, Deadline d) {
+void PeerLinks::recv(int peer, void* data, size_t n, Deadline d) {
   if (n == 0) return;
   peers_[size_t(peer)]->sock.recv_all(data, n, d, ctx(peer, "receiving from", *op_));
 }
 
-void Mesh::flush(Deadline d) {
+void PeerLinks::flush(Deadline d) {
   for (auto& pp : peers_) {
     Peer& p = *pp;
     if (!p.sock.valid()) continue;
@@ -198,7 +198,7 @@ void Mesh::flush(Deadline d) {
   }
 }
 
-void Mesh::abort() {
+void PeerLinks::abort() {
   for (auto& pp : peers_) pp->sock.shutdown();
 }
 

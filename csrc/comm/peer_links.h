@@ -26,14 +26,14 @@
 
 namespace ringloom::comm {
 
-class Mesh {
+class PeerLinks {
  public:
   // `members[i]` is the global rank of group member i; `me` is this process's index.
-  Mesh(StoreClient& store, const std::string& prefix, int me, std::vector<int> members, const std::string& token,
+  PeerLinks(StoreClient& store, const std::string& prefix, int me, std::vector<int> members, const std::string& token,
        double timeout_s);
-  ~Mesh();
-  Mesh(const Mesh&) = delete;
-  Mesh& operator=(const Mesh&) = delete;
+  ~PeerLinks();
+  PeerLinks(const PeerLinks&) = delete;
+  PeerLinks& operator=(const PeerLinks&) = delete;
 
   int me() const { return me_; }
   int size() const { return int(members_.size()); }
