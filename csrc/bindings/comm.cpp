@@ -172,7 +172,8 @@ RINGLOOM_BIND(comm, 20) {
   ipc.def("all_reduce_segments", &ipc_all_reduce_segments, py::arg("count"), py::arg("n"));
   ipc.def("ready_value", &ipc_ready_value, py::arg("round"), py::arg("step"), py::arg("sub"), py::arg("nsub"));
   ipc.def("ack_needed", &ipc_ack_needed, py::arg("round"));
-  ipc.def("refusal", &ipc_refusal, py::arg("hosts"), py::arg("gpus"), py::arg("disabled") = false);
+  ipc.def("refusal", &ipc_refusal, py::arg("hosts"), py::arg("gpus"), py::arg("mps") = std::vector<bool>{},
+          py::arg("disabled") = false);
   ipc.def("choose_algo", [](bool tree, size_t nbytes, size_t oneshot_max, size_t region_bytes) {
     return std::string(ipc_algo_name(choose_ipc_algo(tree, nbytes, oneshot_max, region_bytes)));
   }, py::arg("tree"), py::arg("nbytes"), py::arg("oneshot_max"), py::arg("region_bytes"));
@@ -187,8 +188,14 @@ RINGLOOM_BIND(comm, 20) {
       .def("take", &IpcRounds::take, py::arg("rounds"))
       .def_property_readonly("next", &IpcRounds::next);
 
+  // Bound in every build (the names, and so the type stubs, are the same everywhere);
+  // without NCCL the NcclGroup constructor raises NotImplementedError.
+  c.attr("has_nccl") =
 #ifdef RINGLOOM_WITH_NCCL
-  c.attr("has_nccl") = true;
+      true;
+#else
+      false;
+#endif
   py::class_<NcclWork, std::shared_ptr<NcclWork>>(c, "NcclWork", "Handle of an NCCL op (ordered on the streams)")
       .def("wait_for", &NcclWork::wait_for, py::arg("seconds"), py::call_guard<py::gil_scoped_release>())
       .def("is_completed", &NcclWork::is_completed)
@@ -211,7 +218,4 @@ RINGLOOM_BIND(comm, 20) {
       .def("send", &NcclGroup::send, py::arg("tensor"), py::arg("dst"))
       .def("recv", &NcclGroup::recv, py::arg("tensor"), py::arg("src"))
       .def("barrier", &NcclGroup::barrier);
-#else
-  c.attr("has_nccl") = false;
-#endif
 }

@@ -5,6 +5,7 @@
 
 #include "bindings/registry.h"
 #include "core/error.h"
+#include "core/transfer_stats.h"
 #ifdef RINGLOOM_WITH_CUDA
 #include "core/cuda/allocator.h"
 #include "core/cuda/graph.h"
@@ -61,6 +62,17 @@ RINGLOOM_BIND(cuda, 5) {
 #endif
     return d;
   }, py::arg("device") = 0, "Caching-allocator statistics for a CUDA device");
+  m.def("host_transfer_stats", [] {
+    const ringloom::HostTransferStats s = ringloom::host_transfer_stats();
+    py::dict d;
+    d["to_host_bytes"] = s.to_host_bytes;
+    d["to_host_copies"] = s.to_host_copies;
+    d["from_host_bytes"] = s.from_host_bytes;
+    d["from_host_copies"] = s.from_host_copies;
+    return d;
+  }, "Bytes and copies Tensor copies moved between host memory and a device in this process "
+     "(device->host: to_host_*, host->device: from_host_*) since the start or the last reset");
+  m.def("reset_host_transfer_stats", &ringloom::reset_host_transfer_stats);
   m.def("cuda_reset_peak_memory", [](int device) {
 #ifdef RINGLOOM_WITH_CUDA
     ringloom::cuda::reset_peak_stats(device);

@@ -72,23 +72,30 @@ IpcPlan make_ipc_plan(const std::vector<size_t>& off, size_t region_elems, size_
   return p;
 }
 
-std::string ipc_refusal(const std::vector<std::string>& hosts, const std::vector<std::string>& gpus, bool disabled) {
+std::string ipc_refusal(const std::vector<std::string>& hosts, const std::vector<std::string>& gpus,
+                        const std::vector<bool>& mps, bool disabled) {
   const size_t n = hosts.size();
   if (disabled) return "disabled by RINGLOOM_IPC=0";
   if (n < 2) return "a group of one rank has nobody to exchange with";
   if (n > size_t(kIpcMaxRanks))
     return str_cat("the group has ", n, " ranks, more than the ", kIpcMaxRanks, " the IPC transport supports");
   RL_CHECK(gpus.size() == n, Value, "ipc_refusal: ", n, " hosts but ", gpus.size(), " GPUs");
+  RL_CHECK(mps.empty() || mps.size() == n, Value, "ipc_refusal: ", n, " hosts but ", mps.size(), " MPS flags");
   for (size_t r = 1; r < n; ++r)
     if (hosts[r] != hosts[0])
       return str_cat("rank ", r, " runs on host '", hosts[r], "' and rank 0 on '", hosts[0],
                      "': CUDA IPC only connects the GPUs of one host");
   for (size_t r = 0; r < n; ++r) {
     if (gpus[r].empty()) return str_cat("rank ", r, " has no GPU");
-    for (size_t q = 0; q < r; ++q)
-      if (gpus[q] == gpus[r])
-        return str_cat("ranks ", q, " and ", r, " use the same GPU (", gpus[r],
-                       "): the IPC transport needs one GPU per rank");
+    for (size_t q = 0; q < r; ++q) {
+      if (gpus[q] != gpus[r] || (!mps.empty() && mps[q] && mps[r])) continue;
+      const size_t without = !mps.empty() && mps[q] ? r : q;
+      return str_cat("ranks ", q, " and ", r, " use the same GPU (", gpus[r],
+                     ") and rank ", without, " is not a client of the CUDA Multi-Process Service (MPS): without "
+                     "it the GPU time-slices between the processes and every flag wait of the IPC kernels takes "
+                     "milliseconds. Start MPS (nvidia-cuda-mps-control -d) before the ranks, or give each rank a "
+                     "GPU of its own");
+    }
   }
   return "";
 }

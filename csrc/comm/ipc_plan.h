@@ -109,9 +109,13 @@ IpcPlan make_ipc_plan(const std::vector<size_t>& off, size_t region_elems, size_
                       size_t min_channel_bytes, int steps, int max_channels = kIpcMaxChannels);
 
 // Why the IPC transport cannot serve this group (empty when it can): every rank evaluates
-// it on the same published data, so all agree. hosts[r] / gpus[r]: rank r's host id and
-// its GPU's PCI bus id.
-std::string ipc_refusal(const std::vector<std::string>& hosts, const std::vector<std::string>& gpus, bool disabled);
+// it on the same published data, so all agree. hosts[r] / gpus[r] / mps[r]: rank r's host
+// id, its GPU's PCI bus id, and whether its CUDA context is a client of the Multi-Process
+// Service (empty: no rank is). Ranks may share a GPU only when all of them are MPS
+// clients: their kernels then run side by side, as the IPC kernels' spinning on each
+// other's flags needs; without MPS the GPU time-slices between processes.
+std::string ipc_refusal(const std::vector<std::string>& hosts, const std::vector<std::string>& gpus,
+                        const std::vector<bool>& mps, bool disabled);
 
 // The algorithm for a CUDA all-reduce of `nbytes` (the tensor's own bytes): one-shot up to
 // `oneshot_max` bytes (and while the data fits one region), else tree when asked, else ring.

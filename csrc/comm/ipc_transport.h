@@ -42,8 +42,9 @@ struct IpcSetup {
 };
 
 // Collective over the group (`rank` of `size`, this rank's GPU `device`): publishes this
-// host's id and the GPU's PCI bus id through the store under `name`, and when every rank
-// is on this host with a GPU of its own, allocates the buffer, exchanges IPC handles and
+// host's id, the GPU's PCI bus id and whether this process is an MPS client through the
+// store under `name`, and when every rank is on this host with a GPU of its own (or ranks
+// sharing a GPU are all MPS clients), allocates the buffer, exchanges IPC handles and
 // opens the peers' buffers. Every rank reaches the same decision.
 IpcSetup connect_ipc(StoreClient& store, const std::string& name, int rank, int size, int device, double timeout_s);
 

@@ -1,9 +1,12 @@
-// NCCL backend (see nccl_group.h). Compiled only with RINGLOOM_WITH_NCCL.
-#ifdef RINGLOOM_WITH_NCCL
+// NCCL backend (see nccl_group.h). Without RINGLOOM_WITH_NCCL only the refusing
+// constructor is real (at the end of this file).
 #include "comm/nccl_group.h"
+
+#ifdef RINGLOOM_WITH_NCCL
 
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "core/cuda/check.h"
 #include "core/cuda/context.h"
@@ -32,13 +35,39 @@ ncclDataType_t nccl_dtype(DType t) {
   return ncclFloat32;
 }
 
-ncclRedOp_t nccl_op(ReduceOp op) {
+// In a group of one rank avg is the identity, and NCCL is given sum (a copy) instead:
+// NCCL's one-rank path runs avg through its own kernel (oneRankReduce, src/device/onerank.cu),
+// which splits the elements between its blocks as alignUp(count / blocks, 16 B) each and
+// leaves count - blocks * that unwritten when the floor loses elements (e.g. 4194305
+// float32: 32 blocks of 131072, the last element never written). Sum and max with one rank
+// are a plain copy there.
+ncclRedOp_t nccl_op(ReduceOp op, int size) {
   switch (op) {
     case ReduceOp::Sum: return ncclSum;
-    case ReduceOp::Avg: return ncclAvg;
+    case ReduceOp::Avg: return size == 1 ? ncclSum : ncclAvg;
     case ReduceOp::Max: return ncclMax;
   }
   return ncclSum;
+}
+
+// NCCL needs a GPU of its own for every rank of a communicator (two ranks on one GPU make
+// ncclCommInitRank fail with "invalid usage"): every rank publishes its GPU's PCI bus id
+// and all refuse together, before NCCL is called, naming the ranks and the way out.
+void refuse_shared_gpus(StoreClient& store, const std::string& name, int rank, int size, int device,
+                        double timeout_s) {
+  char bus[64] = {};
+  CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));
+  const std::string prefix = "nccl/" + name + "/gpu/";
+  store.set(prefix + std::to_string(rank), bus);
+  std::vector<std::string> gpus;
+  for (int q = 0; q < size; ++q) {
+    gpus.push_back(store.get(prefix + std::to_string(q), timeout_s));
+    for (int p = 0; p < q; ++p)
+      RL_CHECK(gpus[size_t(p)] != gpus[size_t(q)], Value, "ringloom.distributed: nccl group '", name, "': ranks ", p,
+               " and ", q, " use the same GPU (", gpus[size_t(q)],
+               "); NCCL needs one GPU per rank. Ranks sharing a GPU: backend='ring' or 'tree' (CUDA IPC under the "
+               "CUDA Multi-Process Service, else through host memory), or backend='auto'");
+  }
 }
 
 }  // namespace
@@ -85,6 +114,7 @@ bool NcclWork::wait_for(double seconds) {
 NcclGroup::NcclGroup(StoreClient& store, const std::string& name, int rank, int size, int device, double timeout_s)
     : rank_(rank), size_(size), device_(device), timeout_s_(timeout_s) {
   cuda::DeviceGuard guard(device);
+  refuse_shared_gpus(store, name, rank, size, device, timeout_s);
   ncclUniqueId id;
   const std::string key = "nccl/" + name + "/id";
   if (rank == 0) {
@@ -157,7 +187,8 @@ std::shared_ptr<NcclWork> NcclGroup::all_reduce(const Tensor& t, ReduceOp op) {
   RL_CHECK(op != ReduceOp::Avg || is_floating(t.dtype()), Value,
            "ringloom.distributed: all_reduce [nccl]: op='avg' needs a floating dtype, got ", t.describe());
   return run("all_reduce", [&] {
-    NCCL_CHECK(ncclAllReduce(t.data(), t.data(), size_t(t.numel()), nccl_dtype(t.dtype()), nccl_op(op), comm_, stream_));
+    NCCL_CHECK(ncclAllReduce(t.data(), t.data(), size_t(t.numel()), nccl_dtype(t.dtype()), nccl_op(op, size_), comm_,
+                             stream_));
   });
 }
 
@@ -168,8 +199,8 @@ std::shared_ptr<NcclWork> NcclGroup::reduce_scatter(const Tensor& out, const Ten
            "ringloom.distributed: reduce_scatter [nccl]: input ", in.describe(), " must hold ", size_,
            " x output ", out.describe());
   return run("reduce_scatter", [&] {
-    NCCL_CHECK(ncclReduceScatter(in.data(), out.data(), size_t(out.numel()), nccl_dtype(out.dtype()), nccl_op(op),
-                                 comm_, stream_));
+    NCCL_CHECK(ncclReduceScatter(in.data(), out.data(), size_t(out.numel()), nccl_dtype(out.dtype()),
+                                 nccl_op(op, size_), comm_, stream_));
   });
 }
 
@@ -216,6 +247,35 @@ std::shared_ptr<NcclWork> NcclGroup::barrier() {
     NCCL_CHECK(ncclAllReduce(barrier_buf_.data(), barrier_buf_.data(), 1, ncclInt32, ncclSum, comm_, stream_));
   });
 }
+
+}  // namespace ringloom::comm
+
+#else  // no NCCL in this build
+
+namespace ringloom::comm {
+
+namespace {
+[[noreturn]] void no_nccl() {
+  fail(ErrorKind::NotImplemented, "ringloom.distributed: this build of ringloom has no NCCL backend (built without "
+       "CUDA, or without NCCL's library and header beside the CUDA toolkit); use backend='ring', 'tree' or 'auto'");
+}
+}  // namespace
+
+NcclWork::~NcclWork() = default;
+bool NcclWork::wait_for(double) { no_nccl(); }
+bool NcclWork::is_completed() { no_nccl(); }
+
+NcclGroup::NcclGroup(StoreClient&, const std::string&, int, int, int, double) { no_nccl(); }
+NcclGroup::~NcclGroup() = default;
+void NcclGroup::abort() {}
+void NcclGroup::check_async(const std::string&, bool) { no_nccl(); }
+std::shared_ptr<NcclWork> NcclGroup::all_reduce(const Tensor&, ReduceOp) { no_nccl(); }
+std::shared_ptr<NcclWork> NcclGroup::reduce_scatter(const Tensor&, const Tensor&, ReduceOp) { no_nccl(); }
+std::shared_ptr<NcclWork> NcclGroup::all_gather(const Tensor&, const Tensor&) { no_nccl(); }
+std::shared_ptr<NcclWork> NcclGroup::broadcast(const Tensor&, int) { no_nccl(); }
+std::shared_ptr<NcclWork> NcclGroup::send(const Tensor&, int) { no_nccl(); }
+std::shared_ptr<NcclWork> NcclGroup::recv(const Tensor&, int) { no_nccl(); }
+std::shared_ptr<NcclWork> NcclGroup::barrier() { no_nccl(); }
 
 }  // namespace ringloom::comm
 #endif  // RINGLOOM_WITH_NCCL

@@ -1,5 +1,7 @@
 // The NCCL backend: one NCCL communicator per group, created from a unique id that rank 0
-// of the group publishes through the store. Only in builds with RINGLOOM_WITH_NCCL.
+// of the group publishes through the store. The classes exist in every build, so the
+// extension binds the same names everywhere (and its type stubs fit every build); without
+// RINGLOOM_WITH_NCCL the constructor raises and nothing else can be reached.
 //
 // Stream order instead of host waits: each op runs on the group's own communication
 // stream, which first waits for the device's compute stream (so the op sees the values
@@ -12,6 +14,7 @@
 #ifdef RINGLOOM_WITH_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
+#endif
 
 #include <memory>
 #include <string>
@@ -26,7 +29,9 @@ class NcclGroup;
 
 class NcclWork {
  public:
+#ifdef RINGLOOM_WITH_NCCL
   NcclWork(std::shared_ptr<NcclGroup> group, std::string op, cudaEvent_t done);
+#endif
   ~NcclWork();
   bool wait_for(double seconds);  // as Work::wait_for
   bool is_completed();
@@ -35,7 +40,9 @@ class NcclWork {
  private:
   std::shared_ptr<NcclGroup> group_;
   std::string op_;
+#ifdef RINGLOOM_WITH_NCCL
   cudaEvent_t done_;
+#endif
 };
 
 class NcclGroup : public std::enable_shared_from_this<NcclGroup> {
@@ -69,13 +76,14 @@ class NcclGroup : public std::enable_shared_from_this<NcclGroup> {
   std::shared_ptr<NcclWork> run(const std::string& op, Launch launch);
   void check_tensor(const char* op, const Tensor& t) const;
 
+#ifdef RINGLOOM_WITH_NCCL
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
-  int rank_, size_, device_;
-  double timeout_s_;
+#endif
+  int rank_ = 0, size_ = 0, device_ = 0;
+  double timeout_s_ = 0;
   bool aborted_ = false;
   Tensor barrier_buf_;
 };
 
 }  // namespace ringloom::comm
-#endif  // RINGLOOM_WITH_NCCL

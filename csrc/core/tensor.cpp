@@ -1,9 +1,11 @@
 #include "core/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #include "core/backend.h"
+#include "core/transfer_stats.h"
 
 namespace ringloom {
 
@@ -149,6 +151,18 @@ Tensor Tensor::narrow0(int64_t start, int64_t length) const {
   return t;
 }
 
+namespace {
+std::atomic<uint64_t> g_to_host_bytes{0}, g_to_host_copies{0}, g_from_host_bytes{0}, g_from_host_copies{0};
+}  // namespace
+
+HostTransferStats host_transfer_stats() {
+  return {g_to_host_bytes.load(), g_to_host_copies.load(), g_from_host_bytes.load(), g_from_host_copies.load()};
+}
+
+void reset_host_transfer_stats() {
+  g_to_host_bytes = g_to_host_copies = g_from_host_bytes = g_from_host_copies = 0;
+}
+
 void Tensor::copy_from(const Tensor& src) {
   RL_CHECK(defined() && src.defined(), Value, "copy_from: undefined tensor");
   RL_CHECK(shape_ == src.shape_ && dtype_ == src.dtype_, Value, "copy_from: destination ", describe(),
@@ -160,8 +174,12 @@ void Tensor::copy_from(const Tensor& src) {
     std::memmove(data(), src.data(), n);
   } else if (d.is_cpu()) {
     require_backend(s, "copy").copy(data(), src.data(), n, 1, s.index);
+    g_to_host_bytes += n;
+    ++g_to_host_copies;
   } else if (s.is_cpu()) {
     require_backend(d, "copy").copy(data(), src.data(), n, 0, d.index);
+    g_from_host_bytes += n;
+    ++g_from_host_copies;
   } else {
     require_backend(d, "copy").copy(data(), src.data(), n, 2, d.index);
   }

@@ -103,8 +103,9 @@ def _check_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         args.out = f"runs/{args.preset}"
     try:
         TrainConfig.from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
+    except ValueError as e:   # one line, as the job's own errors (no usage: the arguments parsed)
+        print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR) from None
 
 
 def _prepare(args: argparse.Namespace) -> int:

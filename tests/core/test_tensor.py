@@ -132,3 +132,25 @@ def test_cuda_round_trip_and_dlpack_export(rng):
     assert tt.is_cuda and torch.equal(tt.cpu(), torch.from_numpy(x))
     back = rl.from_dlpack(tt * 2)
     np.testing.assert_array_equal(back.numpy(), 2 * x)
+
+
+def test_host_transfer_counter_counts_only_host_device_copies(rng):
+    """Copies within host memory are not host<->device transfers; with a GPU, a round trip
+    counts its bytes once each way."""
+    x = rng.standard_normal(1000).astype(np.float32)
+    rl._C.reset_host_transfer_stats()
+    t = rl.tensor(x)
+    t.copy_(rl.tensor(2 * x))
+    np.asarray(t.cpu())
+    zero = {"to_host_bytes": 0, "to_host_copies": 0, "from_host_bytes": 0, "from_host_copies": 0}
+    assert rl._C.host_transfer_stats() == zero
+    if not (rl._C.has_cuda_build and rl.cuda_available()):
+        return
+    h = rl.tensor(x)
+    rl._C.reset_host_transfer_stats()
+    back = h.cuda().cpu()
+    np.testing.assert_array_equal(back.numpy(), x)
+    s = rl._C.host_transfer_stats()
+    assert s["from_host_bytes"] == x.nbytes and s["to_host_bytes"] == x.nbytes
+    rl._C.reset_host_transfer_stats()
+    assert rl._C.host_transfer_stats() == zero

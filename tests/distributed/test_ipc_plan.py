@@ -108,9 +108,27 @@ def test_refusal_decisions():
     assert ipc.refusal(["a"] * 3, gpus) == ""
     msg = ipc.refusal(["a", "a", "b"], gpus)
     assert "rank 2" in msg and "'b'" in msg and "one host" in msg
-    msg = ipc.refusal(["a"] * 3, [gpus[0], gpus[1], gpus[0]])
-    assert "ranks 0 and 2" in msg and gpus[0] in msg
+    shared = [gpus[0], gpus[1], gpus[0]]
+    msg = ipc.refusal(["a"] * 3, shared)
+    assert "ranks 0 and 2" in msg and gpus[0] in msg and "Multi-Process Service" in msg
     assert "RINGLOOM_IPC=0" in ipc.refusal(["a"] * 3, gpus, disabled=True)
+
+
+def test_ranks_share_a_gpu_only_as_mps_clients():
+    """Ranks on one GPU: accepted when every one of them runs under MPS, refused naming the
+    rank that does not otherwise; ranks with GPUs of their own need no MPS."""
+    gpus = ["0000:19:00.0"] * 4
+    assert ipc.refusal(["a"] * 4, gpus, mps=[True] * 4) == ""
+    msg = ipc.refusal(["a"] * 4, gpus, mps=[True, True, False, True])
+    assert "ranks 0 and 2" in msg and "rank 2 is not a client" in msg and "nvidia-cuda-mps-control -d" in msg
+    msg = ipc.refusal(["a"] * 4, gpus, mps=[False, True, True, True])
+    assert "ranks 0 and 1" in msg and "rank 0 is not a client" in msg
+    assert ipc.refusal(["a"] * 2, ["0000:19:00.0", "0000:3b:00.0"], mps=[False, True]) == ""
+    mixed = ["0000:19:00.0", "0000:3b:00.0", "0000:19:00.0", "0000:3b:00.0"]
+    assert ipc.refusal(["a"] * 4, mixed, mps=[True] * 4) == ""
+    assert "ranks 1 and 3" in ipc.refusal(["a"] * 4, mixed, mps=[True, False, True, False])
+    with pytest.raises(ValueError):
+        ipc.refusal(["a", "a"], ["x", "x"], mps=[True])
     assert "one rank" in ipc.refusal(["a"], gpus[:1])
     assert "17 ranks" in ipc.refusal(["a"] * 17, [str(i) for i in range(17)])
     assert "no GPU" in ipc.refusal(["a", "a"], ["x", ""])

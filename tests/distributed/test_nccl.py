@@ -4,7 +4,9 @@ odd and 64 MiB (worker.py: scenario_nccl / check_cuda_collectives, the same chec
 CUDA IPC collectives), send/recv, NCCL's socket path between machines stood in for by
 NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1, and a SIGKILLed peer turning into an error in the
 others within the group timeout. NVLink multicast stays off (NCCL_NVLS_ENABLE=0, see the
-device notes). The world of one runs on a single GPU; the rest need 2 or 4.
+device notes). The world of one runs on a single GPU; the rest need 2 or 4 GPUs, one per
+rank: NCCL refuses ranks that share a GPU (test_nccl_refuses_ranks_sharing_a_gpu shows the
+refusal on one GPU), so unlike the IPC tests they cannot share one under MPS.
 
     PYTHONPATH=python python -m pytest -q -m gpu tests/distributed/test_nccl.py
 """
@@ -16,9 +18,15 @@ import time
 import pytest
 
 from conftest import launch, spawn
-from test_cuda_ipc import ENV, _passed, need
+from test_cuda_ipc import ENV, _passed, gpus
 
 pytestmark = [pytest.mark.gpu, pytest.mark.multiproc]
+
+
+def need(n: int) -> None:
+    if gpus() < n:
+        pytest.skip(f"NCCL needs one GPU per rank (it refuses ranks sharing a GPU, even under MPS): "
+                    f"{n} ranks need {n} GPUs, {gpus()} visible")
 
 
 @pytest.mark.parametrize("n", [1, 2, 4])
@@ -49,3 +57,15 @@ def test_nccl_killed_peer_makes_others_raise(reap):
     assert float(line.split("after ")[1].split("s:")[0]) < timeout + 5, line
     assert "BROKEN-OK" in outs[0], outs[0]
     assert time.monotonic() - t0 < timeout + 60
+
+
+def test_nccl_refuses_ranks_sharing_a_gpu(reap):
+    """Two ranks on one GPU: backend='nccl' raises at init in both, naming the shared GPU
+    and the backends that serve ranks sharing one."""
+    need(1)
+    env = dict(ENV, CUDA_VISIBLE_DEVICES="0")
+    procs = spawn(2, "nccl_shared_gpu", rank_env={r: env for r in range(2)})
+    reap.extend(procs)
+    for p in procs:
+        out = p.communicate(timeout=120)[0]
+        assert p.returncode == 0 and "REFUSED" in out and "use the same GPU" in out and "backend='ring'" in out, out

@@ -294,12 +294,45 @@ def scenario_ipc(argv) -> None:
     check_cuda_collectives(pg, g, dev, algo)
 
 
+def nccl_one_rank_unwritten(count: int, esize: int) -> int:
+    """Elements NCCL's one-rank reduction kernel (oneRankReduce, which runs avg when a
+    communicator has one rank) leaves unwritten: it launches min(32, ceil(bytes / 16 KiB))
+    blocks of alignUp(count // blocks, 16 B of elements) elements each, so when the floor
+    drops elements and the alignment does not make them up, the tail is never written."""
+    blocks = min(32, -(-count * esize // (16 << 10)))
+    if blocks == 0:
+        return 0
+    per_pack = 16 // esize
+    per_block = -(-(count // blocks) // per_pack) * per_pack
+    return max(0, count - blocks * per_block)
+
+
+# Sizes at which that kernel would leave the tail unwritten (tests/distributed/test_nccl_avg.py
+# checks that they do): avg must still write every element, in place and out of place.
+AVG_TAIL_SIZES = {"float32": 131073, "bfloat16": 262145}
+
+
+def check_avg_tails(g, dev: str, label: str) -> None:
+    n, r = g.size, g.rank
+    for dtype, m in AVG_TAIL_SIZES.items():
+        inputs = [make_input(dtype, m, q, SEED + 70) for q in range(n)]
+        t = to_dev(inputs[r], dtype, dev)
+        g.all_reduce(t, op="avg")
+        check_reduced(from_rl(t), inputs, "avg", dtype, f"{label} all_reduce avg {dtype}[{m}]")
+        inputs = [make_input(dtype, n * m, q, SEED + 71) for q in range(n)]
+        out = poisoned(m, dtype).to(dev)
+        g.reduce_scatter(out, to_dev(inputs[r], dtype, dev), op="avg")
+        check_reduced(from_rl(out), [x[r * m:(r + 1) * m] for x in inputs], "avg", dtype,
+                      f"{label} reduce_scatter avg {dtype}[{n}x{m}]")
+
+
 def scenario_nccl(argv) -> None:
     """Every op and dtype through the NCCL backend on CUDA tensors (check_cuda_collectives),
-    then send/recv between rank pairs."""
+    avg at the sizes NCCL's one-rank kernel gets wrong, then send/recv between rank pairs."""
     pg = dist.init(backend="nccl", timeout=120.0)
     dev = f"cuda:{pg.info.local_rank % rl.cuda_device_count()}"
     assert pg.cuda_transport == "nccl", pg.cuda_transport
+    check_avg_tails(pg, dev, "nccl")
     check_cuda_collectives(pg, pg, dev, None)
     n, r = pg.size, pg.rank
     if n % 2 == 0:
@@ -380,6 +413,16 @@ def check_cuda_collectives(pg, g, dev: str, algo: str | None) -> None:
         assert w.is_completed(), f"async op {i} not done after a later barrier"
         w.wait(timeout=60)
         check_reduced(from_rl(ts[i]), inputs[i], "sum", "float32", f"{label} async all_reduce #{i}")
+
+
+def scenario_nccl_shared_gpu(argv) -> None:
+    """Every rank on one GPU with backend='nccl': init must refuse, naming the shared GPU."""
+    try:
+        dist.init(backend="nccl", timeout=60.0)
+    except ValueError as e:
+        print(f"REFUSED {e}", flush=True)
+        return
+    raise AssertionError("backend='nccl' accepted two ranks on one GPU")
 
 
 def scenario_ipc_peer_dies(argv) -> None:

@@ -3,9 +3,14 @@
 // ipc_tree.cu; bookkeeping: ipc_plan.h.
 //
 // Set-up (collective, keys under "ipc/<group>/"):
-//   1. every rank publishes "info/<r>" = host id \n GPU PCI bus id, and reads everyone's;
-//      ipc_refusal() on that data says whether IPC can serve the group (same answer on
-//      every rank, so all fall back together);
+//   1. every rank publishes "info/<r>" = host id \n GPU PCI bus id \n MPS client (0/1), and
+//      reads everyone's; ipc_refusal() on that data says whether IPC can serve the group
+//      (same answer on every rank, so all fall back together). Ranks may share a GPU when
+//      all of them are clients of the CUDA Multi-Process Service: CUDA's own answer,
+//      cudaDevAttrMpsEnabled, says whether this process's contexts on the device go
+//      through MPS (true when the MPS control daemon was running as the process first
+//      touched the GPU). Their buffers are then opened by the other processes on the same
+//      device through cudaIpcOpenMemHandle, which needs no peer access;
 //   2. each rank allocates its buffer (cudaMalloc: IPC handles are per allocation, so not
 //      from the caching allocator), zeroes the flags, publishes "handle/<r>";
 //   3. each opens its peers' handles (cudaIpcMemLazyEnablePeerAccess), enables peer access
@@ -327,17 +332,24 @@ IpcSetup connect_ipc(StoreClient& store, const std::string& name, int rank, int 
   const std::string prefix = "ipc/" + name + "/";
   const char* env = std::getenv("RINGLOOM_IPC");
   const bool disabled = env && std::string(env) == "0";
-  if (size < 2) return {nullptr, ipc_refusal(std::vector<std::string>(size_t(size)), {}, disabled)};
+  if (size < 2) return {nullptr, ipc_refusal(std::vector<std::string>(size_t(size)), {}, {}, disabled)};
   char bus[64] = {};
   CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));
-  store.set(prefix + "info/" + std::to_string(rank), ipc_host_id() + "\n" + bus);
-  std::vector<std::string> hosts, gpus;
-  for (const std::string& v : gather_strings(store, prefix + "info/", size, timeout_s)) {
-    const size_t nl = v.find('\n');
-    hosts.push_back(v.substr(0, nl));
-    gpus.push_back(nl == std::string::npos ? "" : v.substr(nl + 1));
+  int mps = 0;
+  if (cudaDeviceGetAttribute(&mps, cudaDevAttrMpsEnabled, device) != cudaSuccess) {
+    cudaGetLastError();
+    mps = 0;
   }
-  std::string refusal = ipc_refusal(hosts, gpus, disabled);
+  store.set(prefix + "info/" + std::to_string(rank), ipc_host_id() + "\n" + bus + "\n" + (mps ? "1" : "0"));
+  std::vector<std::string> hosts, gpus;
+  std::vector<bool> clients;
+  for (const std::string& v : gather_strings(store, prefix + "info/", size, timeout_s)) {
+    const size_t nl = v.find('\n'), nl2 = nl == std::string::npos ? nl : v.find('\n', nl + 1);
+    hosts.push_back(v.substr(0, nl));
+    gpus.push_back(nl == std::string::npos ? "" : v.substr(nl + 1, nl2 == std::string::npos ? nl2 : nl2 - nl - 1));
+    clients.push_back(nl2 != std::string::npos && v.substr(nl2 + 1) == "1");
+  }
+  std::string refusal = ipc_refusal(hosts, gpus, clients, disabled);
   if (!refusal.empty()) return {nullptr, refusal};
 
   auto g = std::make_unique<IpcGroup>(rank, size, device, timeout_s);

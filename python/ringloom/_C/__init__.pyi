@@ -8,7 +8,7 @@ import typing_extensions
 from . import ops
 from . import layers
 from . import comm
-__all__: list[str] = ['CudaGraph', 'DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'layers', 'ops', 'set_num_threads', 'zeros']
+__all__: list[str] = ['CudaGraph', 'DType', 'Tensor', 'comm', 'cuda_available', 'cuda_device_count', 'cuda_empty_cache', 'cuda_memory_stats', 'cuda_reset_peak_memory', 'cuda_synchronize', 'empty', 'from_dlpack', 'from_numpy', 'get_num_threads', 'has_cuda_build', 'host_transfer_stats', 'layers', 'ops', 'reset_host_transfer_stats', 'set_num_threads', 'zeros']
 class DType:
     """
     Members:
@@ -197,6 +197,12 @@ def get_num_threads() -> int:
     """
     Threads the CPU ops use (OpenMP loops and OpenBLAS GEMMs).
     """
+def host_transfer_stats() -> dict:
+    """
+    Bytes and copies Tensor copies moved between host memory and a device in this process (device->host: to_host_*, host->device: from_host_*) since the start or the last reset
+    """
+def reset_host_transfer_stats() -> None:
+    ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     """
     Set the threads of the CPU ops: OpenMP (for the calling thread) and OpenBLAS (process-wide) together. n >= 1.

@@ -25,8 +25,10 @@ A last line {"val_loss": ..., "tokens_per_s": ...} holds the loss of the final w
 fixed held-out batches and the throughput (global batch tokens over the median step time,
 the first quarter of the steps, at most 3, left out as warm-up); rank 0 also prints a table.
 
-On GPUs (--device cuda: rank r uses cuda:LOCAL_RANK, the collectives go through NCCL unless
---backend says otherwise), e.g. the tokens/s of each method on 4 GPUs:
+On GPUs (--device cuda: rank r uses cuda:LOCAL_RANK modulo the visible GPUs; --backend auto
+picks NCCL when every rank has a GPU of its own, else our collectives, whose CUDA tensors go
+over CUDA IPC: ranks sharing a GPU must then be clients of the CUDA Multi-Process Service),
+e.g. the tokens/s of each method on 4 GPUs:
 
     ringloom launch -n 4 -m ringloom.bench.comm_methods --device cuda --preset gpt2-124m \
         --batch-size 64 --seq-len 1024 --steps 30 --out DIR allreduce bf16 topk:0.01 powersgd:4 qsgd:7 localsgd:4
@@ -66,7 +68,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-batches", type=int, default=4)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: one GPU per rank (cuda:LOCAL_RANK), bf16 compute")
-    ap.add_argument("--backend", default=None, help="process-group backend (default: nccl on cuda, auto on cpu)")
+    ap.add_argument("--backend", default="auto",
+                    help="process-group backend (auto: ringloom.distributed.backend_for's rule) (default: %(default)s)")
     return ap.parse_args(argv)
 
 
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         if m != "ps" and m.partition(":")[0] not in DP_METHODS:
             raise SystemExit(f"comm_methods: unknown method {m!r} (allreduce, bf16, topk:RATIO, powersgd:R, "
                              "qsgd:S, localsgd:H or ps)")
-    backend = args.backend or ("nccl" if args.device == "cuda" else "auto")
+    backend = dist.backend_for(args.device, args.backend)
     pg = dist.world() if dist.is_initialized() else dist.init(backend=backend)
     if pg.rank == 0:
         os.makedirs(args.out, exist_ok=True)

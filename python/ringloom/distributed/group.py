@@ -9,6 +9,7 @@ ranks within the group; ``new_group`` takes world ranks.
 from __future__ import annotations
 
 import atexit
+import os
 import time
 from typing import Any, Sequence
 
@@ -182,6 +183,25 @@ class ProcessGroup:
 
     def __repr__(self) -> str:
         return f"ProcessGroup(rank={self.rank}, size={self.size}, backend={self.backend!r})"
+
+
+def backend_for(device: str, requested: str | None = "auto") -> str:
+    """The backend a job on ``device`` ("cpu", "cuda", "cuda:N") gets for ``requested``
+    (None or "auto": the rule below; any other name is returned as given).
+
+    The rule, the same on every rank of a job whose hosts are alike: on the CPU, "auto"
+    (ours: tree for small messages, ring for large). On GPUs, "nccl" when the build has
+    NCCL and every rank of this host can have a GPU of its own (LOCAL_WORLD_SIZE, else
+    WORLD_SIZE, at most the visible GPUs); otherwise "auto", whose CUDA tensors travel over
+    CUDA IPC (ranks on one host, each on its own GPU or sharing GPUs as clients of the CUDA
+    Multi-Process Service) or else through host memory over TCP. NCCL refuses ranks that
+    share a GPU, so it is never picked for them."""
+    if requested not in (None, "auto"):
+        return requested
+    if device == "cpu" or not getattr(_comm, "has_nccl", False):
+        return "auto"
+    local = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or "1"
+    return "nccl" if int(local) <= _C.cuda_device_count() else "auto"
 
 
 def _check_backend(backend: str) -> None:

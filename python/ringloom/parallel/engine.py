@@ -262,18 +262,21 @@ class ParallelEngine:
         tensors = list(opt._masters)
         if self.local_sgd_moments:
             tensors += opt._m + opt._v
-        host = [t.cpu() for t in tensors]
-        flat = np.concatenate([np.asarray(h.numpy(), np.float32).reshape(-1) for h in host])
+        # One flat buffer on the tensors' own device: on a GPU nothing goes through the host.
+        total = sum(t.numel() for t in tensors)
+        flat = _C.empty([total], "float32", tensors[0].device)
+        pos = 0
+        for t in tensors:
+            flat.narrow0(pos, t.numel()).copy_(t.reshape([t.numel()]))
+            pos += t.numel()
         self.mesh.dp_group.all_reduce(flat, op="avg")
         pos = 0
         for t in tensors:
-            n = t.numel()
-            src = _C.from_numpy(np.ascontiguousarray(flat[pos:pos + n]).reshape(list(t.shape)))
-            t.copy_(src.to(t.device))
-            pos += n
+            t.copy_(flat.narrow0(pos, t.numel()).reshape(list(t.shape)))
+            pos += t.numel()
         for w, v in zip(opt._masters, opt._compute):   # bf16 compute copies of the masters
             v.copy_(w.to(v.dtype))
-        return 4 * flat.size
+        return 4 * total
 
     def _grad_norm(self) -> Any:
         """The global gradient norm as a 1-element fp32 tensor on the device. Each logical

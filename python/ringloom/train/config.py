@@ -124,8 +124,9 @@ class TrainConfig:
                              "(0 = lockstep, equal to sync)", PARALLEL, low=0, metavar="STEPS")
     trace: str | None = _opt(None, "write a Chrome trace JSON of every rank's compute and communication",
                              PARALLEL, metavar="PATH")
-    backend: str | None = _opt(None, "collective backend: nccl, ring or tree (default: nccl on GPU, ring on "
-                               "CPU)", PARALLEL)
+    backend: str = _opt("auto", "collective backend. auto: on GPUs nccl when every rank of a host has a GPU of "
+                        "its own, else ours (CUDA IPC, ranks sharing a GPU under CUDA MPS; else through host "
+                        "memory); on CPU ours", PARALLEL, choices=("auto", "nccl", "ring", "tree"))
 
     def __post_init__(self) -> None:
         if self.min_lr is None:

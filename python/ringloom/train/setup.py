@@ -99,7 +99,7 @@ def prepare_run(cfg: TrainConfig) -> RunSetup:
 
         if device == "cuda:0":   # each launched rank on its own GPU
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % max(1, _C.cuda_device_count())}"
-        backend = cfg.backend or ("nccl" if device != "cpu" else "auto")
+        backend = dist.backend_for(device, cfg.backend)
         pg = dist.world() if dist.is_initialized() else dist.init(backend=backend)
     is_main = pg is None or pg.rank == 0
     if cfg.out and is_main:

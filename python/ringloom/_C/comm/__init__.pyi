@@ -6,7 +6,7 @@ import collections.abc
 import ringloom._C
 import typing
 from . import ipc
-__all__: list[str] = ['MAX_FRAME', 'MAX_KEY', 'ProcessGroup', 'Store', 'StoreServer', 'Work', 'has_nccl', 'ipc']
+__all__: list[str] = ['MAX_FRAME', 'MAX_KEY', 'NcclGroup', 'NcclWork', 'ProcessGroup', 'Store', 'StoreServer', 'Work', 'has_nccl', 'ipc']
 class StoreServer:
     """
     The key-value store server (runs on a background thread)
@@ -113,6 +113,46 @@ class ProcessGroup:
         ...
     @property
     def timeout(self) -> float:
+        ...
+class NcclWork:
+    """
+    Handle of an NCCL op (ordered on the streams)
+    """
+    def is_completed(self) -> bool:
+        ...
+    def wait_for(self, seconds: typing.SupportsFloat | typing.SupportsIndex) -> bool:
+        ...
+    @property
+    def op(self) -> str:
+        ...
+class NcclGroup:
+    """
+    An NCCL communicator for one group
+    """
+    def __init__(self, store: Store, name: str, rank: typing.SupportsInt | typing.SupportsIndex, size: typing.SupportsInt | typing.SupportsIndex, device: typing.SupportsInt | typing.SupportsIndex, timeout: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    def all_gather(self, output: ringloom._C.Tensor, input: ringloom._C.Tensor) -> NcclWork:
+        ...
+    def all_reduce(self, tensor: ringloom._C.Tensor, op: str = 'sum') -> NcclWork:
+        ...
+    def barrier(self) -> NcclWork:
+        ...
+    def broadcast(self, tensor: ringloom._C.Tensor, src: typing.SupportsInt | typing.SupportsIndex) -> NcclWork:
+        ...
+    def recv(self, tensor: ringloom._C.Tensor, src: typing.SupportsInt | typing.SupportsIndex) -> NcclWork:
+        ...
+    def reduce_scatter(self, output: ringloom._C.Tensor, input: ringloom._C.Tensor, op: str = 'sum') -> NcclWork:
+        ...
+    def send(self, tensor: ringloom._C.Tensor, dst: typing.SupportsInt | typing.SupportsIndex) -> NcclWork:
+        ...
+    @property
+    def device(self) -> int:
+        ...
+    @property
+    def rank(self) -> int:
+        ...
+    @property
+    def size(self) -> int:
         ...
 MAX_FRAME: int = 16777216
 MAX_KEY: int = 4096
