@@ -13,8 +13,8 @@
 // direction, and a deterministic backward stays on ours.
 #include <cmath>
 #include <cstdint>
-#include <initializer_list>
 #include <cstring>
+#include <initializer_list>
 
 #include "core/cuda/check.h"
 #include "core/cuda/context.h"
