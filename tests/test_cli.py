@@ -3,7 +3,9 @@ one-line error and exit code 2 (no traceback). The train/sample/launch back ends
 by recorders, so these tests need neither models nor processes."""
 from __future__ import annotations
 
+import json
 import os
+import struct
 import subprocess
 import sys
 import types
@@ -79,7 +81,14 @@ def test_train_return_code_passes_through(fake):
     (["--steps", "0"], "--steps: must be at least 1, got 0"),
     (["--batch-size", "x"], "--batch-size: expected an integer, got 'x'"),
     (["--lr", "0"], "--lr: must be > 0.0"),
-    (["--lr", "nan"], "--lr: must be > 0.0"),
+    (["--seed", "-1"], "--seed: must be at least 0, got -1"),
+    (["--local-sgd", "-3"], "--local-sgd: must be at least 0, got -3"),
+    (["--lr", "nan"], "--lr: must be a finite number, got nan"),
+    (["--lr", "inf"], "--lr: must be a finite number, got inf"),
+    (["--weight-decay=-inf"], "--weight-decay: must be a finite number"),
+    (["--grad-clip", "1e999"], "--grad-clip: must be a finite number"),
+    (["--bucket-mb", "inf"], "--bucket-mb: must be a finite number"),
+    (["--temperature", "nan"], "--temperature: must be a finite number"),
     (["--device", "gpu"], "--device: expected cpu, cuda or cuda:N, got 'gpu'"),
     (["--dtype", "float64"], "invalid choice: 'float64'"),
     (["--tokenizer", "sentencepiece"], "--tokenizer: expected byte, bpe:PATH"),
@@ -116,7 +125,17 @@ def test_multiline_error_is_one_line(fake, capsys):
     assert capsys.readouterr().err == "ringloom train: error: a b\n"
 
 
-def test_bugs_are_not_hidden(fake):
+def test_unexpected_errors_are_one_line(fake, capsys, monkeypatch):
+    monkeypatch.delenv("RINGLOOM_DEBUG", raising=False)
+    fake["install"]("ringloom.train.trainer", "run_training", raises=RuntimeError("bug\nin two lines"))
+    assert main(["train"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("ringloom train: internal error: RuntimeError: bug in two lines (set RINGLOOM_DEBUG=1 for "
+                   "the traceback)\n")
+
+
+def test_bugs_are_not_hidden_with_debug(fake, monkeypatch):
+    monkeypatch.setenv("RINGLOOM_DEBUG", "1")
     fake["install"]("ringloom.train.trainer", "run_training", raises=RuntimeError("bug"))
     with pytest.raises(RuntimeError, match="bug"):
         main(["train"])
@@ -175,3 +194,137 @@ def test_python_dash_m(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "--steps: must be at least 1" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- hostile inputs through the real back ends: one line naming the option or file, exit 2 ----
+def _one_line_error(capsys, command: str, needle: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith(f"ringloom {command}: error: ") and err.count("\n") == 1, err
+    assert needle in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    from ringloom.models import build_model, get_preset
+    from ringloom.train.model_io import save_model
+    out = tmp_path / "model"
+    save_model(build_model(get_preset("tiny", n_layer=1, n_embd=32, max_seq_len=16), seed=0), str(out), "byte")
+    return out
+
+
+def test_train_out_naming_a_file_or_a_too_long_name(tmp_path, capsys):
+    f = tmp_path / "notes.txt"
+    f.write_text("keep me")
+    assert main(["train", "--out", str(f), "--steps", "1"]) == 2
+    _one_line_error(capsys, "train", "notes.txt: exists and is not a directory")
+    assert f.read_text() == "keep me"
+    assert main(["train", "--out", str(tmp_path / ("r" * 300)), "--steps", "1"]) == 2
+    _one_line_error(capsys, "train", "cannot create the directory (File name too long)")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--threads", "5000"], "threads (--threads) must be an integer >= 0 and <= 1024"),
+    (["--prompt", "caf\udce9"], "prompt (--prompt) is not valid UTF-8"),
+])
+def test_train_values_refused_before_any_work(tmp_path, capsys, argv, needle):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *argv]) == 2
+    _one_line_error(capsys, "train", needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("meta,needle", [
+    ({"tokenizer": "byte"}, "model.json: expected an object with a 'config' object"),
+    ([1, 2], "model.json: expected an object"),
+    ("{", "model.json: not valid JSON"),
+    ({"config": {"arch": "gpt2", "wings": 2}, "tokenizer": "byte"}, "model.json: bad model config: ModelConfig: "
+                                                                    "unknown fields ['wings']"),
+    ({"config": {"n_layer": "2"}, "tokenizer": "byte"}, "n_layer must be a positive integer"),
+    ({"config": {"norm_eps": float("nan")}, "tokenizer": "byte"}, "norm_eps must be a finite positive number"),
+    ({"config": {}, "tokenizer": "bpe:../../outside.json"}, "leaves its directory"),
+    ({"config": {}, "tokenizer": "bpe:/etc/hostname"}, "not a relative path"),
+])
+def test_sample_with_a_bad_model_json(saved_model, capsys, meta, needle):
+    cfg = json.load(open(saved_model / "model.json"))["config"]
+    if isinstance(meta, dict) and "config" in meta:
+        meta = {**meta, "config": {**cfg, **meta["config"]}}
+    (saved_model / "model.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+    assert main(["sample", "--model", str(saved_model), "--length", "2"]) == 2
+    _one_line_error(capsys, "sample", needle)
+
+
+def test_sample_with_a_tokenizer_linked_out_of_the_model(saved_model, tmp_path, capsys):
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    os.symlink(outside, saved_model / "tokenizer.json")
+    meta = json.load(open(saved_model / "model.json"))
+    (saved_model / "model.json").write_text(json.dumps({**meta, "tokenizer": "bpe:tokenizer.json"}))
+    assert main(["sample", "--model", str(saved_model)]) == 2
+    _one_line_error(capsys, "sample", "tokenizer.json: cannot open (a symbolic link")
+
+
+def test_sample_with_a_forged_safetensors_header(saved_model, capsys):
+    header = {"w": {"dtype": "F32", "shape": [2**64, 2**64, 0], "data_offsets": [0, 0]}}
+    blob = json.dumps(header).encode()
+    (saved_model / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob)
+    assert main(["sample", "--model", str(saved_model)]) == 2
+    _one_line_error(capsys, "sample", "model.safetensors: corrupted safetensors header: tensor 'w' has an invalid shape")
+    header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]}}
+    blob = json.dumps(header).encode()
+    (saved_model / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * 4)
+    assert main(["sample", "--model", str(saved_model)]) == 2
+    _one_line_error(capsys, "sample", "invalid data_offsets")
+
+
+def test_sample_bad_prompt_and_seed(saved_model, capsys):
+    assert main(["sample", "--model", str(saved_model), "--prompt", "\udcff"]) == 2
+    _one_line_error(capsys, "sample", "--prompt is not valid UTF-8")
+    assert main(["sample", "--model", str(saved_model), "--seed", "-4"]) == 2
+    _one_line_error(capsys, "sample", "--seed must be an integer >= 0")
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("[1, 2]", "metrics.jsonl, line 2: not a metrics record"),
+    ('"text"', "metrics.jsonl, line 2: not a metrics record"),
+    ('{"loss": 1.0}', "metrics.jsonl, line 2: not a metrics record"),
+    ('{"step": "3"}', "metrics.jsonl, line 2: not a metrics record"),
+    ("{nope", "metrics.jsonl, line 2: not a JSON line"),
+])
+def test_plot_with_bad_metrics_lines(tmp_path, capsys, line, needle):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "tokens_per_s": 5}\n' + line + "\n")
+    assert main(["plot", str(tmp_path)]) == 2
+    _one_line_error(capsys, "plot", needle)
+
+
+def test_plot_with_non_utf8_metrics(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": "\xff"}\n')
+    assert main(["plot", str(tmp_path)]) == 2
+    _one_line_error(capsys, "plot", "metrics.jsonl, line 1: not a JSON line")
+
+
+def test_prepare_out_of_foreign_files(tmp_path, capsys):
+    data = tmp_path / "d.txt"
+    data.write_text("some text to tokenize\n" * 50)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.bin").write_bytes(b"someone else's")
+    assert main(["prepare", "--data", str(data), "--out", str(out)]) == 2
+    _one_line_error(capsys, "prepare", "holds train.bin but no dataset prepared by ringloom")
+    assert (out / "train.bin").read_bytes() == b"someone else's"
+    assert main(["prepare", "--data", str(data), "--out", str(out), "--overwrite"]) == 0
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["prepare", "--data", str(data), "--out", str(f)]) == 2
+    _one_line_error(capsys, "prepare", "exists and is not a directory")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--grace", "nan", "x.py"], "--grace must be a finite number"),
+    (["--master-port", "70000", "x.py"], "--master-port must be >= 1 and <= 65535"),
+    (["-n", "2", "no_such_script.py"], "script 'no_such_script.py' not found"),
+])
+def test_launch_usage_errors(capsys, argv, needle):
+    assert main(["launch", *argv]) == 2
+    assert needle in capsys.readouterr().err

@@ -11,10 +11,13 @@ This module only parses and checks arguments; the work is done by
 ``ringloom.launch.main(argv)``, ``ringloom.data.prepare_dataset`` and
 ``ringloom.train.plot.plot_run``, imported when used.
 A ValueError or missing-file error from them is a user error: one line on stderr, exit 2.
+Any other exception is reported the same way as an internal error, exit 1; with
+RINGLOOM_DEBUG=1 in the environment it propagates with its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -22,8 +25,10 @@ from .train.cli_args import (add_data_arguments, add_train_arguments, device_arg
                              positive_float)
 
 USAGE_ERROR = 2
-_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                PermissionError)
+INTERNAL_ERROR = 1
+# OSError: a missing, unreadable or unwritable file, a name too long, a full disk; its
+# message names the file.
+_USER_ERRORS = (ValueError, OSError)
 
 
 # ---- the parser ------------------------------------------------------------------------------
@@ -66,6 +71,9 @@ def _prepare_parser(sub) -> argparse.ArgumentParser:
     add_data_arguments(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: a cache folder keyed by the inputs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files of the names prepare writes that are "
+                        "not a prepared dataset")
     return p
 
 
@@ -109,10 +117,11 @@ def _check_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    import os
-
     from .data.corpus import prepare_data
+    from .train.run_dir import check_dataset_dir
 
+    if args.out is not None:
+        check_dataset_dir(args.out, args.overwrite)
     _, data = prepare_data(args.data, args.tokenizer, args.out, args.val_fraction,
                            args.corpus_bytes)
     m = data.meta
@@ -141,12 +150,26 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _internal_error(command: str, e: BaseException) -> int:
+    """The last resort: an exception no check foresaw still ends in one line (and the
+    traceback with RINGLOOM_DEBUG=1)."""
+    if os.environ.get("RINGLOOM_DEBUG", "") not in ("", "0"):
+        raise e
+    msg = " ".join(str(e).split()) or "(no message)"
+    print(f"ringloom {command}: internal error: {type(e).__name__}: {msg} (set RINGLOOM_DEBUG=1 for the "
+          "traceback)", file=sys.stderr)
+    return INTERNAL_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "launch":
         # launch has its own parser and passes everything after the script on untouched.
         from .launch import main as launch_main
-        return launch_main(argv[1:]) or 0
+        try:
+            return launch_main(argv[1:]) or 0
+        except Exception as e:  # noqa: BLE001 -- one line, see _internal_error
+            return _internal_error("launch", e)
 
     parser = build_parser()
     try:  # argparse exits 2 on errors, 0 on --help/--version
@@ -167,3 +190,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ringloom {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 -- one line, see _internal_error
+        return _internal_error(args.command, e)

@@ -66,3 +66,13 @@ def test_resume_of_a_non_jsonl_file(tmp_path):
     path.write_text("this is not json\n")
     with pytest.raises(ValueError, match="metrics.jsonl.*not JSON lines"):
         MetricsLogger(path, resume_step=3)
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "3", '{"loss": 1.0}', '{"step": "4"}', '{"step": true}'])
+def test_resume_of_lines_that_are_not_records(tmp_path, line):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n' + line + "\n")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="metrics.jsonl, line 2: not a metrics record"):
+        MetricsLogger(path, resume_step=3)
+    assert path.read_bytes() == before   # nothing dropped

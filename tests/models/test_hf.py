@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringloom.checkpoint import load_safetensors, save_safetensors
 from ringloom.models import ModelConfig, build_model
@@ -169,6 +171,105 @@ def test_unsupported_configs(patch, needle):
     cfg = {**hf_config(CONFIGS["llama"]), **patch}
     with pytest.raises(ValueError, match=needle):
         config_from_hf(cfg)
+
+
+def _sharded(tmp_path, rng, shard_name: str) -> str:
+    """An exported llama split into two shards, the second listed in the index as shard_name."""
+    config = CONFIGS["llama"]
+    d = tmp_path / "hf"
+    export_hf(random_model(config, rng), str(d))
+    hf, _ = load_safetensors(str(d / "model.safetensors"))
+    os.unlink(d / "model.safetensors")
+    names = sorted(hf)
+    first, second = names[: len(names) // 2], names[len(names) // 2:]
+    save_safetensors(str(d / "model-00001-of-00002.safetensors"), {k: hf[k] for k in first})
+    save_safetensors(str(tmp_path / "elsewhere.safetensors"), {k: hf[k] for k in second})
+    weight_map = {**{k: "model-00001-of-00002.safetensors" for k in first}, **{k: shard_name for k in second}}
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return str(d)
+
+
+def test_sharded_index_loads(tmp_path, rng):
+    d = _sharded(tmp_path, rng, "model-00002-of-00002.safetensors")
+    os.replace(tmp_path / "elsewhere.safetensors", os.path.join(d, "model-00002-of-00002.safetensors"))
+    assert import_hf(d).config == CONFIGS["llama"]
+
+
+@pytest.mark.parametrize("shard", ["../elsewhere.safetensors", "ABSOLUTE", "link.safetensors"])
+def test_shard_names_outside_the_directory_are_refused(tmp_path, rng, shard):
+    elsewhere = str(tmp_path / "elsewhere.safetensors")
+    d = _sharded(tmp_path, rng, elsewhere if shard == "ABSOLUTE" else shard)
+    if shard == "link.safetensors":
+        os.symlink(elsewhere, os.path.join(d, shard))
+        match = "symbolic link"
+    else:
+        match = "model.safetensors.index.json: file name .*(leaves its directory|not a relative path)"
+    with pytest.raises(ValueError, match=match):
+        import_hf(d)
+
+
+@pytest.mark.parametrize("index,needle", [
+    ("[]", "not a JSON object"),
+    ('{"weight_map": ["a"]}', "no 'weight_map' object"),
+    ('{"weight_map": {"w": 3}}', "is not a non-empty string"),
+    ("{", "not valid JSON"),
+])
+def test_malformed_index_is_refused(tmp_path, rng, index, needle):
+    d = _sharded(tmp_path, rng, "x.safetensors")
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        f.write(index)
+    with pytest.raises(ValueError, match=needle):
+        import_hf(d)
+
+
+@pytest.mark.parametrize("arch,drop", [("gpt2", "n_embd"), ("gpt2", "vocab_size"), ("llama", "hidden_size"),
+                                       ("llama", "intermediate_size"), ("llama", "num_hidden_layers")])
+def test_config_missing_keys_is_a_value_error(arch, drop):
+    cfg = hf_config(CONFIGS[arch])
+    del cfg[drop]
+    with pytest.raises(ValueError, match=f"import_hf: the {arch} config has no '{drop}'"):
+        config_from_hf(cfg)
+
+
+def test_config_files_that_are_not_objects(tmp_path, rng):
+    export_hf(random_model(CONFIGS["gpt2"], rng), str(tmp_path))
+    for text, needle in (("[1, 2]", "not a JSON object"), ("{nope", "not valid JSON")):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=f"config.json: {needle}"):
+            import_hf(str(tmp_path))
+    with pytest.raises(ValueError, match="not a JSON object"):
+        config_from_hf([1, 2])
+
+
+def test_export_does_not_replace_files_unasked(tmp_path, rng):
+    model = random_model(CONFIGS["gpt2"], rng)
+    export_hf(model, str(tmp_path))
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds model.safetensors, config.json"):
+        export_hf(random_model(CONFIGS["gpt2"], rng), str(tmp_path))
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    export_hf(model, str(tmp_path), overwrite=True)
+
+
+_hf_values = st.one_of(st.none(), st.booleans(), st.integers(-2, 64), st.floats(), st.text(max_size=4),
+                       st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(arch=st.sampled_from(["gpt2", "llama"]), data=st.data())
+def test_random_configs_build_or_raise_value_error(arch, data):
+    """config_from_hf on a config with fields dropped or replaced by random values returns a
+    ModelConfig or raises ValueError; never KeyError, TypeError or anything else."""
+    cfg = hf_config(CONFIGS[arch])
+    for key in data.draw(st.lists(st.sampled_from(sorted(cfg)), max_size=4)):
+        if data.draw(st.booleans()):
+            cfg.pop(key, None)
+        else:
+            cfg[key] = data.draw(_hf_values)
+    try:
+        config_from_hf(cfg)
+    except ValueError:
+        pass
 
 
 def test_transformers_logits_match(tmp_path, rng):

@@ -354,5 +354,5 @@ def test_config_errors():
         TrainConfig(compression="gzip")
     with pytest.raises(ValueError, match="cannot be combined with zero or compression"):
         TrainConfig(local_sgd=4, zero=True)
-    with pytest.raises(ValueError, match="local_sgd must be an integer >= 0"):
+    with pytest.raises(ValueError, match=r"local_sgd \(--local-sgd\) must be an integer >= 0"):
         TrainConfig(local_sgd=-1)

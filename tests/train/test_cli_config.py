@@ -57,9 +57,9 @@ def test_every_flag_reaches_the_config():
     """A config with every field off its default, written as arguments and parsed back."""
     changed = dict(preset="llama-tiny", steps=7, batch_size=8, seq_len=32, lr=1e-3, min_lr=1e-4, warmup=3,
                    lr_schedule="linear", weight_decay=0.05, grad_clip=0.5, seed=3, device="cuda:1",
-                   dtype="bfloat16", cuda_graph=False, attention="ours", deterministic_attention=True, threads=2, data=["a.txt", "b"],
-                   corpus_bytes=1000, tokenizer="byte", val_fraction=0.2, eval_every=5, eval_batches=2,
-                   log_every=2, out="o", save_every=4, resume="latest", keep_checkpoints=1, on_nonfinite="skip",
+                   dtype="bfloat16", cuda_graph=False, attention="ours", deterministic_attention=True, threads=2,
+                   data=["a.txt", "b"],                   corpus_bytes=1000, tokenizer="byte", val_fraction=0.2, eval_every=5, eval_batches=2,
+                   log_every=2, out="o", save_every=4, resume="latest", overwrite=True, keep_checkpoints=1, on_nonfinite="skip",
                    peak_tflops=100.0, tensorboard=False, progress=False, sample_every=3, prompt="p", sample_len=9,
                    temperature=0.5, top_k=3, dp=2, pp=2, schedule="interleaved", micro_batches=2, chunks=2,
                    stage_layers=[1, 1, 1, 1], zero=True, bucket_mb=4.0, compression="none", local_sgd=0,

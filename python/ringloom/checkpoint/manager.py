@@ -39,6 +39,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .atomic import atomic_write_text
+from .safe_files import file_size, member_path, open_regular, read_bounded
 from .safetensors import load_safetensors, save_safetensors
 
 FORMAT = "ringloom-checkpoint"
@@ -47,6 +48,8 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MAX_JSON = 64 << 20   # manifest, config and state files are far smaller
 
 
 class CheckpointError(ValueError):
@@ -70,6 +73,26 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
             if not b:
                 return h.hexdigest()
             h.update(b)
+
+
+def _verify_file(path: str, expected_bytes: int, expected_sha: str | None) -> None:
+    """``path`` must be a regular file (no link, device or FIFO) of ``expected_bytes``; with
+    ``expected_sha`` its SHA-256 must match. Reads at most ``expected_bytes``."""
+    with open_regular(path, error=CheckpointError) as f:
+        size = file_size(f)
+        if size != expected_bytes:
+            raise CheckpointError(f"{path}: truncated or resized: {size} bytes, the manifest says {expected_bytes}")
+        if expected_sha is None:
+            return
+        h, left = hashlib.sha256(), expected_bytes
+        while left > 0:
+            b = f.read(min(left, 1 << 20))
+            if not b:
+                break
+            h.update(b)
+            left -= len(b)
+    if left or h.hexdigest() != expected_sha:
+        raise CheckpointError(f"{path}: corrupted: SHA-256 checksum mismatch with the manifest")
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -155,8 +178,9 @@ def list_step_dirs(root: str) -> list[tuple[int, str]]:
     out = []
     for n in os.listdir(root):
         m = _STEP_DIR.match(n)
-        if m and os.path.isdir(os.path.join(root, n)):
-            out.append((int(m.group(1)), os.path.join(root, n)))
+        p = os.path.join(root, n)
+        if m and os.path.isdir(p) and not os.path.islink(p):   # a link could lead out of the run
+            out.append((int(m.group(1)), p))
     return sorted(out)
 
 
@@ -195,7 +219,7 @@ class Checkpoint:
         merged: dict[str, np.ndarray] = {}
         metas = []
         for n in self._files(kind, "safetensors"):
-            arrays, meta = load_safetensors(os.path.join(self.path, n))
+            arrays, meta = load_safetensors(os.path.join(self.path, n), error=CheckpointError)
             metas.append(meta)
             for k, v in arrays.items():
                 # Data-parallel replicas may each have written the same tensor; they must agree.
@@ -228,19 +252,42 @@ class Checkpoint:
         name = rank_file("state", rank, "json")
         if name not in self.manifest["files"]:
             name = rank_file("state", 0, "json")
-        with open(os.path.join(self.path, name)) as f:
-            return json.load(f)
+        return _read_json(os.path.join(self.path, name), "trainer state")
 
 
 def _read_json(path: str, what: str) -> dict:
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = json.loads(read_bounded(path, _MAX_JSON, error=CheckpointError))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read the {what} ({e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: the {what} is not a JSON object")
     return data
+
+
+def _check_manifest(mpath: str, manifest: dict) -> None:
+    """Every field open_checkpoint relies on, with its type: a forged or damaged manifest is
+    refused before any of its names is opened."""
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"{mpath}: not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise CheckpointError(f"{mpath}: checkpoint format version {manifest.get('version')}, this ringloom "
+                              f"reads version {VERSION}")
+    for key in ("step", "world_size"):
+        v = manifest.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "step" else 1):
+            raise CheckpointError(f"{mpath}: manifest field {key!r} is {v!r}, not a valid integer")
+    for name, info in manifest["files"].items():
+        member_path(os.path.dirname(mpath), name, mpath, CheckpointError, flat=True)
+        if name == MANIFEST:
+            raise CheckpointError(f"{mpath}: the manifest lists itself")
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{mpath}: entry {name!r} is not an object")
+        size, sha = info.get("bytes"), info.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise CheckpointError(f"{mpath}: entry {name!r} has no valid 'bytes' (got {size!r})")
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise CheckpointError(f"{mpath}: entry {name!r} has no valid 'sha256' (got {sha!r})")
 
 
 def open_checkpoint(path: str, verify: bool = True) -> Checkpoint:
@@ -252,20 +299,13 @@ def open_checkpoint(path: str, verify: bool = True) -> Checkpoint:
     if not os.path.exists(mpath):
         raise CheckpointError(f"{path}: incomplete checkpoint (no {MANIFEST}; the save was interrupted)")
     manifest = _read_json(mpath, "manifest")
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
-        raise CheckpointError(f"{mpath}: not a {FORMAT} manifest")
-    if manifest.get("version") != VERSION:
-        raise CheckpointError(f"{mpath}: checkpoint format version {manifest.get('version')}, this ringloom "
-                              f"reads version {VERSION}")
+    _check_manifest(mpath, manifest)
     for name, info in sorted(manifest["files"].items()):
         p = os.path.join(path, name)
-        if not os.path.exists(p):
-            raise CheckpointError(f"{path}: file {name} listed in the manifest is missing")
-        size = os.path.getsize(p)
-        if size != info["bytes"]:
-            raise CheckpointError(f"{p}: truncated or resized: {size} bytes, the manifest says {info['bytes']}")
-        if verify and sha256_file(p) != info["sha256"]:
-            raise CheckpointError(f"{p}: corrupted: SHA-256 checksum mismatch with the manifest")
+        try:
+            _verify_file(p, info["bytes"], info["sha256"] if verify else None)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: file {name} listed in the manifest is missing") from None
     config = _read_json(os.path.join(path, CONFIG), "config") if CONFIG in manifest["files"] else {}
     return Checkpoint(path=path, manifest=manifest, config=config)
 

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..checkpoint.safe_files import member_path
 from .shards import read_header, write_shard
 from .tokenizer import BPETokenizer, Tokenizer, build_tokenizer
 
@@ -123,11 +124,15 @@ class PreparedData:
 
     @property
     def train_path(self) -> str:
-        return os.path.join(self.dir, self.meta["train"]["file"])
+        return self._shard("train")
 
     @property
     def val_path(self) -> str:
-        return os.path.join(self.dir, self.meta["val"]["file"])
+        return self._shard("val")
+
+    def _shard(self, split: str) -> str:
+        # The name comes from meta.json: it must be a file of this directory.
+        return member_path(self.dir, self.meta[split]["file"], os.path.join(self.dir, META_NAME), flat=True)
 
     @property
     def vocab_size(self) -> int:
@@ -277,7 +282,7 @@ def _load_cached(out_dir: str, meta_path: str, key: str) -> PreparedData | None:
         for split, path in (("train", data.train_path), ("val", data.val_path)):
             if read_header(path).num_tokens != meta[split]["tokens"]:
                 return None
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return data
 

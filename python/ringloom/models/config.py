@@ -8,6 +8,7 @@ Two architectures share one decoder stack (csrc/layers/transformer_block.h):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,13 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
         if self.arch == "llama" and self.head_dim % 2:
             raise ValueError(f"ModelConfig: RoPE needs an even head dim, got n_embd/n_head = {self.head_dim}")
-        if self.norm_eps <= 0 or self.rope_base <= 0:
-            raise ValueError(f"ModelConfig: norm_eps ({self.norm_eps}) and rope_base ({self.rope_base}) must be positive")
+        for f in ("norm_eps", "rope_base"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"ModelConfig: {f} must be a finite positive number, got {v!r}")
+        for f in ("tie_embeddings", "bias"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"ModelConfig: {f} must be true or false, got {getattr(self, f)!r}")
 
     # Derived from arch.
     @property

@@ -39,11 +39,13 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import atomic_write_text, load_safetensors, save_safetensors
+from ..checkpoint.safe_files import member_path, read_bounded
 from .config import ModelConfig
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 CONFIG = "config.json"
+_MAX_JSON = 64 << 20   # config.json and the shard index are a few kB to a few MB
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -69,7 +71,19 @@ def hf_config(config: ModelConfig) -> dict[str, Any]:
 
 def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     """A ModelConfig from a transformers config.json dict (GPT-2 or LLaMA); ValueError for
-    features ringloom does not implement."""
+    features ringloom does not implement and for a config lacking a field or holding one of
+    the wrong type."""
+    if not isinstance(hf, dict):
+        raise ValueError(f"import_hf: the config is a {type(hf).__name__}, not a JSON object")
+    try:
+        return _config_from_hf(hf)
+    except KeyError as e:
+        raise ValueError(f"import_hf: the {hf.get('model_type')} config has no {e.args[0]!r}") from None
+    except TypeError as e:
+        raise ValueError(f"import_hf: a config field has the wrong type ({e})") from None
+
+
+def _config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     kind = hf.get("model_type")
     if kind == "gpt2":
         act = hf.get("activation_function", "gelu_new")
@@ -91,6 +105,8 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         if bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)):
             raise ValueError("import_hf: attention_bias and mlp_bias differ; ringloom has one bias switch")
         C, H = hf["hidden_size"], hf["num_attention_heads"]
+        if not (isinstance(C, int) and isinstance(H, int) and H > 0):
+            raise ValueError(f"import_hf: hidden_size {C!r} and num_attention_heads {H!r} must be positive integers")
         if hf.get("head_dim") not in (None, C // H):
             raise ValueError(f"import_hf: head_dim {hf['head_dim']} != hidden_size / num_attention_heads "
                              f"({C // H}) is not supported")
@@ -212,10 +228,16 @@ def from_hf(hf: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndar
 
 
 # ---------------------------------------------------------------------------------- files
-def export_hf(model: Any, out_dir: str, dtype: Any = np.float32) -> str:
+def export_hf(model: Any, out_dir: str, dtype: Any = np.float32, overwrite: bool = False) -> str:
     """Write ``out_dir``/model.safetensors (HF names, ``dtype``: float32, float16 or
     ml_dtypes.bfloat16) and config.json, loadable with transformers'
-    AutoModelForCausalLM.from_pretrained(out_dir). Returns the weights' path."""
+    AutoModelForCausalLM.from_pretrained(out_dir). Returns the weights' path. Existing
+    files of those names (e.g. a ``ringloom train --out`` directory's own model) are
+    replaced only with ``overwrite=True``; otherwise FileExistsError."""
+    existing = [n for n in (WEIGHTS, CONFIG) if os.path.lexists(os.path.join(out_dir, n))]
+    if existing and not overwrite:
+        raise FileExistsError(f"export_hf: {out_dir} already holds {', '.join(existing)}; pass overwrite=True "
+                              "to replace them")
     cfg = dict(hf_config(model.config))
     tensors = to_hf(model.state_dict(), model.config)
     dtype = np.dtype(dtype)
@@ -229,17 +251,30 @@ def export_hf(model: Any, out_dir: str, dtype: Any = np.float32) -> str:
     return path
 
 
+def _read_json(path: str) -> dict:
+    try:
+        data = json.loads(read_bounded(path, _MAX_JSON))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
+
+
 def read_hf_weights(path: str) -> dict[str, np.ndarray]:
     """A model.safetensors file, or a directory with one (or with a sharded
     model.safetensors.index.json)."""
     if os.path.isdir(path):
         index = os.path.join(path, INDEX)
         if os.path.exists(index):
-            with open(index) as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
+            weight_map = _read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{index}: no 'weight_map' object")
+            # Shard names come from a file: each must name a regular file inside `path`.
+            shards = sorted(set(member_path(path, s, index) for s in weight_map.values()))
             out: dict[str, np.ndarray] = {}
             for s in shards:
-                out.update(load_safetensors(os.path.join(path, s))[0])
+                out.update(load_safetensors(s)[0])
             return out
         path = os.path.join(path, WEIGHTS)
     if not os.path.exists(path):
@@ -257,8 +292,7 @@ def import_hf(path: str, config: ModelConfig | dict | None = None, device: str =
         cpath = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), CONFIG)
         if not os.path.exists(cpath):
             raise FileNotFoundError(f"{cpath} not found: pass config= for a bare .safetensors file")
-        with open(cpath) as f:
-            config = json.load(f)
+        config = _read_json(cpath)
     if isinstance(config, dict):
         config = config_from_hf(config)
     state = from_hf(read_hf_weights(path), config)

@@ -123,7 +123,15 @@ def restore_trainer(tr: Any, ckpt_path: str) -> int:
     """Load a verified checkpoint into the trainer and its engine; returns the step it
     continues from. Every rank reads the weights of all rank files merged by name and keeps
     its own parameters, so the checkpoint's layout (dp, pp, stage split, parameter servers)
-    need not match this run's."""
+    need not match this run's. A state file lacking a field or holding one of the wrong
+    type is a CheckpointError."""
+    try:
+        return _restore(tr, ckpt_path)
+    except (KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{ckpt_path}: malformed checkpoint state ({type(e).__name__}: {e})") from None
+
+
+def _restore(tr: Any, ckpt_path: str) -> int:
     run = tr.run
     ck, st = open_for(run, ckpt_path)
     state = {"model": ck.model_state(), "optim": ck.optim_state(), "step": int(st["step"]),

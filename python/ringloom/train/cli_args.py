@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import typing
 from typing import Any, Callable
@@ -43,7 +44,9 @@ def float_in(low: float | None = None, high: float | None = None, low_open: bool
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value != value or (low is not None and (value <= low if low_open else value < low)) or \
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if (low is not None and (value <= low if low_open else value < low)) or \
                 (high is not None and value > high):
             bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high else "")
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")

@@ -44,7 +44,7 @@ class TrainConfig:
                             choices=("cosine", "linear", "constant"))
     weight_decay: float = _opt(0.1, "AdamW decoupled weight decay", MODEL, low=0.0)
     grad_clip: float = _opt(1.0, "clip the global gradient norm to this, 0 = off", MODEL, low=0.0)
-    seed: int = _opt(1337, "initialisation and data order", MODEL)
+    seed: int = _opt(1337, "initialisation and data order", MODEL, low=0, high=2**63 - 1)
     device: str = _opt("cpu", "cpu, cuda or cuda:N", MODEL, kind="device")
     dtype: str = _opt("auto", "compute dtype; auto = float32 on CPU, bfloat16 on GPU", MODEL,
                       choices=("auto", "float32", "bfloat16"))
@@ -55,7 +55,7 @@ class TrainConfig:
     deterministic_attention: bool = _opt(False, "bitwise reproducible attention backward on the GPU (slower: dq in "
                                          "a separate pass instead of atomics; not with --attention cudnn)", MODEL)
     threads: int = _opt(0, "CPU threads of the ops (OpenMP and OpenBLAS); 0 = all cores when the machine is "
-                        "idle, else 1", MODEL, low=0, metavar="N")
+                        "idle, else 1", MODEL, low=0, high=1024, metavar="N")
     # ModelConfig fields replacing the preset's (the CLI's model-shape group: --n-layer ...).
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +77,9 @@ class TrainConfig:
     save_every: int = _opt(0, "checkpoint every N steps, 0 = only at the end", OUTPUT, low=0, metavar="STEPS")
     resume: str | None = _opt(None, "resume from a checkpoint (default when given without a value: the latest "
                               "in --out)", OUTPUT, nargs="?", const="latest", metavar="CKPT")
+    overwrite: bool = _opt(False, "replace the run already in --out: its metrics, model, checkpoints, event "
+                           "files and plots are deleted first (other files are kept); without --resume or "
+                           "--overwrite an existing run is refused (train/run_dir.py)", OUTPUT)
     keep_checkpoints: int = _opt(3, "keep the newest K complete checkpoints, 0 = all", OUTPUT, low=0, metavar="K")
     on_nonfinite: str = _opt("stop", "when a step's loss or gradients are NaN/inf: stop with an error, or skip "
                              "the update (train/nonfinite.py)", OUTPUT, choices=("stop", "skip"))
@@ -112,7 +115,7 @@ class TrainConfig:
                             "to LEVELS levels per 512-element bucket, unbiased) (parallel/compression.py)",
                             PARALLEL, metavar="SPEC")
     local_sgd: int = _opt(0, "local SGD: replicas step alone and average their weights every H steps, 0 = off",
-                          PARALLEL, metavar="H")
+                          PARALLEL, low=0, metavar="H")
     local_sgd_moments: bool = _opt(False, "with --local-sgd, average AdamW's moments too", PARALLEL)
     param_servers: int = _opt(0, "parameter-server training: the last S ranks hold the parameters (sharded) "
                               "and their AdamW state; the other ranks are workers that push gradients and pull "
@@ -129,7 +132,7 @@ class TrainConfig:
                         "memory); on CPU ours", PARALLEL, choices=("auto", "nccl", "ring", "tree"))
 
     def __post_init__(self) -> None:
-        if self.min_lr is None:
+        if self.min_lr is None and isinstance(self.lr, (int, float)):
             self.min_lr = self.lr / 10
         if self.schedule == "zb":
             self.schedule = "zb-h1"

@@ -37,17 +37,28 @@ def _plain(value: Any) -> Any:
 
 
 def read_metrics(path: str) -> list[dict]:
-    """All complete records of a metrics.jsonl (a torn last line is skipped)."""
+    """All complete records of a metrics.jsonl (a torn last line is skipped). A line that is
+    not a JSON object with an integer ``step``, or a file that is not UTF-8, is a ValueError
+    naming the file and line."""
     if os.path.isdir(path):
         path = os.path.join(path, FILE_NAME)
     records = []
-    with open(path) as f:
-        for line in f:
-            if not line.endswith("\n"):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
                 break  # torn last line: the writer died mid-write
-            line = line.strip()
-            if line:
-                records.append(json.loads(line))
+            try:
+                line = raw.decode("utf-8").strip()
+                record = json.loads(line) if line else None
+            except ValueError as e:   # JSONDecodeError and UnicodeDecodeError
+                raise ValueError(f"{path}, line {lineno}: not a JSON line ({e})") from None
+            if record is None:
+                continue
+            step = record.get("step") if isinstance(record, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool):
+                raise ValueError(f"{path}, line {lineno}: not a metrics record (a JSON object with an "
+                                 f"integer 'step')")
+            records.append(record)
     return records
 
 
@@ -70,10 +81,9 @@ class MetricsLogger:
         if not os.path.exists(self.path):
             return
         try:
-            kept = [r for r in read_metrics(self.path) if r.get("step", -1) <= step]
+            kept = [r for r in read_metrics(self.path) if r["step"] <= step]
         except ValueError as e:
-            raise ValueError(f"{self.path}: cannot resume metrics, the file is not JSON "
-                             f"lines: {e}") from None
+            raise ValueError(f"cannot resume the metrics.jsonl, the file is not JSON lines: {e}") from None
         tmp = f"{self.path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
             for r in kept:

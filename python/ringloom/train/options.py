@@ -16,6 +16,7 @@ tests/train/test_options.py that builds the failing TrainConfig and matches the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -39,13 +40,41 @@ class Layout:
         return iter((self.world, self.dp, self.pp))
 
 
-def _int_at_least(cfg: Any, name: str, low: int, optional: bool = False) -> None:
-    v = getattr(cfg, name)
-    if optional and v is None:
-        return
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {what}, got {v!r}")
+def _option(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def check_numbers(cfg: Any) -> None:
+    """Every numeric field of ``cfg`` is of its type, finite and within the bounds its field
+    declares (low / high / low_open), and the prompt is text that can be encoded; ValueError
+    naming the field and its CLI option. An infinite learning rate would pass "lr > 0" and
+    turn the weights into -inf, hence finite everywhere."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if not (kind.startswith("int") or kind.startswith("float")) or (v is None and "None" in kind):
+            continue
+        low, high, open_low = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("low_open", False)
+        if kind.startswith("int"):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            what = "an integer"
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            what = "a finite number"
+        if ok and low is not None:
+            ok = v > low if open_low else v >= low
+        if ok and high is not None:
+            ok = v <= high
+        if not ok:
+            bound = what + (f" {'>' if open_low else '>='} {low}" if low is not None else "") + \
+                (f" and <= {high}" if high is not None else "")
+            raise ValueError(f"{_option(f.name)} must be {bound}, got {v!r}")
+    if not isinstance(cfg.prompt, str):
+        raise ValueError(f"{_option('prompt')} must be text, got {cfg.prompt!r}")
+    try:
+        cfg.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{_option('prompt')} is not valid UTF-8 text (it holds undecodable bytes)") from None
 
 
 def _check_batch_split(batch: int, dp: int, micro_batches: int) -> None:
@@ -61,19 +90,7 @@ def validate(cfg: Any, world: int | None = None) -> Layout | None:
     from ..parallel.compression import parse_compression
 
     # ---- single options
-    for name in ("steps",):
-        _int_at_least(cfg, name, 0)
-    for name in ("batch_size", "seq_len", "eval_batches", "log_every", "pp"):
-        _int_at_least(cfg, name, 1)
-    for name in ("dp", "micro_batches", "chunks"):
-        _int_at_least(cfg, name, 1, optional=True)
-    for name in ("keep_checkpoints", "save_every", "eval_every", "sample_every", "param_servers", "ps_staleness",
-                 "local_sgd", "threads"):
-        _int_at_least(cfg, name, 0)
-    if cfg.lr < 0:
-        raise ValueError(f"lr must be >= 0, got {cfg.lr}")
-    if cfg.bucket_mb <= 0:
-        raise ValueError(f"bucket_mb must be positive, got {cfg.bucket_mb}")
+    check_numbers(cfg)
     for f in dataclasses.fields(cfg):   # the choices listed on the field (train/config.py)
         allowed = f.metadata.get("choices")
         if allowed and getattr(cfg, f.name) not in allowed:

@@ -13,7 +13,8 @@ from .metrics import FILE_NAME, read_metrics
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    pts = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+    pts = [(r["step"], r[key]) for r in records
+           if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
     return [p[0] for p in pts], [float(p[1]) for p in pts]
 
 

@@ -44,6 +44,12 @@ def sample_from_dir(args: Any) -> int:
     from ..data import load_tokenizer
     from .model_io import load_model
 
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("--prompt is not valid UTF-8 text (it holds undecodable bytes)") from None
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
     model, meta = load_model(args.model, device=getattr(args, "device", "cpu") or "cpu")
     tok = load_tokenizer(meta["tokenizer"])
     prompt = args.prompt if args.prompt else "\n"

@@ -16,6 +16,7 @@ from typing import Any
 from .. import _C
 from .config import TrainConfig
 from .options import Layout, launched_world, validate
+from .run_dir import check_creatable, check_output_file, check_run_dir
 
 
 def cpu_threads(requested: int = 0) -> int:
@@ -102,8 +103,12 @@ def prepare_run(cfg: TrainConfig) -> RunSetup:
         backend = dist.backend_for(device, cfg.backend)
         pg = dist.world() if dist.is_initialized() else dist.init(backend=backend)
     is_main = pg is None or pg.rank == 0
+    if cfg.out:   # an existing run is continued or replaced only when asked (train/run_dir.py)
+        check_run_dir(cfg.out, cfg.resume, cfg.overwrite)
+    if cfg.trace:
+        check_output_file(cfg.trace, "--trace")
     if cfg.out and is_main:
-        os.makedirs(cfg.out, exist_ok=True)
+        check_creatable(cfg.out, "--out")
     if pg is not None and not is_main:
         pg.barrier()  # rank 0 tokenizes and caches the data first; the others reuse it
     tokenizer, data = prepare_data(cfg.data, cfg.tokenizer, val_fraction=cfg.val_fraction,

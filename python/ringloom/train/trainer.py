@@ -104,6 +104,10 @@ def run_training(cfg: TrainConfig | Any) -> dict:
         return serve(run)
     tr = Trainer(run)
     main = run.is_main  # in a parallel run rank 0 alone prints, logs and saves
+    if cfg.out and main:   # --overwrite deletes the old run only now, when nothing can fail before writing
+        from .run_dir import prepare_run_dir
+
+        prepare_run_dir(cfg.out, cfg.resume, cfg.overwrite)
     # -- resume: train/checkpointing.py ("latest" with no checkpoint yet is a fresh start)
     ckpt = resume_path(cfg)
     start = restore_trainer(tr, ckpt) if ckpt else 0
