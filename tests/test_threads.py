@@ -33,6 +33,21 @@ def test_bad_count(restore_threads):
         rl.set_num_threads(-2)
 
 
+def test_absurd_count_refused_not_fatal(restore_threads):
+    # libgomp exits the process when it cannot create the threads; refused before that.
+    before = rl.get_num_threads()
+    for n in (5000, 2**31 - 1):
+        with pytest.raises(ValueError, match=f"set_num_threads: n={n} exceeds the limit of"):
+            rl.set_num_threads(n)
+    assert rl.get_num_threads() == before
+    cores = os.cpu_count() or 1
+    limit = max(64, 4 * cores)
+    rl.set_num_threads(limit)  # the limit itself is allowed
+    assert rl.get_num_threads() == limit
+    with pytest.raises(ValueError, match=f"limit of {limit} threads"):
+        rl.set_num_threads(limit + 1)
+
+
 def test_ops_agree_across_thread_counts(rng, restore_threads):
     # Sizes above the OpenMP thresholds, so the threaded paths run. Elementwise ops give
     # identical bits on any thread count; a GEMM may split its work differently.

@@ -46,6 +46,7 @@ RINGLOOM_BIND(comm, 20) {
   py::module_ c = m.attr("comm").cast<py::module_>();
   c.attr("MAX_FRAME") = kMaxFrame;
   c.attr("MAX_KEY") = kMaxKey;
+  c.attr("MAX_HELLO_FRAME") = kMaxHelloFrame;
 
   py::class_<StoreServer, std::shared_ptr<StoreServer>>(c, "StoreServer",
                                                         "The key-value store server (runs on a background thread)")

@@ -9,6 +9,7 @@
 
 #include "bindings/convert.h"
 #include "bindings/registry.h"
+#include "core/size.h"
 #include "layers/embedding.h"
 #include "layers/lm_head.h"
 #include "layers/transformer_block.h"
@@ -59,7 +60,7 @@ RINGLOOM_BIND(layers, 20) {
              c.n_embd = n_embd;
              c.n_head = n_head;
              c.n_kv_head = n_kv_head > 0 ? n_kv_head : n_head;
-             c.ffn_hidden = ffn_hidden > 0 ? ffn_hidden : 4 * n_embd;
+             c.ffn_hidden = ffn_hidden > 0 ? ffn_hidden : checked_mul(4, n_embd, "BlockConfig: ffn_hidden = 4 n_embd");
              c.norm = norm_from_str(norm);
              c.mlp = mlp_from_str(mlp);
              c.bias = bias;

@@ -40,6 +40,7 @@ std::shared_ptr<void> hold_python(py::object obj) {
 py::array numpy_view(const Tensor& t, py::handle base) {
   std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
   py::array arr(py::dtype(numpy_name(t.dtype())), shape, {}, t.data(), base);
+  if (t.read_only()) arr.attr("flags").attr("writeable") = false;
   if (t.dtype() == DType::BFloat16) {
     py::object bf16 = py::module_::import("ml_dtypes").attr("bfloat16");
     return arr.attr("view")(bf16);
@@ -84,6 +85,10 @@ DType dtype_from_dl(DLDataType d) {
 }
 
 py::capsule to_dlpack(const Tensor& t) {
+  // The unversioned capsule cannot say "read-only": a consumer would write through it.
+  if (t.read_only())
+    throw py::buffer_error("__dlpack__: " + t.describe() +
+                           " views read-only memory, which DLPack 0.x cannot mark; export .clone() instead");
   if (t.is_cuda()) {
     // Our kernels run on the device's streams; make the data complete before a consumer
     // that knows nothing of them reads it.
@@ -109,16 +114,11 @@ py::capsule to_dlpack(const Tensor& t) {
   });
 }
 
-Tensor from_dlpack(py::object obj) {
-  py::object cap = py::hasattr(obj, "__dlpack__") ? obj.attr("__dlpack__")() : obj;
-  PyObject* c = cap.ptr();
-  RL_CHECK(PyCapsule_IsValid(c, "dltensor"), Type,
-           "from_dlpack: expected an object with __dlpack__ or a 'dltensor' capsule, got ",
-           std::string(py::str(py::type::of(obj))));
-  auto* mt = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(c, "dltensor"));
-  const DLTensor& dl = mt->dl_tensor;
-  std::shared_ptr<void> owner(mt, [](void* p) {
-    auto* m = static_cast<DLManagedTensor*>(p);
+// Calls the producer's deleter (under the GIL while Python lives) when the last view goes.
+template <typename Managed>
+std::shared_ptr<void> dlpack_owner(Managed* mt) {
+  return std::shared_ptr<void>(mt, [](void* p) {
+    auto* m = static_cast<Managed*>(p);
     if (!m->deleter) return;
     if (Py_IsInitialized()) {
       py::gil_scoped_acquire gil;
@@ -127,16 +127,57 @@ Tensor from_dlpack(py::object obj) {
       m->deleter(m);
     }
   });
+}
+
+// Asks for a versioned capsule (DLPack 1.x carries a read-only flag) and falls back to the
+// unversioned protocol for producers that do not take max_version.
+py::object dlpack_capsule(py::object obj) {
+  if (!py::hasattr(obj, "__dlpack__")) return obj;
+  try {
+    return obj.attr("__dlpack__")(py::arg("max_version") = py::make_tuple(1, 0));
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;
+  }
+  return obj.attr("__dlpack__")();
+}
+
+Tensor from_dlpack(py::object obj) {
+  py::object cap = dlpack_capsule(obj);
+  PyObject* c = cap.ptr();
+  const DLTensor* dlp = nullptr;
+  std::shared_ptr<void> owner;
+  bool read_only = false;
   // From here the capsule no longer owns the tensor (the spec's hand-over).
-  PyCapsule_SetName(c, "used_dltensor");
-  PyCapsule_SetDestructor(c, nullptr);
+  if (PyCapsule_IsValid(c, "dltensor_versioned")) {
+    auto* mt = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(c, "dltensor_versioned"));
+    owner = dlpack_owner(mt);
+    PyCapsule_SetName(c, "used_dltensor_versioned");
+    PyCapsule_SetDestructor(c, nullptr);
+    RL_CHECK(mt->version.major == 1, Value, "from_dlpack: DLPack version ", mt->version.major, ".",
+             mt->version.minor, " is not supported (1.x is)");
+    read_only = (mt->flags & DLPACK_FLAG_BITMASK_READ_ONLY) != 0;
+    dlp = &mt->dl_tensor;
+  } else {
+    RL_CHECK(PyCapsule_IsValid(c, "dltensor"), Type,
+             "from_dlpack: expected an object with __dlpack__ or a 'dltensor' capsule, got ",
+             std::string(py::str(py::type::of(obj))));
+    auto* mt = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(c, "dltensor"));
+    owner = dlpack_owner(mt);
+    PyCapsule_SetName(c, "used_dltensor");
+    PyCapsule_SetDestructor(c, nullptr);
+    dlp = &mt->dl_tensor;
+  }
+  const DLTensor& dl = *dlp;
+  RL_CHECK(dl.ndim >= 0 && (dl.ndim == 0 || dl.shape), Value, "from_dlpack: malformed tensor (ndim ", dl.ndim, ")");
   Device dev;
   if (dl.device.device_type == kDLCPU || dl.device.device_type == kDLCUDAHost) dev = Device::cpu();
   else if (dl.device.device_type == kDLCUDA) dev = Device::cuda(dl.device.device_id);
   else fail(ErrorKind::Value, "from_dlpack: unsupported device type ", int(dl.device.device_type));
   DType dtype = dtype_from_dl(dl.dtype);
   Shape shape(dl.shape, dl.shape + dl.ndim);
-  if (dl.strides) {
+  const int64_t numel = shape_numel(shape);  // throws on negative dimensions and overflow
+  // Strides of dimensions of size 1, and of a tensor with no elements, address nothing.
+  if (dl.strides && numel > 0) {
     int64_t expect = 1;
     for (int i = dl.ndim - 1; i >= 0; --i) {
       if (shape[i] != 1)
@@ -147,7 +188,7 @@ Tensor from_dlpack(py::object obj) {
   }
   RL_CHECK(dev.is_cpu() || backend_for(DeviceType::CUDA), Runtime,
            "from_dlpack: the tensor is on ", dev.str(), " but this build of ringloom has no CUDA backend");
-  return Tensor::wrap(static_cast<char*>(dl.data) + dl.byte_offset, shape, dtype, dev, std::move(owner));
+  return Tensor::wrap(static_cast<char*>(dl.data) + dl.byte_offset, shape, dtype, dev, std::move(owner), read_only);
 }
 
 }  // namespace
@@ -180,7 +221,10 @@ Tensor tensor_from_numpy(const py::handle& h) {
   const std::string name = py::str(arr.dtype()).cast<std::string>();
   const DType dtype = dtype_from_py(py::str(name));
   Shape shape(arr.shape(), arr.shape() + arr.ndim());
-  return Tensor::wrap(const_cast<void*>(arr.data()), shape, dtype, Device::cpu(), hold_python(arr));
+  // A read-only array (writeable=False, a mode 'r' memmap, np.frombuffer over bytes) stays a
+  // zero-copy view, marked read-only: ops that would write into it raise instead.
+  const bool read_only = !arr.writeable();
+  return Tensor::wrap(const_cast<void*>(arr.data()), shape, dtype, Device::cpu(), hold_python(arr), read_only);
 }
 
 }  // namespace ringloom::bindings
@@ -221,7 +265,7 @@ RINGLOOM_BIND(tensor, 0) {
           s *= shape[i];
         }
         return py::buffer_info(t.data(), py::ssize_t(dtype_size(t.dtype())), fmt, py::ssize_t(shape.size()), shape,
-                               strides);
+                               strides, t.read_only());
       })
       .def_property_readonly("shape", [](const Tensor& t) { return py::tuple(py::cast(t.shape())); })
       .def_property_readonly("dtype", &Tensor::dtype)
@@ -229,6 +273,8 @@ RINGLOOM_BIND(tensor, 0) {
       .def_property_readonly("ndim", &Tensor::dim)
       .def_property_readonly("nbytes", &Tensor::nbytes)
       .def_property_readonly("is_cuda", &Tensor::is_cuda)
+      .def_property_readonly("read_only", &Tensor::read_only,
+                             "Whether this tensor views read-only memory (writes into it raise)")
       .def("numel", &Tensor::numel)
       .def("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data()); })
       .def("__len__", [](const Tensor& t) {
@@ -288,7 +334,8 @@ RINGLOOM_BIND(tensor, 0) {
         return Tensor::zeros(shape, dtype_from_py(dtype), device_from_py(device));
       }, py::arg("shape"), py::arg("dtype") = "float32", py::arg("device") = "cpu");
   m.def("from_numpy", [](py::handle a) { return tensor_from_numpy(a); }, py::arg("array"),
-        "Zero-copy view of a C-contiguous NumPy array (float32, bfloat16, float16, int32, int64, uint8)");
+        "Zero-copy view of a C-contiguous NumPy array (float32, bfloat16, float16, int32, int64, uint8). A "
+        "read-only array gives a read-only tensor: ops that write into it raise ValueError");
   m.def("from_dlpack", &from_dlpack, py::arg("obj"), "Zero-copy import from any DLPack producer");
   m.def("cuda_available", &cuda_available);
   m.def("cuda_device_count", &cuda_device_count);

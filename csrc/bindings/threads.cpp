@@ -7,5 +7,5 @@ RINGLOOM_BIND(threads, 50) {
         "Threads the CPU ops use (OpenMP loops and OpenBLAS GEMMs).");
   m.def("set_num_threads", &ringloom::cpu::set_num_threads, pybind11::arg("n"),
         "Set the threads of the CPU ops: OpenMP (for the calling thread) and OpenBLAS "
-        "(process-wide) together. n >= 1.");
+        "(process-wide) together. 1 <= n <= max(64, 4 x the hardware threads); anything else raises ValueError.");
 }

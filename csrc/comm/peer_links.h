@@ -2,7 +2,10 @@
 // the store: every member listens on an ephemeral port and publishes "<prefix>/addr/<i>";
 // member i connects to every j < i and accepts from every j > i. Each connection starts
 // with a handshake carrying the job token and the member's index, so a process of another
-// job (or a stray connection) is refused.
+// job (or a stray connection) is refused. The listener binds to RINGLOOM_MESH_ADDR, or by
+// default to this host's address on the interface that reaches the store (loopback when
+// MASTER_ADDR is), not to every interface; incoming handshakes are read side by side,
+// each within a few seconds, so silent connections cannot stall the set-up.
 //
 // Sends are asynchronous: each peer has its own sender thread draining a FIFO of buffers,
 // so a send to one peer never waits on another, and the calling thread only ever blocks in
@@ -56,6 +59,7 @@ class PeerLinks {
  private:
   struct Peer;
   void sender_loop(Peer& p);
+  void accept_higher(Listener& listener, const std::string& prefix, const std::string& token, Deadline d);
   IoContext ctx(int peer, const char* dir, const std::string& op) const;
 
   int me_;

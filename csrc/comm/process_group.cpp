@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "comm/algorithms.h"
+#include "core/check.h"
 
 namespace ringloom::comm {
 
@@ -68,6 +69,12 @@ size_t ipc_oneshot_default() {
 
 void require_defined(const char* op, const Tensor& t) {
   RL_CHECK(t.defined(), Value, "ringloom.distributed: ", op, ": the tensor is undefined");
+}
+
+// A tensor the op writes its result into.
+void require_output(const char* op, const Tensor& t) {
+  require_defined(op, t);
+  check_writable(str_cat("ringloom.distributed: ", op).c_str(), "the output", t);
 }
 
 bool reducible(DType t) {
@@ -165,9 +172,10 @@ Backend ProcessGroup::pick(size_t nbytes) const {
   return nbytes <= tree_max_bytes() ? Backend::Tree : Backend::Ring;
 }
 
-std::shared_ptr<Work> ProcessGroup::enqueue(const std::string& op, std::vector<Tensor> keep, Fn fn) {
+std::shared_ptr<Work> ProcessGroup::enqueue(const std::string& op, std::vector<Tensor> keep, Fn fn, CallDesc desc) {
   auto w = std::make_shared<Work>(op);
   w->keep = std::move(keep);
+  w->desc = desc;
   {
     std::lock_guard<std::mutex> l(mu_);
     RL_CHECK(!stop_, Runtime, where(op.c_str()), ": the process group was shut down");
@@ -199,37 +207,67 @@ void ProcessGroup::worker_loop() {
                                broken))));
       continue;
     }
-    links_->begin(w->op());
-    current_ = w;
-    deferred_ = false;
+    run_one(w, fn);
+  }
+}
+
+void ProcessGroup::run_one(const std::shared_ptr<Work>& w, Fn& fn) {
+  links_->begin(w->op());
+  current_ = w;
+  deferred_ = false;
+  recorder_.begin(++calls_, w->op(), w->desc);
+  const Deadline d = deadline_after(timeout_s_);
+  if (w->desc.compare && check_collectives_enabled() && size() > 1) {
     try {
-      fn(deadline_after(timeout_s_));
-      fn = nullptr;  // drop the op's captures here, not when the next op replaces them
-      current_.reset();
-      if (!deferred_) w->finish(nullptr);
+      agree_on_call(*links_, w->desc, ++collectives_, d, where(call_kind_name(w->desc.kind)));
     } catch (const Error& e) {
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        broken_ = e.what();
-        broken_kind_ = e.kind();
+      if (e.kind() == ErrorKind::Value) {
+        // Every rank saw the same ranges and raises the same error; the byte streams are
+        // still in step, so the group stays usable.
+        recorder_.end(false);
+        fn = nullptr;
+        current_.reset();
+        w->finish(std::current_exception());
+        return;
       }
-      links_->abort();  // peers waiting on us see EOF now instead of at their deadline
-      abort_ipc();
-      fn = nullptr;
-      current_.reset();
-      w->finish(std::current_exception());
-    } catch (...) {
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        broken_ = "unexpected non-ringloom exception";
-      }
-      links_->abort();
-      abort_ipc();
-      fn = nullptr;
-      current_.reset();
-      w->finish(std::current_exception());
+      // A transport failure during the agreement: handled below like any other.
+      fn = [e](Deadline) { throw e; };
     }
   }
+  std::string failure;
+  ErrorKind kind = ErrorKind::Runtime;
+  try {
+    fn(d);
+    fn = nullptr;  // drop the op's captures here, not when the next op replaces them
+    current_.reset();
+    recorder_.end(true);
+    if (!deferred_) w->finish(nullptr);
+    return;
+  } catch (const Error& e) {
+    failure = e.what();
+    kind = e.kind();
+  } catch (const std::exception& e) {
+    failure = str_cat("unexpected error: ", e.what());
+  } catch (...) {
+    failure = "unexpected non-ringloom exception";
+  }
+  // Where this rank was and what it last completed: with every rank saying so, the stuck
+  // rank is the one whose history ends earliest.
+  const std::string history = recorder_.report();
+  recorder_.end(false);
+  std::fprintf(stderr, "ringloom.distributed: group '%s' rank %d (global rank %d): %s\n  %s\n", name_.c_str(), me_,
+               members_[size_t(me_)], failure.c_str(), history.c_str());
+  const std::string msg = failure + "\n  " + history;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    broken_ = msg;
+    broken_kind_ = kind;
+  }
+  links_->abort();  // peers waiting on us see EOF now instead of at their deadline
+  abort_ipc();
+  fn = nullptr;
+  current_.reset();
+  w->finish(std::make_exception_ptr(Error(kind, msg)));
 }
 
 void ProcessGroup::abort_ipc() {
@@ -292,7 +330,7 @@ void ProcessGroup::set_ipc_oneshot_max_bytes(size_t bytes) { ipc_oneshot_max_ = 
 
 std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   const char* name = "all_reduce";
-  require_defined(name, t);
+  require_output(name, t);
   RL_CHECK(reducible(t.dtype()), Type, where(name), ": cannot reduce ", t.describe(),
            " (supported: float32, bfloat16, int32, int64, uint8)");
   RL_CHECK(op != ReduceOp::Avg || is_floating(t.dtype()), Value, where(name), ": op='avg' needs a floating dtype, got ",
@@ -312,12 +350,12 @@ std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
     else ring_all_reduce(*links_, wb.span, wb.wire, op, d);
     wb.write(host.data(), 0, wb.span.count, t.dtype(), op, n);
     from_host(t, host);
-  });
+  }, CallDesc{CallKind::AllReduce, int64_t(t.dtype()), t.numel(), -1, int64_t(op), -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) {
   const char* name = "reduce_scatter";
-  require_defined(name, out);
+  require_output(name, out);
   require_defined(name, in);
   RL_CHECK(out.dtype() == in.dtype() && out.device() == in.device(), Type, where(name), ": output ", out.describe(),
            " and input ", in.describe(), " differ in dtype or device");
@@ -344,12 +382,12 @@ std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& out, const Tens
     else ring_reduce_scatter(*links_, wb.span, off, wb.wire, op, d);
     wb.write(hout.data(), c * size_t(me), c, out.dtype(), op, n);
     from_host(out, hout);
-  });
+  }, CallDesc{CallKind::ReduceScatter, int64_t(in.dtype()), out.numel(), -1, int64_t(op), -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& in) {
   const char* name = "all_gather";
-  require_defined(name, out);
+  require_output(name, out);
   require_defined(name, in);
   RL_CHECK(out.dtype() == in.dtype() && out.device() == in.device(), Type, where(name), ": output ", out.describe(),
            " and input ", in.describe(), " differ in dtype or device");
@@ -367,12 +405,12 @@ std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& out, const Tensor& 
     for (int i = 0; i <= n; ++i) off[size_t(i)] = c * size_t(i);
     ring_all_gather(*links_, span, off, d);
     from_host(out, hout);
-  });
+  }, CallDesc{CallKind::AllGather, int64_t(in.dtype()), in.numel(), -1, -1, -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
   const char* name = "broadcast";
-  require_defined(name, t);
+  require_output(name, t);
   RL_CHECK(src >= 0 && src < size(), Index, where(name), ": src=", src, " is not a rank of this group (0..",
            size() - 1, ")");
   if (IpcTransport* ipc = ipc_for(t, name))
@@ -381,14 +419,14 @@ std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int src) {
     Tensor host = to_host(t);
     tree_broadcast(*links_, Span{static_cast<char*>(host.data()), size_t(host.numel()), dtype_size(t.dtype())}, src, d);
     from_host(t, host);
-  });
+  }, CallDesc{CallKind::Broadcast, int64_t(t.dtype()), t.numel(), src, -1, -1, true});
 }
 
 std::shared_ptr<Work> ProcessGroup::barrier() {
   return enqueue("barrier", {}, [this](Deadline d) {
     int32_t token = 0;
     tree_all_reduce(*links_, Span{reinterpret_cast<char*>(&token), 1, 4}, DType::Int32, ReduceOp::Sum, d);
-  });
+  }, CallDesc{CallKind::Barrier, -1, 0, -1, -1, -1, true});
 }
 
 // Point-to-point messages carry their byte count first, so a send/recv mismatch is an
@@ -413,12 +451,12 @@ std::shared_ptr<Work> ProcessGroup::send(const Tensor& t, int dst) {
       links_->send(dst, hdr.get(), 8, d, [hdr](std::exception_ptr) {});
       links_->send(dst, host.data(), host.nbytes(), d, finish);
     }
-  });
+  }, CallDesc{CallKind::Send, int64_t(t.dtype()), t.numel(), -1, -1, dst, false});
 }
 
 std::shared_ptr<Work> ProcessGroup::recv(const Tensor& t, int src) {
   const char* name = "recv";
-  require_defined(name, t);
+  require_output(name, t);
   RL_CHECK(src >= 0 && src < size() && src != me_, Index, where(name), ": src=", src,
            " must be another rank of this group (0..", size() - 1, ")");
   return enqueue(str_cat(name, " from rank ", src), {t}, [this, t, src, name](Deadline d) {
@@ -429,7 +467,7 @@ std::shared_ptr<Work> ProcessGroup::recv(const Tensor& t, int src) {
              " bytes but this recv expects ", host.nbytes(), " (", t.describe(), ")");
     links_->recv(src, host.data(), host.nbytes(), d);
     from_host(t, host);
-  });
+  }, CallDesc{CallKind::Recv, int64_t(t.dtype()), t.numel(), -1, -1, src, false});
 }
 
 std::shared_ptr<ProcessGroup> ProcessGroup::new_group(std::vector<int> ranks, Backend backend) {

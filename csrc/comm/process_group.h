@@ -4,7 +4,10 @@
 // Every op is validated in the caller's thread (shapes, dtypes, ranks: a bad call raises
 // there and leaves the group usable), then queued to the group's worker thread, which runs
 // ops one at a time in the order they were issued; the caller gets a Work handle. Ranks
-// must issue the same ops in the same order, as with NCCL. An op that fails half-way (a
+// must issue the same ops in the same order, as with NCCL; on the TCP path each collective
+// first compares a small descriptor across the ranks (comm/flight_recorder.h), so a rank
+// that passes other sizes or dtypes gets a ValueError on every rank instead of garbage, and
+// an op that fails names the call in flight and the last ones completed. An op that fails half-way (a
 // peer died, a deadline passed) leaves the byte streams out of step, so the group is then
 // marked broken: its connections are shut (the other ranks see EOF at once instead of
 // waiting out their timeouts) and every later op raises the first error again.
@@ -26,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "comm/flight_recorder.h"
 #include "comm/ipc_transport.h"
 #include "comm/peer_links.h"
 #include "comm/reduce.h"
@@ -45,6 +49,7 @@ class Work {
   const std::string& op() const { return op_; }
   void finish(std::exception_ptr err);
   std::vector<Tensor> keep;  // the op's tensors, alive until the handle is dropped
+  CallDesc desc;             // what the op is, for agreement between ranks and the flight recorder
 
  private:
   std::string op_;
@@ -103,7 +108,9 @@ class ProcessGroup {
 
  private:
   using Fn = std::function<void(Deadline)>;
-  std::shared_ptr<Work> enqueue(const std::string& op, std::vector<Tensor> keep, Fn fn);
+  std::shared_ptr<Work> enqueue(const std::string& op, std::vector<Tensor> keep, Fn fn, CallDesc desc = {});
+  // Runs one op on the worker thread: agreement on the call, then the op, recording both.
+  void run_one(const std::shared_ptr<Work>& w, Fn& fn);
   void worker_loop();
   Backend pick(size_t nbytes) const;
   std::string where(const char* op) const;
@@ -127,6 +134,9 @@ class ProcessGroup {
   // (a send completes on a PeerLinks sender thread).
   std::shared_ptr<Work> current_;
   bool deferred_ = false;
+  uint64_t calls_ = 0;        // ops run, the flight recorder's numbering
+  uint64_t collectives_ = 0;  // TCP collectives run, the number the ranks agree on
+  FlightRecorder recorder_;
 
   std::mutex mu_;
   std::condition_variable cv_;

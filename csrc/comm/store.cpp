@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <unordered_map>
@@ -50,6 +52,7 @@ struct Conn {
   Socket sock;
   std::string in, out;
   bool authed = false;
+  Deadline auth_deadline;  // closed if still unauthenticated then
   bool closing = false;  // close once `out` is flushed
   bool waiting = false;  // a GET or WAIT waits for `wkey` until `wdeadline`
   StoreOp wop = StoreOp::Wait;
@@ -66,8 +69,10 @@ class ServerState {
   void process(Conn& c) {
     while (!c.closing && !c.waiting && c.in.size() >= 4) {
       uint32_t len = get_u32(c.in.data());
-      if (len == 0 || len > kMaxFrame) {
-        reject(c, str_cat("frame length ", len, " is outside [1, ", kMaxFrame, "]"));
+      const uint32_t limit = c.authed ? kMaxFrame : kMaxHelloFrame;
+      if (len == 0 || len > limit) {
+        reject(c, str_cat("frame length ", len, " is outside [1, ", limit, "]",
+                          c.authed ? "" : " before the HELLO handshake"));
         return;
       }
       if (c.in.size() < 4 + size_t(len)) return;
@@ -170,8 +175,20 @@ class ServerState {
 
 }  // namespace
 
+namespace {
+double auth_timeout() {
+  const char* e = std::getenv("RINGLOOM_STORE_AUTH_TIMEOUT");
+  if (!e || !*e) return kAuthSeconds;
+  char* end = nullptr;
+  const double v = std::strtod(e, &end);
+  RL_CHECK(end && *end == '\0' && std::isfinite(v) && v > 0 && v <= 86400, Value,
+           "ringloom store: RINGLOOM_STORE_AUTH_TIMEOUT must be a number of seconds in (0, 86400], got '", e, "'");
+  return v;
+}
+}  // namespace
+
 StoreServer::StoreServer(const std::string& host, int port, std::string token)
-    : listener_(host, port), token_(std::move(token)) {
+    : listener_(host, port), token_(std::move(token)), auth_s_(auth_timeout()) {
   RL_CHECK(::pipe2(wake_, O_CLOEXEC) == 0, Runtime, "ringloom store: pipe failed: ", std::strerror(errno));
   thread_ = std::thread([this] { loop(); });
 }
@@ -190,18 +207,23 @@ void StoreServer::loop() {
   std::vector<pollfd> fds;
   std::vector<Conn*> order;
   std::vector<char> buf(1 << 16);
+  Deadline accept_resume = Clock::now();  // accept() failed: leave the listener alone until then
   for (;;) {
     fds.clear();
     order.clear();
+    const Deadline now0 = Clock::now();
+    const bool accepting = conns.size() < kMaxConnections && now0 >= accept_resume;
     fds.push_back({wake_[0], POLLIN, 0});
-    fds.push_back({listener_.fd(), short(conns.size() < kMaxConnections ? POLLIN : 0), 0});
-    Deadline next = Clock::now() + std::chrono::seconds(3600);
+    fds.push_back({listener_.fd(), short(accepting ? POLLIN : 0), 0});
+    Deadline next = now0 + std::chrono::seconds(3600);
+    if (!accepting && conns.size() < kMaxConnections) next = std::min(next, accept_resume);
     for (Conn& c : conns) {
       short ev = c.closing ? 0 : POLLIN;  // a closing connection only flushes its answer
       if (!c.out.empty()) ev |= POLLOUT;
       fds.push_back({c.sock.fd(), ev, 0});
       order.push_back(&c);
       if (c.waiting) next = std::min(next, c.wdeadline);
+      if (!c.authed && !c.closing) next = std::min(next, c.auth_deadline);
     }
     int r = ::poll(fds.data(), fds.size(), ms_left(next));
     if (r < 0 && errno != EINTR) return;  // cannot happen with valid fds; never abort
@@ -209,9 +231,16 @@ void StoreServer::loop() {
     if (fds[1].revents & POLLIN) {
       for (;;) {
         int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) break;
+        if (fd < 0) {
+          // EMFILE/ENFILE/ENOBUFS: the pending connection stays queued and the listener
+          // readable; polling it again at once would spin this thread at full speed.
+          if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+            accept_resume = Clock::now() + std::chrono::milliseconds(kAcceptBackoffMs);
+          break;
+        }
         conns.emplace_back();
         conns.back().sock = Socket(fd);
+        conns.back().auth_deadline = deadline_after(auth_s_);
         if (conns.size() >= kMaxConnections) break;
       }
     }
@@ -224,11 +253,16 @@ void StoreServer::loop() {
           ssize_t k = ::recv(c.sock.fd(), buf.data(), buf.size(), MSG_DONTWAIT);
           if (k > 0) {
             if (!c.closing) c.in.append(buf.data(), size_t(k));
+            // Answer complete frames as they arrive, so an unauthenticated peer is judged
+            // on its first frame header, before anything more of it is buffered.
+            st.process(c);
             // A waiting client should not be sending; bound what it may queue meanwhile.
-            if (c.in.size() > 2 * (size_t(kMaxFrame) + 4)) {
+            const size_t cap = c.authed ? 2 * (size_t(kMaxFrame) + 4) : size_t(kMaxHelloFrame) + 4;
+            if (c.in.size() > cap) {
               c.sock.close();
               break;
             }
+            if (c.closing) break;
             continue;
           }
           if (k == 0) eof = true;
@@ -249,7 +283,10 @@ void StoreServer::loop() {
       }
       if (c.closing && c.out.empty()) c.sock.close();
     }
-    st.settle(conns, Clock::now());
+    const Deadline now = Clock::now();
+    for (Conn& c : conns)
+      if (c.sock.valid() && !c.authed && !c.closing && now >= c.auth_deadline) c.sock.close();
+    st.settle(conns, now);
     // Flush what settling produced right away (poll will catch the rest).
     for (Conn& c : conns) {
       if (c.sock.valid() && !c.out.empty()) {

@@ -17,6 +17,14 @@
 // too long, truncated inside, of an unknown op, or sent before the handshake gets an
 // ERROR response and the connection is closed; the server itself carries on. Waits are
 // timed on the server (it answers TIMEOUT), so one stuck client never blocks others.
+//
+// Before the handshake a connection may send at most one frame of kMaxHelloFrame bytes
+// (what a HELLO with the longest token needs), and must complete it within
+// RINGLOOM_STORE_AUTH_TIMEOUT seconds (default kAuthSeconds) of connecting; otherwise it
+// is closed. So a stranger costs at most a few KiB and a file
+// descriptor for a few seconds, never a 16 MiB buffer. When accept() fails (file
+// descriptors exhausted) the server stops accepting for kAcceptBackoffMs instead of
+// spinning on a listener that stays readable.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -32,6 +40,9 @@ namespace ringloom::comm {
 
 constexpr uint32_t kMaxFrame = 16u << 20;
 constexpr uint32_t kMaxKey = 4096;
+constexpr uint32_t kMaxHelloFrame = 5 + kMaxKey;
+constexpr double kAuthSeconds = 10.0;
+constexpr int kAcceptBackoffMs = 100;
 
 enum class StoreOp : uint8_t { Hello = 0, Set = 1, Get = 2, Wait = 3, Add = 4, Check = 5, Delete = 6 };
 enum class StoreStatus : uint8_t { Ok = 0, Error = 1, Timeout = 2 };
@@ -49,6 +60,7 @@ class StoreServer {
   void loop();
   Listener listener_;
   std::string token_;
+  double auth_s_;  // how long a connection may stay unauthenticated
   int wake_[2] = {-1, -1};  // a pipe: writing to it ends the loop
   std::thread thread_;
 };

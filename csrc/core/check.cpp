@@ -50,6 +50,12 @@ void check_same(const char* op, std::initializer_list<std::pair<const char*, con
   }
 }
 
+void check_writable(const char* op, const char* name, const Tensor& t) {
+  RL_CHECK(!t.read_only(), Value, op, ": ", name, " (", t.describe(),
+           ") is a view of read-only memory (a NumPy array with writeable=False, a read-only memmap or bytes); "
+           "copy it first (np.array(a) or ringloom.tensor(a))");
+}
+
 void check_cpu_float32(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
   for (const auto& p : ts)
     RL_CHECK(p.second->dtype() == DType::Float32, Type, op, ": the CPU implementation takes float32; ", p.first,

@@ -1,5 +1,6 @@
 // The DLPack ABI (https://dmlc.github.io/dlpack/latest/c_api.html), declared from the
-// specification: the unversioned DLManagedTensor exchanged in a "dltensor" PyCapsule.
+// specification: the unversioned DLManagedTensor exchanged in a "dltensor" PyCapsule, and
+// the versioned one (DLPack 1.x, "dltensor_versioned"), which can say "read-only".
 #pragma once
 #include <cstdint>
 
@@ -30,4 +31,17 @@ typedef struct DLManagedTensor {
   void* manager_ctx;
   void (*deleter)(struct DLManagedTensor* self);
 } DLManagedTensor;
+
+typedef struct {
+  uint32_t major;
+  uint32_t minor;
+} DLPackVersion;
+#define DLPACK_FLAG_BITMASK_READ_ONLY (1UL << 0UL)
+typedef struct DLManagedTensorVersioned {
+  DLPackVersion version;
+  void* manager_ctx;
+  void (*deleter)(struct DLManagedTensorVersioned* self);
+  uint64_t flags;
+  DLTensor dl_tensor;
+} DLManagedTensorVersioned;
 }

@@ -3,8 +3,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "core/backend.h"
+#include "core/check.h"
+#include "core/size.h"
 #include "core/transfer_stats.h"
 
 namespace ringloom {
@@ -17,8 +20,25 @@ std::string shape_str(const Shape& s) {
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    RL_CHECK(d >= 0, Value, "negative dimension in shape ", shape_str(s));
+    RL_CHECK(d == 0 || n <= std::numeric_limits<int64_t>::max() / d, Value, "shape ", shape_str(s),
+             " has more elements than 64-bit sizes can count");
+    n *= d;
+  }
   return n;
+}
+
+int64_t leading_rows(const Shape& s) {
+  return s.empty() ? 1 : shape_numel(Shape(s.begin(), s.end() - 1));
+}
+
+size_t shape_nbytes(const char* op, const Shape& s, DType dtype) {
+  for (int64_t d : s) RL_CHECK(d >= 0, Value, op, ": negative dimension in shape ", shape_str(s));
+  int64_t n = 1;
+  for (int64_t d : s) n = checked_mul(n, d, str_cat(op, ": shape ", shape_str(s)).c_str());
+  return size_t(checked_mul(n, int64_t(dtype_size(dtype)),
+                            str_cat(op, ": bytes of ", dtype_name(dtype), shape_str(s)).c_str()));
 }
 
 Storage::~Storage() {
@@ -76,12 +96,12 @@ int64_t Tensor::size(int64_t d) const {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) RL_CHECK(d >= 0, Value, "negative dimension in shape ", shape_str(shape));
+  const size_t nbytes = shape_nbytes("Tensor.empty", shape, dtype);
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
   auto st = std::make_shared<Storage>();
-  st->nbytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  st->nbytes = nbytes;
   st->device = device;
   if (device.is_cpu()) {
     st->data = cpu_alloc(st->nbytes);
@@ -104,15 +124,18 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   return t;
 }
 
-Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device, std::shared_ptr<void> owner) {
+Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device, std::shared_ptr<void> owner,
+                    bool read_only) {
+  const size_t nbytes = shape_nbytes("Tensor.wrap", shape, dtype);
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
   auto st = std::make_shared<Storage>();
   st->data = data;
-  st->nbytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  st->nbytes = nbytes;
   st->device = device;
   st->owner = std::move(owner);
+  st->read_only = read_only;
   t.storage_ = std::move(st);
   return t;
 }
@@ -126,7 +149,7 @@ Tensor Tensor::reshape(const Shape& shape) const {
       infer = int64_t(i);
     } else {
       RL_CHECK(s[i] >= 0, Value, "reshape: negative dimension in ", shape_str(shape));
-      known *= s[i];
+      known = checked_mul(known, s[i], str_cat("reshape to ", shape_str(shape)).c_str());
     }
   }
   if (infer >= 0) {
@@ -142,9 +165,11 @@ Tensor Tensor::reshape(const Shape& shape) const {
 
 Tensor Tensor::narrow0(int64_t start, int64_t length) const {
   RL_CHECK(dim() >= 1, Value, "narrow0: tensor ", describe(), " has no dimension 0");
-  RL_CHECK(start >= 0 && length >= 0 && start + length <= shape_[0], Index, "narrow0: rows [", start, ", ",
-           start + length, ") out of range for ", describe());
+  // Compared without forming start + length, which could wrap.
+  RL_CHECK(start >= 0 && length >= 0 && start <= shape_[0] && length <= shape_[0] - start, Index, "narrow0: ",
+           length, " rows from row ", start, " are out of range for ", describe());
   Tensor t = *this;
+  // start * row <= numel: bounded by the checked size of this tensor.
   const int64_t row = shape_numel(Shape(shape_.begin() + 1, shape_.end()));
   t.offset_ += size_t(start * row) * dtype_size(dtype_);
   t.shape_[0] = length;
@@ -165,6 +190,7 @@ void reset_host_transfer_stats() {
 
 void Tensor::copy_from(const Tensor& src) {
   RL_CHECK(defined() && src.defined(), Value, "copy_from: undefined tensor");
+  check_writable("copy_", "the destination", *this);
   RL_CHECK(shape_ == src.shape_ && dtype_ == src.dtype_, Value, "copy_from: destination ", describe(),
            " and source ", src.describe(), " differ in shape or dtype");
   const size_t n = nbytes();
@@ -186,6 +212,7 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::zero_() {
+  check_writable("zero_", "the tensor", *this);
   if (nbytes() == 0) return;
   if (is_cpu()) std::memset(data(), 0, nbytes());
   else require_backend(device(), "zero_").memset(data(), 0, nbytes(), device().index);

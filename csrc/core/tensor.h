@@ -17,7 +17,15 @@ namespace ringloom {
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
+// The element count; throws ValueError when the product overflows 64-bit sizes.
 int64_t shape_numel(const Shape& s);
+// Bytes of a tensor of this shape and dtype: dimensions >= 0 and every product checked
+// (core/size.h); `op` names the caller in the error.
+size_t shape_nbytes(const char* op, const Shape& s, DType dtype);
+// The product of every dimension but the last (1 for a 0-d or 1-d shape): the rows of an op
+// over the last dimension. Counted from the shape, not as numel / last, which is 0 when
+// the last dimension is.
+int64_t leading_rows(const Shape& s);
 
 // Owns (or borrows, through `owner`) a block of memory on one device.
 struct Storage {
@@ -26,6 +34,9 @@ struct Storage {
   Device device;
   std::function<void(void*)> deleter;  // empty: memory is borrowed and kept alive by owner
   std::shared_ptr<void> owner;
+  // Borrowed memory its owner may not be written through (a read-only NumPy array or
+  // memmap, an immutable bytes object): every write into it is refused.
+  bool read_only = false;
   Storage() = default;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -39,18 +50,20 @@ class Tensor {
   static Tensor empty(const Shape& shape, DType dtype, Device device = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::cpu());
   // Wraps memory that something else owns; `owner` is kept alive as long as any view is.
-  static Tensor wrap(void* data, const Shape& shape, DType dtype, Device device, std::shared_ptr<void> owner);
+  static Tensor wrap(void* data, const Shape& shape, DType dtype, Device device, std::shared_ptr<void> owner,
+                     bool read_only = false);
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }
   int64_t dim() const { return int64_t(shape_.size()); }
   int64_t size(int64_t d) const;  // negative d counts from the end
   int64_t numel() const { return shape_numel(shape_); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }  // checked when the shape was set
   DType dtype() const { return dtype_; }
   Device device() const { return storage_ ? storage_->device : Device::cpu(); }
   bool is_cpu() const { return device().is_cpu(); }
   bool is_cuda() const { return device().is_cuda(); }
+  bool read_only() const { return storage_ && storage_->read_only; }
 
   void* data() const { return storage_ ? static_cast<char*>(storage_->data) + offset_ : nullptr; }
   template <typename T>

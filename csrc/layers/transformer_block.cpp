@@ -1,6 +1,7 @@
 #include "layers/transformer_block.h"
 
 #include "core/check.h"
+#include "core/size.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
@@ -28,8 +29,9 @@ TransformerBlock::TransformerBlock(const BlockConfig& config, DType dtype, Devic
     : cfg_(config), dtype_(dtype), device_(device) {
   cfg_.validate();
   const int64_t C = cfg_.n_embd, D = cfg_.head_dim();
-  const int64_t qkv_out = (cfg_.n_head + 2 * cfg_.n_kv_head) * D;
-  const int64_t fc_out = cfg_.mlp == MlpKind::SwiGLU ? 2 * cfg_.ffn_hidden : cfg_.ffn_hidden;
+  const char* op = "TransformerBlock";
+  const int64_t qkv_out = checked_mul(checked_add(cfg_.n_head, checked_mul(2, cfg_.n_kv_head, op), op), D, op);
+  const int64_t fc_out = cfg_.mlp == MlpKind::SwiGLU ? checked_mul(2, cfg_.ffn_hidden, op) : cfg_.ffn_hidden;
   ln1_ = Norm("ln1", cfg_.norm, C, cfg_.norm_eps, dtype, device);
   qkv_ = Linear("attn.qkv", C, qkv_out, cfg_.bias, dtype, device);
   proj_ = Linear("attn.proj", cfg_.n_head * D, C, cfg_.bias, dtype, device);

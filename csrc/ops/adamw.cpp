@@ -1,5 +1,7 @@
 #include "ops/adamw.h"
 
+#include <cmath>
+
 #include "ops/dispatch.h"
 
 namespace ringloom {
@@ -7,9 +9,22 @@ namespace ringloom {
 namespace {
 void check_scalars(const char* op, const Tensor& scalars, Device dev) {
   check_dtype(op, "scalars", scalars, DType::Float32);
+  check_writable(op, "scalars", scalars);
   RL_CHECK(scalars.numel() == 3 && scalars.device() == dev, Value, op,
            ": scalars must be a 3-element float32 tensor [lr, 1/bc1, 1/bc2] on ", dev.str(), ", got ",
            scalars.describe());
+}
+
+// Every hyper-parameter finite and in range: an infinite lr passes "lr >= 0" and turns
+// every weight into -inf or NaN in one step, so finiteness is checked on its own.
+void check_hyperparameters(const char* op, const AdamWConfig& cfg, bool with_eps) {
+  RL_CHECK(cfg.step >= 1, Value, op, ": step must be >= 1 (bias correction), got ", cfg.step);
+  RL_CHECK(std::isfinite(cfg.lr) && cfg.lr >= 0, Value, op, ": lr must be finite and >= 0, got lr=", cfg.lr);
+  RL_CHECK(cfg.beta1 >= 0 && cfg.beta1 < 1 && cfg.beta2 >= 0 && cfg.beta2 < 1, Value, op,
+           ": beta1 and beta2 must be in [0, 1), got beta1=", cfg.beta1, " beta2=", cfg.beta2);
+  if (!with_eps) return;
+  RL_CHECK(std::isfinite(cfg.eps) && cfg.eps > 0, Value, op, ": eps must be finite and > 0, got eps=", cfg.eps);
+  RL_CHECK(!std::isnan(cfg.max_norm), Value, op, ": max_norm is NaN (0 turns clipping off)");
 }
 }  // namespace
 
@@ -23,9 +38,10 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
            ") and weight_decay (", weight_decay.size(), ") must have the same length");
   RL_CHECK(compute.empty() || compute.size() == n, Value, op, ": compute must be empty or have ", n,
            " tensors, got ", compute.size());
-  RL_CHECK(cfg.step >= 1, Value, op, ": step must be >= 1 (bias correction), got ", cfg.step);
-  RL_CHECK(cfg.lr >= 0 && cfg.eps > 0 && cfg.beta1 >= 0 && cfg.beta1 < 1 && cfg.beta2 >= 0 && cfg.beta2 < 1, Value,
-           op, ": invalid hyperparameters lr=", cfg.lr, " eps=", cfg.eps, " beta1=", cfg.beta1, " beta2=", cfg.beta2);
+  check_hyperparameters(op, cfg, true);
+  for (size_t i = 0; i < n; ++i)
+    RL_CHECK(std::isfinite(weight_decay[i]), Value, op, ": weight_decay[", i, "] must be finite, got ",
+             weight_decay[i]);
   if (n == 0) return;
   const Device dev = params[0].device();
   for (size_t i = 0; i < n; ++i) {
@@ -34,6 +50,9 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
     check_dtype(op, "m", m[i], DType::Float32);
     check_dtype(op, "v", v[i], DType::Float32);
     check_dtype_in(op, "grads", grads[i], {DType::Float32, DType::BFloat16});
+    check_writable(op, pi.c_str(), params[i]);
+    check_writable(op, "m", m[i]);
+    check_writable(op, "v", v[i]);
     RL_CHECK(params[i].device() == dev, Value, op, ": ", pi, " (", params[i].describe(), ") is not on ", dev.str());
     check_same(op, {{pi.c_str(), &params[i]}, {"grad", &grads[i]}, {"m", &m[i]}, {"v", &v[i]}}, false);
     RL_CHECK(grads[i].shape() == params[i].shape() && m[i].shape() == params[i].shape() &&
@@ -42,6 +61,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
              grads[i].describe(), ", ", m[i].describe(), ", ", v[i].describe());
     if (!compute.empty()) {
       check_dtype_in(op, "compute", compute[i], {DType::Float32, DType::BFloat16});
+      check_writable(op, "compute", compute[i]);
       check_same(op, {{pi.c_str(), &params[i]}, {"compute", &compute[i]}}, false);
       RL_CHECK(compute[i].shape() == params[i].shape(), Value, op, ": compute[", i, "] (", compute[i].describe(),
                ") differs in shape from ", params[i].describe());
@@ -73,9 +93,7 @@ void adamw_write_scalars(const Tensor& scalars, const AdamWConfig& cfg) {
   const char* op = "adamw_write_scalars";
   RL_CHECK(scalars.defined(), Value, op, ": scalars is undefined");
   check_scalars(op, scalars, scalars.device());
-  RL_CHECK(cfg.step >= 1, Value, op, ": step must be >= 1 (bias correction), got ", cfg.step);
-  RL_CHECK(cfg.lr >= 0 && cfg.beta1 >= 0 && cfg.beta1 < 1 && cfg.beta2 >= 0 && cfg.beta2 < 1, Value, op,
-           ": invalid hyperparameters lr=", cfg.lr, " beta1=", cfg.beta1, " beta2=", cfg.beta2);
+  check_hyperparameters(op, cfg, false);
   RL_DISPATCH(scalars, adamw_write_scalars(scalars, cfg));
 }
 

@@ -1,5 +1,7 @@
 #include "ops/cross_entropy.h"
 
+#include <cmath>
+
 #include "ops/dispatch.h"
 
 namespace ringloom {
@@ -29,6 +31,9 @@ Tensor cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_
 
 Tensor cross_entropy_forward_backward(Tensor& logits, const Tensor& targets, int64_t ignore_index, float grad_scale) {
   check_xent("cross_entropy_forward_backward", logits, targets, ignore_index);
+  check_writable("cross_entropy_forward_backward", "logits (overwritten by the gradient)", logits);
+  RL_CHECK(std::isfinite(grad_scale), Value, "cross_entropy_forward_backward: grad_scale must be finite, got ",
+           grad_scale);
   return RL_DISPATCH(logits, cross_entropy_forward_backward(logits, targets, ignore_index, grad_scale));
 }
 

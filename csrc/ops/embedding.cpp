@@ -40,6 +40,8 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dwte, Ten
   const char* op = "embedding_backward";
   check_embedding(op, ids, dwte, dwpe);
   check_same(op, {{"dout", &dout}, {"dwte", &dwte}}, false);
+  check_writable(op, "dwte", dwte);
+  if (dwpe.defined()) check_writable(op, "dwpe", dwpe);
   check_shape(op, "dout", dout, {ids.size(0), ids.size(1), dwte.size(1)});
   if (dout.is_cpu()) check_cpu_float32(op, {{"dout", &dout}});
   RL_DISPATCH(dwte, embedding_backward(ids, dout, dwte, dwpe));

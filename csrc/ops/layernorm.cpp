@@ -1,6 +1,7 @@
 #include "ops/layernorm.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "ops/dispatch.h"
 
@@ -12,9 +13,10 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tens
   check_same(op, {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}}, true);
   check_dtype_in(op, "x", x, {DType::Float32, DType::BFloat16});
   RL_CHECK(x.dim() >= 1, Value, op, ": x must have at least 1 dimension, got ", x.describe());
+  RL_CHECK(x.size(-1) > 0, Value, op, ": x (", x.describe(), ") has an empty last dimension: nothing to normalize over");
   check_shape(op, "gamma", gamma, {x.size(-1)});
   check_shape(op, "beta", beta, {x.size(-1)});
-  RL_CHECK(eps > 0, Value, op, ": eps must be positive, got ", eps);
+  RL_CHECK(std::isfinite(eps) && eps > 0, Value, op, ": eps must be finite and positive, got ", eps);
   if (x.is_cpu()) check_cpu_float32(op, {{"x", &x}});
   return RL_DISPATCH(x, layernorm_forward(x, gamma, beta, eps));
 }
@@ -25,13 +27,15 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
   check_same(op, {{"dy", &dy}, {"x", &x}, {"gamma", &gamma}}, true);
   check_shape(op, "dy", dy, x.shape());
   check_shape(op, "gamma", gamma, {x.size(-1)});
-  const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1);
+  const int64_t rows = leading_rows(x.shape());
   check_dtype(op, "mean", mean, DType::Float32);
   check_dtype(op, "rstd", rstd, DType::Float32);
   RL_CHECK(mean.numel() == rows && rstd.numel() == rows, Value, op, ": mean (", mean.describe(), ") and rstd (",
            rstd.describe(), ") must have one entry per row of x (", rows, ")");
   check_shape(op, "dgamma", dgamma, {x.size(-1)});
   check_shape(op, "dbeta", dbeta, {x.size(-1)});
+  check_writable(op, "dgamma", dgamma);
+  check_writable(op, "dbeta", dbeta);
   check_same(op, {{"x", &x}, {"dgamma", &dgamma}, {"dbeta", &dbeta}, {"mean", &mean}, {"rstd", &rstd}}, false);
   if (x.is_cpu()) check_cpu_float32(op, {{"x", &x}, {"dgamma", &dgamma}, {"dbeta", &dbeta}});
   return RL_DISPATCH(x, layernorm_backward(dy, x, gamma, mean, rstd, dgamma, dbeta));

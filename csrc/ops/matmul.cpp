@@ -40,8 +40,9 @@ void matmul_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tenso
   check_same(op, {{"dy", &dy}, {"x", &x}}, true);
   check_same(op, {{"dy", &dy}, {"dw", &dw}}, false);
   check_dtype_in(op, "dw", dw, {DType::Float32, DType::BFloat16});
-  RL_CHECK(dy.dim() >= 1 && x.dim() >= 1 && dy.numel() / std::max<int64_t>(dy.size(-1), 1) ==
-                                                 x.numel() / std::max<int64_t>(x.size(-1), 1),
+  check_writable(op, "dw", dw);
+  if (dbias.defined()) check_writable(op, "dbias", dbias);
+  RL_CHECK(dy.dim() >= 1 && x.dim() >= 1 && leading_rows(dy.shape()) == leading_rows(x.shape()),
            Value, op, ": dy (", dy.describe(), ") and x (", x.describe(), ") must have the same rows");
   check_shape(op, "dw", dw, {dy.size(-1), x.size(-1)});
   if (dbias.defined()) {

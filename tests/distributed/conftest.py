@@ -27,10 +27,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(n: int, *args: str, token: str = "test-token", rank_env: dict[int, dict[str, str]] | None = None
-          ) -> list[subprocess.Popen]:
+def spawn(n: int, *args: str, token: str = "test-token", rank_env: dict[int, dict[str, str]] | None = None,
+          port: int | None = None) -> list[subprocess.Popen]:
     """Starts n ranks of worker.py directly (no launcher, so nobody ends the group for us)."""
-    port = str(free_port())
+    port = str(port or free_port())
     procs = []
     for r in range(n):
         env = child_env(RANK=str(r), WORLD_SIZE=str(n), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",

@@ -217,6 +217,7 @@ def scenario_peer_stuck(argv) -> None:
     timeout = float(argv[0])
     pg = dist.init(backend="ring", timeout=timeout)
     pg.barrier()
+    pg.all_reduce(rl.tensor(np.ones(3, np.int64)))
     if pg.rank == pg.size - 1:
         print("STOPPING", flush=True)
         os.kill(os.getpid(), signal.SIGSTOP)
@@ -468,6 +469,48 @@ def scenario_ipc_fallback(argv) -> None:
     assert pg.cuda_transport.startswith("tcp (") and expect in pg.cuda_transport, pg.cuda_transport
     check_reduced(from_rl(t), inputs, "sum", "int64", "fallback all_reduce")
     print(f"TRANSPORT {pg.cuda_transport}", flush=True)
+
+
+def scenario_disagree(argv) -> None:
+    """Rank 1 passes another element count (or dtype) than rank 0 to all_reduce, or a
+    broadcast names another root: every rank must raise naming both sides, and the group
+    must stay usable."""
+    what = argv[0]
+    pg = dist.init(backend=argv[1], timeout=20)
+    other = pg.rank == 1
+    if what == "count":
+        t, expect = rl.tensor(np.ones(12 if other else 8, np.float32)), "element count: 8 on one rank, 12 on another"
+        call = lambda: pg.all_reduce(t)  # noqa: E731
+    elif what == "dtype":
+        t = rl.tensor(np.ones(8, np.int32 if other else np.float32))
+        expect = "dtype: float32 on one rank, int32 on another"
+        call = lambda: pg.all_reduce(t)  # noqa: E731
+    else:
+        t, expect = rl.tensor(np.ones(4, np.float32)), "root: 0 on one rank, 1 on another"
+        call = lambda: pg.broadcast(t, src=1 if other else 0)  # noqa: E731
+    try:
+        call()
+    except ValueError as e:
+        assert expect in str(e) and "different collectives" in str(e), e
+        print(f"DISAGREE rank {pg.rank}: {e}", flush=True)
+    else:
+        raise AssertionError("no error although the ranks disagree")
+    u = rl.tensor(np.full(5, pg.rank + 1, np.float32))
+    pg.all_reduce(u)
+    assert np.asarray(u).tolist() == [pg.size * (pg.size + 1) / 2] * 5, np.asarray(u)
+    print("STILL-USABLE", flush=True)
+
+
+def scenario_join_late(argv) -> None:
+    """Ranks above 0 start `delay` seconds late (strangers may connect meanwhile)."""
+    timeout, delay = float(argv[0]), float(argv[1])
+    if int(os.environ["RANK"]) > 0:
+        time.sleep(delay)
+    t0 = time.monotonic()
+    pg = dist.init(timeout=timeout)
+    pg.barrier()
+    addr = pg.store.get("pg/world/addr/0").decode()
+    print(f"JOINED rank {pg.rank} in {time.monotonic() - t0:.2f}s mesh {addr}", flush=True)
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items() if name.startswith("scenario_")}

@@ -76,7 +76,7 @@ def test_layernorm_bad_inputs():
     with pytest.raises(ValueError, match=r"beta must have shape \[6\], got float32\[1, 6\]"):
         fwd(x, g, rl.zeros([1, 6]))
     for eps in (0.0, -1e-5):
-        with pytest.raises(ValueError, match="layernorm_forward: eps must be positive"):
+        with pytest.raises(ValueError, match="layernorm_forward: eps must be finite and positive"):
             fwd(x, g, b, eps)
     with pytest.raises(TypeError, match="x must be float32 or bfloat16, got int32"):
         fwd(rl.zeros([4, 6], dtype="int32"), rl.zeros([6], dtype="int32"), rl.zeros([6], dtype="int32"))

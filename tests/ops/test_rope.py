@@ -91,7 +91,7 @@ def test_rope_bad_inputs():
         with pytest.raises(ValueError, match=rf"rope_forward: n_rot_heads {n} out of range for float32\[1, 4, 2, 6\]"):
             rl.ops.rope_forward(x, n)
     for base in (0.0, -10000.0):
-        with pytest.raises(ValueError, match="rope_forward: base must be positive"):
+        with pytest.raises(ValueError, match="rope_forward: base must be finite and positive"):
             rl.ops.rope_forward(x, 2, base)
     with pytest.raises(ValueError, match="rope_backward: pos_offset must be >= 0, got -1"):
         rl.ops.rope_backward(x, 2, 10000.0, -1)

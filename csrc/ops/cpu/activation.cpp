@@ -39,7 +39,7 @@ Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
 }
 
 Tensor swiglu_forward(const Tensor& x) {
-  const int64_t F = x.size(-1) / 2, rows = x.numel() / std::max<int64_t>(2 * F, 1);
+  const int64_t F = x.size(-1) / 2, rows = leading_rows(x.shape());
   Shape shape = x.shape();
   shape.back() = F;
   Tensor y = Tensor::empty(shape, DType::Float32);
@@ -56,7 +56,7 @@ Tensor swiglu_forward(const Tensor& x) {
 }
 
 Tensor swiglu_backward(const Tensor& dy, const Tensor& x) {
-  const int64_t F = x.size(-1) / 2, rows = x.numel() / std::max<int64_t>(2 * F, 1);
+  const int64_t F = x.size(-1) / 2, rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), DType::Float32);
   const float* g = dy.data_as<float>();
   const float* xp = x.data_as<float>();

@@ -19,7 +19,7 @@ constexpr int64_t kColumnBlock = 64;       // columns per task in the dgamma/dbe
 
 std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                      float eps) {
-  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  const int64_t C = x.size(-1), rows = leading_rows(x.shape());
   Tensor y = Tensor::empty(x.shape(), DType::Float32);
   Tensor mean = Tensor::empty({rows}, DType::Float32);
   Tensor rstd = Tensor::empty({rows}, DType::Float32);
@@ -51,7 +51,7 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tens
 
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                           const Tensor& rstd, Tensor& dgamma, Tensor& dbeta) {
-  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  const int64_t C = x.size(-1), rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), DType::Float32);
   const float* g = dy.data_as<float>();
   const float* xp = x.data_as<float>();

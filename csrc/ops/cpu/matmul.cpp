@@ -8,7 +8,7 @@
 namespace ringloom::cpu {
 
 Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  const int64_t K = x.size(-1), N = w.size(0), M = x.numel() / std::max<int64_t>(K, 1);
+  const int64_t K = x.size(-1), N = w.size(0), M = leading_rows(x.shape());
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor y = Tensor::empty(out_shape, DType::Float32);
@@ -20,16 +20,12 @@ Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
     for (int64_t m = 0; m < M; ++m) std::memcpy(yp + m * N, bp, size_t(N) * sizeof(float));
     beta = 1.0f;
   }
-  if (K == 0) {
-    if (!bias.defined()) y.zero_();
-    return y;
-  }
   sgemm(false, true, M, N, K, 1.0f, x.data_as<float>(), K, w.data_as<float>(), K, beta, yp, N);
   return y;
 }
 
 Tensor matmul_backward_input(const Tensor& dy, const Tensor& w) {
-  const int64_t N = w.size(0), K = w.size(1), M = dy.numel() / std::max<int64_t>(N, 1);
+  const int64_t N = w.size(0), K = w.size(1), M = leading_rows(dy.shape());
   Shape shape = dy.shape();
   shape.back() = K;
   // beta = 0 GEMM overwrites dx, so only the empty sum (N == 0) needs the zero fill.
@@ -40,7 +36,7 @@ Tensor matmul_backward_input(const Tensor& dy, const Tensor& w) {
 }
 
 void matmul_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tensor& dbias, bool accumulate) {
-  const int64_t N = dy.size(-1), K = x.size(-1), M = dy.numel() / std::max<int64_t>(N, 1);
+  const int64_t N = dy.size(-1), K = x.size(-1), M = leading_rows(dy.shape());
   if (!accumulate) dw.zero_();
   if (M > 0) sgemm(true, false, N, K, M, 1.0f, dy.data_as<float>(), N, x.data_as<float>(), K, 1.0f, dw.data_as<float>(), K);
   if (dbias.defined()) {

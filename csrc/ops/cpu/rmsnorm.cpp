@@ -16,7 +16,7 @@ constexpr int64_t kColumnBlock = 64;       // columns per task in the dgamma sum
 }  // namespace
 
 std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma, float eps) {
-  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  const int64_t C = x.size(-1), rows = leading_rows(x.shape());
   Tensor y = Tensor::empty(x.shape(), DType::Float32);
   Tensor rstd = Tensor::empty({rows}, DType::Float32);
   const float* xp = x.data_as<float>();
@@ -38,7 +38,7 @@ std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma,
 }
 
 Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma) {
-  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  const int64_t C = x.size(-1), rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), DType::Float32);
   const float* g = dy.data_as<float>();
   const float* xp = x.data_as<float>();

@@ -14,7 +14,15 @@ namespace ringloom::cpu {
 // The thread count of the next CPU op (OpenMP's max threads of the calling thread).
 int num_threads();
 
-// Sets OpenMP's thread count for the calling thread and OpenBLAS's (process-wide). n >= 1.
+// Sets OpenMP's thread count for the calling thread and OpenBLAS's (process-wide).
+// 1 <= n <= max_threads(); anything else raises ValueError.
 void set_num_threads(int n);
+
+// The largest count set_num_threads accepts: kThreadsPerCore per hardware thread, at least
+// kMinThreadLimit. Oversubscription past that only slows the ops down, and far past it
+// thread creation fails inside the OpenMP runtime, which then exits the process.
+constexpr int kThreadsPerCore = 4;
+constexpr int kMinThreadLimit = 64;
+int max_threads();
 
 }  // namespace ringloom::cpu

@@ -99,7 +99,7 @@ Tensor swiglu_forward(const Tensor& x) {
   const int64_t F = s.back() / 2;
   s.back() = F;
   Tensor y = Tensor::empty(s, x.dtype(), x.device());
-  const int64_t rows = F == 0 ? 0 : x.numel() / (2 * F);
+  const int64_t rows = leading_rows(x.shape());
   if (y.numel() == 0) return y;
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {
@@ -119,7 +119,7 @@ Tensor swiglu_forward(const Tensor& x) {
 Tensor swiglu_backward(const Tensor& dy, const Tensor& x) {
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   const int64_t F = x.size(-1) / 2;
-  const int64_t rows = F == 0 ? 0 : x.numel() / (2 * F);
+  const int64_t rows = leading_rows(x.shape());
   if (dx.numel() == 0) return dx;
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {

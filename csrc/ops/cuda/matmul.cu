@@ -168,7 +168,7 @@ __global__ void column_sums_kernel(const T* dy, float* partial, int64_t M, int64
 
 Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const int64_t K = x.size(-1), N = w.size(0);
-  const int64_t M = K == 0 ? x.numel() : x.numel() / K;
+  const int64_t M = leading_rows(x.shape());
   Shape ys = x.shape();
   ys.back() = N;
   Tensor y = Tensor::empty(ys, x.dtype(), x.device());
@@ -190,7 +190,7 @@ Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
 
 Tensor matmul_backward_input(const Tensor& dy, const Tensor& w) {
   const int64_t N = w.size(0), K = w.size(1);
-  const int64_t M = N == 0 ? dy.numel() : dy.numel() / N;
+  const int64_t M = leading_rows(dy.shape());
   Shape xs = dy.shape();
   xs.back() = K;
   Tensor dx = Tensor::empty(xs, dy.dtype(), dy.device());
@@ -208,7 +208,7 @@ Tensor matmul_backward_input(const Tensor& dy, const Tensor& w) {
 
 void matmul_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tensor& dbias, bool accumulate) {
   const int64_t N = dw.size(0), K = dw.size(1);
-  const int64_t M = N == 0 ? 0 : dy.numel() / N;
+  const int64_t M = leading_rows(dy.shape());
   RL_CHECK(!dbias.defined() || dbias.dtype() == DType::Float32 || dbias.dtype() == DType::BFloat16, Type,
            "matmul_backward_weight: dbias must be float32 or bfloat16, got ", dbias.describe());
   if (N == 0) return;

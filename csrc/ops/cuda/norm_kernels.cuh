@@ -273,7 +273,7 @@ template <bool kCenter>
 void forward(const Tensor& x, const Tensor& gamma, const Tensor* beta, Tensor& y, Tensor* mean, Tensor& rstd,
              float eps) {
   const int64_t C = x.size(-1);
-  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t rows = leading_rows(x.shape());
   if (rows == 0) return;
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {
@@ -303,7 +303,7 @@ Tensor backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Te
                 Tensor& dgamma, Tensor* dbeta) {
   constexpr int NP = kParams<kCenter>;
   const int64_t C = x.size(-1);
-  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (rows == 0) return dx;
   OpContext ctx(x);

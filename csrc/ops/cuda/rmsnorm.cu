@@ -7,7 +7,7 @@ namespace ringloom::cuda {
 
 std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma, float eps) {
   const int64_t C = x.size(-1);
-  const int64_t rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t rows = leading_rows(x.shape());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, DType::Float32, x.device());
   norm::forward</*kCenter=*/false>(x, gamma, nullptr, y, nullptr, rstd, eps);

@@ -133,6 +133,11 @@ class Tensor:
     def ndim(self) -> int:
         ...
     @property
+    def read_only(self) -> bool:
+        """
+        Whether this tensor views read-only memory (writes into it raise)
+        """
+    @property
     def shape(self) -> tuple:
         ...
 class CudaGraph:
@@ -191,7 +196,7 @@ def from_dlpack(obj: typing.Any) -> Tensor:
     """
 def from_numpy(array: typing.Any) -> Tensor:
     """
-    Zero-copy view of a C-contiguous NumPy array (float32, bfloat16, float16, int32, int64, uint8)
+    Zero-copy view of a C-contiguous NumPy array (float32, bfloat16, float16, int32, int64, uint8). A read-only array gives a read-only tensor: ops that write into it raise ValueError
     """
 def get_num_threads() -> int:
     """
@@ -205,7 +210,7 @@ def reset_host_transfer_stats() -> None:
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     """
-    Set the threads of the CPU ops: OpenMP (for the calling thread) and OpenBLAS (process-wide) together. n >= 1.
+    Set the threads of the CPU ops: OpenMP (for the calling thread) and OpenBLAS (process-wide) together. 1 <= n <= max(64, 4 x the hardware threads); anything else raises ValueError.
     """
 def zeros(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any = 'float32', device: typing.Any = 'cpu') -> Tensor:
     ...

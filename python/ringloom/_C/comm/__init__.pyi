@@ -6,7 +6,7 @@ import collections.abc
 import ringloom._C
 import typing
 from . import ipc
-__all__: list[str] = ['MAX_FRAME', 'MAX_KEY', 'NcclGroup', 'NcclWork', 'ProcessGroup', 'Store', 'StoreServer', 'Work', 'has_nccl', 'ipc']
+__all__: list[str] = ['MAX_FRAME', 'MAX_HELLO_FRAME', 'MAX_KEY', 'NcclGroup', 'NcclWork', 'ProcessGroup', 'Store', 'StoreServer', 'Work', 'has_nccl', 'ipc']
 class StoreServer:
     """
     The key-value store server (runs on a background thread)
@@ -155,5 +155,6 @@ class NcclGroup:
     def size(self) -> int:
         ...
 MAX_FRAME: int = 16777216
+MAX_HELLO_FRAME: int = 4101
 MAX_KEY: int = 4096
 has_nccl: bool = False
