@@ -7,7 +7,9 @@ FLOPs follow flash-attention's convention: forward 4*B*H*S^2*D (halved when caus
 forward+backward 3.5x that (backward is five S x S x D products to the forward's two).
 torch gets q, k, v as separate contiguous [B, H, S, D] leaves and torch.autograd.grad, its
 fastest path; ours reads the packed qkv[B, S, 3H, D] as the model produces it.
---deterministic also times our deterministic backward (attention_backward(deterministic=True)).
+--deterministic also times our deterministic backward (attention_backward(..., deterministic=True)).
+On a compute capability 9.0 GPU "ours" is the Hopper kernels (csrc/ops/cuda/attention/hopper_*.cu),
+elsewhere the flash kernels.
 """
 from __future__ import annotations
 
@@ -116,11 +118,12 @@ def main():
         for mode, bwd in (("fwd", False), ("fwd+bwd", True)):
             fl = flops(B, H, S, D, causal, bwd)
             row = {"shape": name, "mode": mode, "rel_err_vs_flash": errs[1] if bwd else errs[0]}
-            row["ours_ms"] = time_ms(lambda i, f=(ofb if bwd else ofwd): f())
+            variants = {"ours": (ofwd, ofb)}
             if args.deterministic and bwd:
-                ofb_det = ours_fns(qkv, dout, H, causal, deterministic=True)[1]
-                row["ours_determ_ms"] = time_ms(lambda i: ofb_det())
-            # Our cuDNN backend (ops.set_attention_backend("cudnn"): csrc/ops/cuda/attention_cudnn.cu),
+                variants["ours_determ"] = ours_fns(qkv, dout, H, causal, deterministic=True)
+            for label, (vf, vfb) in variants.items():
+                row[f"{label}_ms"] = time_ms(lambda i, f=(vfb if bwd else vf): f())
+            # Our cuDNN backend (ops.set_attention_backend("cudnn"): csrc/ops/cuda/attention/cudnn.cu),
             # through the same entry points as ours; torch's cudnn column is the peer it should match.
             row["rl_cudnn_ms"] = None
             if rl_ops.cudnn_attention_built():

@@ -66,7 +66,10 @@ def measure(reps: int) -> dict:
                   f"-> fwd {row['fwd_best']}, bwd {row['bwd_best']}", flush=True)
     finally:
         ops.set_attention_backend(before)
-    return {**device_info(), "candidates": candidates, "tokens": TOKENS, "width": WIDTH, "rows": rows}
+    # What "ours" ran at D64/D128: the Hopper kernels on compute capability 9.0 when built, else flash.
+    hopper = ops.hopper_attention_built() and torch.cuda.get_device_capability() == (9, 0)
+    return {**device_info(), "candidates": candidates, "ours_kernels": "hopper" if hopper else "flash",
+            "tokens": TOKENS, "width": WIDTH, "rows": rows}
 
 
 def header_text(res: dict) -> str:
@@ -76,6 +79,7 @@ def header_text(res: dict) -> str:
         f"// Measured on {res['device']}, torch {res['torch']}, commit {res['commit']}, {res['date']};",
         f"// candidates {', '.join(res['candidates'])}; bf16, MHA, B x T = {res['tokens']} tokens, "
         f"H x D = {res['width']}.",
+        f"// ours at D64/D128 ran the {res.get('ours_kernels', 'flash')} kernels.",
         "// Per row: the fastest backend for the forward and for the backward, with the times (ms)",
         "// of every candidate as fwd/bwd.",
         "#pragma once",

@@ -92,6 +92,9 @@ RINGLOOM_BIND(ops, 10) {
         "64/128) or \"auto\" (per shape and direction, the one measured fastest: ops/attention_auto_table.h). "
         "Process-wide; the CPU op ignores it");
   o.def("get_attention_backend", [] { return std::string(attention_backend_name(attention_backend())); });
+  o.def("hopper_attention_built", &hopper_attention_built,
+        "Whether this build has the Hopper (sm_90a) attention kernels that \"ours\" runs on compute "
+        "capability 9.0 GPUs (bf16, head dim 64/128)");
   o.def(
       "attention_auto_choice",
       [](int64_t head_dim, bool causal, int64_t seq_len, bool backward) {

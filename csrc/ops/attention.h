@@ -25,7 +25,7 @@ namespace ringloom {
 // Returns (out[B, T, Hq, D], lse[B, Hq, T] fp32).
 std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                                             float scale);
-// Returns dqkv[B, T, Hq + 2*Hkv, D].
+// Returns dqkv[B, T, Hq + 2*Hkv, D]; deterministic as above.
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                           int64_t n_head, int64_t n_kv_head, bool causal, float scale, bool deterministic = false);
 

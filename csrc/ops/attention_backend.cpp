@@ -51,6 +51,14 @@ const char* attention_backend_name(AttentionBackend b) {
   }
 }
 
+bool hopper_attention_built() {
+#ifdef RINGLOOM_WITH_SM90A_ATTENTION
+  return true;
+#else
+  return false;
+#endif
+}
+
 bool cudnn_attention_built() {
 #if defined(RINGLOOM_WITH_CUDA) && defined(RINGLOOM_WITH_CUDNN_FRONTEND)
   return true;

@@ -1,4 +1,4 @@
-"""The cuDNN attention backend (ops.set_attention_backend("cudnn"), csrc/ops/cuda/attention_cudnn.cu)
+"""The cuDNN attention backend (ops.set_attention_backend("cudnn"), csrc/ops/cuda/attention/cudnn.cu)
 against ringloom's CPU fp32 op on the same bf16-rounded inputs and against our own CUDA
 kernels: forward out and lse, backward dqkv, causal and full, head dims 64 and 128, GQA,
 odd sequence lengths. Outputs are poisoned (NaN-filled cache) before each run.

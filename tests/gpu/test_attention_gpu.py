@@ -1,4 +1,7 @@
 """CUDA attention against the CPU op and, where it imports, torch's SDPA on the GPU.
+On a compute capability 9.0 GPU the bf16 D64/D128 cases run the Hopper kernels
+(csrc/ops/cuda/attention/hopper_*.cu; the deterministic backward the flash one), elsewhere
+the flash kernels.
 
 The bf16 kernels are judged the way flash-attention's own tests judge theirs: the reference
 is ringloom's CPU fp32 attention on the same (bf16-rounded) inputs, and our relative-norm
@@ -67,7 +70,7 @@ def torch_bf16(qkv, dout, hq, hkv, causal):
     return o.detach().float().cpu().numpy(), x.grad.float().cpu().numpy()
 
 
-def run_ours(qkv, dout, hq, hkv, causal, dtype):
+def run_ours(qkv, dout, hq, hkv, causal, dtype, deterministic=False):
     B, T, H3, D = qkv.shape
     out_ptrs = poison([((B, T, hq, D), dtype), ((B, hq, T), "float32")])
     x = rl.tensor(qkv, dtype=dtype, device="cuda")
@@ -75,7 +78,7 @@ def run_ours(qkv, dout, hq, hkv, causal, dtype):
     assert out.data_ptr() in out_ptrs and lse.data_ptr() in out_ptrs, "outputs did not reuse the poisoned blocks"
     go = rl.tensor(dout, dtype=dtype, device="cuda")
     dq_ptrs = poison([((B, T, H3, D), dtype)])
-    dqkv = rl.ops.attention_backward(go, x, out, lse, hq, hkv, causal)
+    dqkv = rl.ops.attention_backward(go, x, out, lse, hq, hkv, causal, deterministic=deterministic)
     assert dqkv.data_ptr() in dq_ptrs, "dqkv did not reuse the poisoned block"
     return to_np(out), to_np(lse), to_np(dqkv)
 
@@ -94,10 +97,11 @@ def make_inputs(rng, B, T, hq, hkv, D):
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("hq,hkv", [(2, 2), (6, 2)])
-def test_attention_bf16_flash(rng, B, T, D, causal, hq, hkv):
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic_dq", "deterministic"])
+def test_attention_bf16_flash(rng, B, T, D, causal, hq, hkv, deterministic):
     qkv, dout = make_inputs(rng, B, T, hq, hkv, D)
     ref_out, ref_lse, ref_dqkv = cpu_reference(qkv, dout, hq, hkv, causal)
-    out, lse, dqkv = run_ours(qkv, dout, hq, hkv, causal, "bfloat16")
+    out, lse, dqkv = run_ours(qkv, dout, hq, hkv, causal, "bfloat16", deterministic)
 
     # lse is fp32 from bf16 inputs: only the score rounding differs.
     assert rel_err(lse, ref_lse) <= 1e-3, f"lse: relative error {rel_err(lse, ref_lse):.3e}"
@@ -139,22 +143,31 @@ def test_attention_simple_kernels(rng, dtype, D, causal):
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_attention_backward_repeatable(rng, deterministic):
+@pytest.mark.parametrize("D", [64, 128])
+def test_attention_backward_repeatable(rng, deterministic, D):
     """dk/dv are always summed in a fixed order; with deterministic=True so is dq.
     The deterministic path must agree with the atomic one to bf16 rounding."""
-    B, T, hq, hkv, D = 2, 300, 8, 2, 64
+    B, T, hq, hkv = 2, 300, 8, 2
     qkv, dout = make_inputs(rng, B, T, hq, hkv, D)
     x = rl.tensor(qkv, dtype="bfloat16", device="cuda")
     go = rl.tensor(dout, dtype="bfloat16", device="cuda")
     out, lse = rl.ops.attention_forward(x, hq, hkv, True)
-    runs = [split(to_np(rl.ops.attention_backward(go, x, out, lse, hq, hkv, True, deterministic=deterministic)), hq, hkv)
-            for _ in range(3)]
+    runs = [split(to_np(rl.ops.attention_backward(go, x, out, lse, hq, hkv, True, deterministic=deterministic)),
+                  hq, hkv) for _ in range(3)]
     for name in (["dq", "dk", "dv"] if deterministic else ["dk", "dv"]):
         for r in runs[1:]:
             assert np.array_equal(r[name], runs[0][name]), f"{name} differs between identical runs"
     _, _, ref_dqkv = cpu_reference(qkv, dout, hq, hkv, True)
     for name, g in runs[0].items():
         assert rel_err(g, split(ref_dqkv, hq, hkv)[name]) <= REL_ERR["bfloat16"], name
+
+
+def test_hopper_kernels_built_for_hopper():
+    """On an H100/H200 the tests above must exercise the Hopper kernels: the build has them
+    whenever CUDA architecture 90 is built (CMakeLists.txt)."""
+    if not HAVE_TORCH or torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("not a compute capability 9.0 GPU (or torch missing to ask)")
+    assert rl._C.ops.hopper_attention_built(), "built without the sm_90a attention kernels"
 
 
 def test_attention_explicit_scale(rng):

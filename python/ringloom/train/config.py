@@ -50,7 +50,7 @@ class TrainConfig:
                       choices=("auto", "float32", "bfloat16"))
     cuda_graph: bool = _opt(False, "capture the training step in a CUDA Graph after 2 eager steps and replay it "
                             "(single GPU; for small models where kernel launch gaps dominate)", MODEL)
-    attention: str = _opt("auto", "GPU attention: our flash kernels, cuDNN's fused SDPA, or auto = per shape "
+    attention: str = _opt("auto", "GPU attention: our kernels, cuDNN's fused SDPA, or auto = per shape "
                           "and direction the one measured fastest", MODEL, choices=("ours", "cudnn", "auto"))
     deterministic_attention: bool = _opt(False, "bitwise reproducible attention backward on the GPU (slower: dq in "
                                          "a separate pass instead of atomics; not with --attention cudnn)", MODEL)

@@ -41,8 +41,17 @@ void flash_forward(const Params& p, cudaStream_t s);
 // Needs dvec and lse2 of T_pad rows (flash_backward fills them first).
 // deterministic: dq by a separate pass over the key blocks instead of fp32 atomics.
 void flash_backward(const Params& p, bool deterministic, cudaStream_t s);
-// D = 128 dK/dV(/atomic dQ) kernel with the two-dimensional warp layout (attention_bwd_2d.cu).
+// D = 128 dK/dV(/atomic dQ) kernel with the two-dimensional warp layout (flash_bwd_2d.cu).
 void flash_bwd_dkdv_2d(const Params& p, cudaStream_t s);
+// Hopper (sm_90a, compute capability 9.0 only) kernels: bf16, D in {64, 128}; qkv, out and
+// dout 16-byte aligned (TMA). The backward takes the flash path's scratch (dvec, lse2 of
+// T_pad rows and dq_accum) and has no deterministic mode.
+void hopper_forward(const Params& p, cudaStream_t s);
+void hopper_backward(const Params& p, cudaStream_t s);
+// Backward steps shared by flash_backward and hopper_backward (flash_bwd.cu): dvec and lse2
+// for T_pad rows; dqkv's query part = scale * dq_accum in bf16.
+void backward_prep(const Params& p, cudaStream_t s);
+void dq_accum_to_bf16(const Params& p, cudaStream_t s);
 // Simple kernels: any D <= 256, fp32 or bf16 (is_bf16). One warp per row.
 void simple_forward(const Params& p, bool is_bf16, cudaStream_t s);
 void simple_backward(const Params& p, bool is_bf16, cudaStream_t s);

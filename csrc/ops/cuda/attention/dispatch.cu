@@ -1,23 +1,27 @@
 // CUDA attention entry points: pick the kernel, allocate outputs and scratch, launch on the
-// device's current stream. bf16 with D = 64 or 128 runs the tensor-core flash kernels
-// (attention_fwd.cu, attention_bwd.cu); everything else (fp32, other head dims up to 256)
-// the simple kernels (attention_simple.cu). Inputs are validated in ops/attention.cpp.
+// device's current stream. bf16 with D = 64 or 128 runs tensor-core kernels: on a compute
+// capability 9.0 GPU (H100/H200) the Hopper kernels (hopper_fwd.cu, hopper_bwd.cu: wgmma,
+// TMA, warp-specialised) when the build has them, elsewhere the flash kernels (flash_fwd.cu,
+// flash_bwd.cu); everything else (fp32, other head dims up to 256) the simple kernels
+// (simple.cu). Inputs are validated in ops/attention.cpp.
 //
-// Backward is deterministic on request (the `deterministic` argument): a separate dq pass
-// replaces the fp32 atomic accumulation of dq (about 1.4x the backward's matrix work).
-// dk/dv are always deterministic; the simple kernels always are. The backend setting
-// (ops/attention_backend.h: ours | cudnn | auto) may send a call to cuDNN's fused
-// attention instead (attention_cudnn.cu); auto follows the measured table per shape and
-// direction.
+// Backward is deterministic on request (the op's `deterministic` argument): flash_bwd.cu's
+// separate dq pass replaces the fp32 atomic accumulation of dq (about 1.4x the backward's
+// matrix work). dk/dv are always deterministic; the simple kernels always are.
+// The backend setting (ops/attention_backend.h: ours | cudnn | auto) may send a call to
+// cuDNN's fused attention instead (cudnn.cu); auto follows the measured table per shape and
+// direction, and a deterministic backward stays on ours.
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #include "core/cuda/check.h"
 #include "core/cuda/context.h"
 #include "ops/attention.h"
 #include "ops/attention_backend.h"
 #include "ops/cuda/attention/params.h"
-#include "ops/cuda/attention_cudnn.h"
+#include "ops/cuda/attention/cudnn.h"
 
 namespace ringloom::cuda {
 
@@ -28,6 +32,21 @@ constexpr int kMaxSimpleDim = 256;
 bool use_flash(const Tensor& qkv) {
   return qkv.dtype() == DType::BFloat16 && (qkv.size(3) == 64 || qkv.size(3) == 128);
 }
+
+// The Hopper kernels: sm_90a code runs on compute capability 9.0 exactly, and TMA needs
+// 16-byte aligned tensors. Builds without them (no architecture 90, CUDA < 12.3) skip the
+// calls below at compile time.
+#ifdef RINGLOOM_WITH_SM90A_ATTENTION
+bool use_hopper(int dev, std::initializer_list<const void*> ptrs) {
+  int major = 0, minor = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  if (major != 9 || minor != 0) return false;
+  for (const void* q : ptrs)
+    if (reinterpret_cast<uintptr_t>(q) % 16 != 0) return false;
+  return true;
+}
+#endif
 
 attn::Params make_params(const char* op, const Tensor& qkv, int64_t n_head, int64_t n_kv_head, bool causal,
                          float scale) {
@@ -80,6 +99,12 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& qkv, int64_t n_head, i
   p.out = out.data();
   p.lse = lse.data_as<float>();
   cudaStream_t s = current_stream(dev);
+#ifdef RINGLOOM_WITH_SM90A_ATTENTION
+  if (use_flash(qkv) && use_hopper(dev, {p.qkv, p.out})) {
+    attn::hopper_forward(p, s);
+    return {out, lse};
+  }
+#endif
   if (use_flash(qkv)) attn::flash_forward(p, s);
   else attn::simple_forward(p, qkv.dtype() == DType::BFloat16, s);
   return {out, lse};
@@ -117,6 +142,12 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& o
     dq_accum = Tensor::empty({qkv.size(0), qkv.size(1), n_head, qkv.size(3)}, DType::Float32, qkv.device());
     p.dq_accum = dq_accum.data_as<float>();
   }
+#ifdef RINGLOOM_WITH_SM90A_ATTENTION
+  if (!deterministic && use_hopper(dev, {p.qkv, p.dout, p.dqkv})) {
+    attn::hopper_backward(p, s);
+    return dqkv;
+  }
+#endif
   attn::flash_backward(p, deterministic, s);
   return dqkv;
 }

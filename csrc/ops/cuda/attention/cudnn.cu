@@ -10,7 +10,7 @@
 // output is the natural-log log-sum-exp of the scaled scores per row, which is our lse
 // [B, Hq, T] (stride_b = Hq*T, stride_h = T, stride_s = 1), so it is written there and
 // read back by the backward. dqkv is written as three strided views of one packed tensor.
-#include "ops/cuda/attention_cudnn.h"
+#include "ops/cuda/attention/cudnn.h"
 
 #include <cmath>
 

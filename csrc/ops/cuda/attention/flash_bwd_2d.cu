@@ -12,7 +12,7 @@
 //   3. dQ = dS K                  [64 x 128]: warp (wq, wc) owns queries wq*32.., dims wc*32..,
 //      added into the fp32 dq_accum with atomics (converted by dq_convert_kernel).
 // Shared-memory reads per MMA are ~0.45 ldmatrix.x4 against ~0.6 for the key-major layout
-// (each warp 16 keys x all queries) of attention_bwd.cu, whose S^T/dP^T products reload
+// (each warp 16 keys x all queries) of flash_bwd.cu, whose S^T/dP^T products reload
 // Q and dO fragments for every 16 keys; that traffic was what bound the backward (ncu: L1
 // 69% busy, short-scoreboard stalls). The cost: P and dS make a round trip through shared
 // memory, and two barriers a query block. Measured on an H100 (NOTES-attention.md, run 5):

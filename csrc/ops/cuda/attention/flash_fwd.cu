@@ -6,7 +6,7 @@
 //   o' = o*2^(m-m') + sum_j 2^(s_j-m') v_j;   at the end out = o/l, lse = (m + log2 l) * ln 2.
 // The loads overlap the arithmetic as in FlashAttention-2: V_n is fetched while S = Q K_n^T
 // is computed, K_{n+1} while softmax and P V_n run (cp.async, one buffer each).
-// Instantiated for bf16, D = 64 and 128; other cases go to attention_simple.cu.
+// Instantiated for bf16, D = 64 and 128; other cases go to simple.cu.
 #include <cfloat>
 
 #include "core/cuda/check.h"

@@ -7,7 +7,7 @@
 //   dV += P^T dO,  dS^T = P^T o (dP^T - D_i),  dK += dS^T Q  (scaled once at the end)
 // The key-major layout keeps P^T and dS^T in registers as A fragments of the dV/dK MMAs.
 // It runs D = 64, and D = 128's deterministic path; D = 128's default is the
-// two-dimensional warp layout of attention_bwd_2d.cu (less shared-memory traffic per MMA).
+// two-dimensional warp layout of flash_bwd_2d.cu (less shared-memory traffic per MMA).
 //
 // dQ = scale * dS K needs a sum over key blocks, i.e. over blocks:
 //  - default: each block stages dS in shared memory and adds its dS K into an fp32
@@ -394,6 +394,23 @@ __global__ void dq_convert_kernel(const Params p) {
   }
 }
 
+}  // namespace
+
+void backward_prep(const Params& p, cudaStream_t s) {
+  const int64_t prep_rows = int64_t(p.B) * p.Hq * p.T_pad;
+  flash_bwd_prep_kernel<<<unsigned((prep_rows + 7) / 8), 256, 0, s>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+void dq_accum_to_bf16(const Params& p, cudaStream_t s) {
+  const int64_t n4 = int64_t(p.B) * p.T * p.Hq * p.D / 4;
+  const int blocks = int(std::min<int64_t>((n4 + 255) / 256, 4096));
+  dq_convert_kernel<<<blocks, 256, 0, s>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+namespace {
+
 template <typename Kernel>
 void set_smem(Kernel kernel, int bytes) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
@@ -419,13 +436,11 @@ void launch_dq(const Params& p, cudaStream_t s) {
   CUDA_CHECK_LAUNCH();
 }
 
-// k2d: the atomic-dq path runs attention_bwd_2d.cu's kernel (D = 128 only).
+// k2d: the atomic-dq path runs flash_bwd_2d.cu's kernel (D = 128 only).
 template <int D, int kWarps, int BM, bool k2d = false>
 void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
   static_assert(64 % BM == 0, "T_pad (T rounded up to 64) must be whole query blocks");
-  const int64_t prep_rows = int64_t(p.B) * p.Hq * p.T_pad;
-  flash_bwd_prep_kernel<<<unsigned((prep_rows + 7) / 8), 256, 0, s>>>(p);
-  CUDA_CHECK_LAUNCH();
+  backward_prep(p, s);
   if (deterministic) {
     launch_dkdv<D, kWarps, BM, false>(p, s);
     launch_dq<D, 4, 64>(p, s);
@@ -434,17 +449,14 @@ void backward_for_dim(const Params& p, bool deterministic, cudaStream_t s) {
   CUDA_CHECK(cudaMemsetAsync(p.dq_accum, 0, sizeof(float) * size_t(p.B) * p.T * p.Hq * D, s));
   if constexpr (k2d) flash_bwd_dkdv_2d(p, s);
   else launch_dkdv<D, kWarps, BM, true>(p, s);
-  const int64_t n4 = int64_t(p.B) * p.T * p.Hq * D / 4;
-  const int blocks = int(std::min<int64_t>((n4 + 255) / 256, 4096));
-  dq_convert_kernel<<<blocks, 256, 0, s>>>(p);
-  CUDA_CHECK_LAUNCH();
+  dq_accum_to_bf16(p, s);
 }
 
 }  // namespace
 
 void flash_backward(const Params& p, bool deterministic, cudaStream_t s) {
   // D=64: 4 warps (64 keys a block, two blocks an SM), 64 queries a step.
-  // D=128: the two-dimensional warp layout of attention_bwd_2d.cu (measured 1.10-1.13x the
+  // D=128: the two-dimensional warp layout of flash_bwd_2d.cu (measured 1.10-1.13x the
   // key-major kernel with 64-query steps, 1.23-1.24x with 32); the deterministic path keeps
   // the key-major kernel (dq by the separate pass), with 64-query steps.
   if (p.D == 64) backward_for_dim<64, 4, 64>(p, deterministic, s);
