@@ -3,20 +3,27 @@
 and gradient norms as a single-GPU run of the same global batch, within the bf16 tolerance
 of tests/tolerances.py, for GPT-2 and LLaMA (GQA) presets.
 
-Runs wherever one GPU is visible: the ranks share it (under CUDA MPS when its daemon runs,
-time-sliced otherwise), and their collectives go through host memory over our TCP ring
+Runs wherever one GPU is visible: the ranks share it as clients of the CUDA Multi-Process
+Service (the `mps` fixture, through gpu_ranks.ranks_on_gpus), with our collectives
 (`--backend ring`), as in test_parallel_gpu.py.
 """
 from __future__ import annotations
 
-import sys
+import json
+import os
 
 import numpy as np
 import pytest
 
-from test_parallel_gpu import BF16_REL, COMMON, _records, _run
+from gpu_ranks import ranks_on_gpus
+from test_parallel_gpu import BF16_REL, _run
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.multiproc]
+
+
+def _records(out: str) -> list[dict]:
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +34,7 @@ def single(tmp_path_factory):
     def get(preset: str) -> list[dict]:
         if preset not in done:
             out = str(tmp_path_factory.mktemp(f"single-{preset}") / "run")
-            _run([sys.executable, "-m", "ringloom", "train", *COMMON, "--preset", preset, "--out", out])
+            _run(1, ["--preset", preset, "--device", "cuda"], out)
             done[preset] = _records(out)
         return done[preset]
     return get
@@ -39,11 +46,10 @@ def single(tmp_path_factory):
     ("tiny", 4, ["--tp", "2", "--pp", "2", "--schedule", "1f1b", "--micro-batches", "2"]),
     ("llama-tiny", 4, ["--tp", "2", "--pp", "2", "--schedule", "zb", "--micro-batches", "2"]),
 ], ids=["tp2", "tp2-llama", "tp2xpp2-1f1b", "tp2xpp2-llama-zb"])
-def test_tp_layouts_match_one_gpu(single, tmp_path, preset, n, args):
+def test_tp_layouts_match_one_gpu(request, single, tmp_path, preset, n, args):
     ref_records = single(preset)
     out = str(tmp_path / "run")
-    _run([sys.executable, "-m", "ringloom", "launch", "-n", str(n), "-m", "ringloom", "train", *COMMON,
-          "--preset", preset, *args, "--backend", "ring", "--out", out])
+    _run(n, ["--preset", preset, *args, "--backend", "ring", "--device", "cuda"], out, ranks_on_gpus(n, request))
     got = _records(out)
     assert [r["step"] for r in got] == [r["step"] for r in ref_records]
     ref = np.array([r["loss"] for r in ref_records])
