@@ -96,17 +96,20 @@ RINGLOOM_BIND(cuda, 5) {
         const ringloom::DType dt = ringloom::bindings::dtype_from_py(dtype);
         for (int64_t d : shape) RL_CHECK(d >= 0, Value, "pinned_empty: negative dimension in shape ", ringloom::shape_str(shape));
 #ifdef RINGLOOM_WITH_CUDA
-        const size_t nbytes = size_t(ringloom::shape_numel(shape)) * ringloom::dtype_size(dt);
-        void* p = ringloom::cuda::pinned_host_alloc(nbytes);
-        std::shared_ptr<void> owner(p, [](void* q) { ringloom::cuda::pinned_host_free(q); });
-        return ringloom::Tensor::wrap(p, shape, dt, ringloom::Device::cpu(), owner);
-#else
-        return ringloom::Tensor::empty(shape, dt);
+        // Page-locking needs a driver and a device; without one (a CUDA build on a machine
+        // with no GPU) there is nothing to copy from anyway, so plain host memory serves.
+        if (ringloom::cuda_available()) {
+          const size_t nbytes = size_t(ringloom::shape_numel(shape)) * ringloom::dtype_size(dt);
+          void* p = ringloom::cuda::pinned_host_alloc(nbytes);
+          std::shared_ptr<void> owner(p, [](void* q) { ringloom::cuda::pinned_host_free(q); });
+          return ringloom::Tensor::wrap(p, shape, dt, ringloom::Device::cpu(), owner);
+        }
 #endif
+        return ringloom::Tensor::empty(shape, dt);
       },
       py::arg("shape"), py::arg("dtype") = "float32",
       "An uninitialised CPU tensor in page-locked memory (device copies into it run at full PCIe "
-      "speed); plain host memory in a build without CUDA");
+      "speed); plain host memory where no CUDA device is visible or the build has no CUDA");
 
   py::class_<PyCudaGraph>(m, "CudaGraph",
                           "A CUDA Graph of the work issued on a device's compute stream between capture_begin "

@@ -229,7 +229,7 @@ def host_transfer_stats() -> dict:
     """
 def pinned_empty(shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any = 'float32') -> Tensor:
     """
-    An uninitialised CPU tensor in page-locked memory (device copies into it run at full PCIe speed); plain host memory in a build without CUDA
+    An uninitialised CPU tensor in page-locked memory (device copies into it run at full PCIe speed); plain host memory where no CUDA device is visible or the build has no CUDA
     """
 def reset_host_transfer_stats() -> None:
     ...
