@@ -292,7 +292,7 @@ def test_sample_bad_prompt_and_seed(saved_model, capsys):
     ("{nope", "metrics.jsonl, line 2: not a JSON line"),
 ])
 def test_plot_with_bad_metrics_lines(tmp_path, capsys, line, needle):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="ringloom plot needs matplotlib (pip install 'ringloom[plot]')")
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "tokens_per_s": 5}\n' + line + "\n")
     assert main(["plot", str(tmp_path)]) == 2
     _one_line_error(capsys, "plot", needle)

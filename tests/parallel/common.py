@@ -2,6 +2,10 @@
 single-process reference run."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -73,3 +77,20 @@ def reference_run(arch: str, n_layer: int, steps: int, seed: int = 3) -> tuple[l
 def child_env() -> dict[str, str]:
     """The environment for a launched child (ringloom.testing.child_env)."""
     return _child_env()
+
+
+def launched_worlds(tmp_path_factory, worker: str, configs: dict[int, list[dict]], timeout: float = 300):
+    """world size -> output directory of one launch of `worker` running every config of that
+    world size (launched on first use; a failed launch fails the test with its output)."""
+    done: dict[int, str] = {}
+
+    def get(world: int) -> str:
+        if world not in done:
+            out = str(tmp_path_factory.mktemp(f"{os.path.basename(worker)[:-3]}-world{world}"))
+            cmd = [sys.executable, "-m", "ringloom.launch", "-n", str(world), worker, out,
+                   json.dumps(configs[world])]
+            res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=timeout)
+            assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+            done[world] = out
+        return done[world]
+    return get

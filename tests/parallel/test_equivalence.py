@@ -9,7 +9,6 @@ import functools
 import glob
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import child_env, reference_run  # noqa: E402
+from common import launched_worlds, reference_run  # noqa: E402
 
 pytestmark = pytest.mark.multiproc
 
@@ -50,25 +49,13 @@ CONFIGS = {
 ALL = [(n, c) for n, cs in CONFIGS.items() for c in cs]
 
 
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """world size -> output directory of its launch (launched on first use)."""
-    done: dict[int, str] = {}
-
-    def get(world: int) -> str:
-        if world not in done:
-            out = str(tmp_path_factory.mktemp(f"world{world}"))
-            for c in CONFIGS[world]:
-                c.setdefault("steps", STEPS)
-            cmd = [sys.executable, "-m", "ringloom.launch", "-n", str(world), os.path.join(HERE, "worker.py"), out,
-                   json.dumps(CONFIGS[world])]
-            res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=180)
-            assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
-            done[world] = out
-        return done[world]
-    return get
+    for configs in CONFIGS.values():
+        for c in configs:
+            c.setdefault("steps", STEPS)
+    return launched_worlds(tmp_path_factory, os.path.join(HERE, "worker.py"), CONFIGS, timeout=180)
 
 
 @functools.lru_cache(maxsize=None)

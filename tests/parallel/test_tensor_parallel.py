@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import BATCH, OPT, VAL_STEPS, child_env, global_batch, tp_model_config  # noqa: E402
+from common import BATCH, OPT, VAL_STEPS, global_batch, launched_worlds, tp_model_config  # noqa: E402
 from ringloom.models import build_model  # noqa: E402
 from ringloom.optim import AdamW  # noqa: E402
 from ringloom.parallel.tp_layout import TPLayout, check_tp  # noqa: E402
@@ -57,21 +55,11 @@ ALL = [(n, c) for n, cs in CONFIGS.items() for c in cs]
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """world size -> output directory of its launch (launched on first use)."""
-    done: dict[int, str] = {}
-
-    def get(world: int) -> str:
-        if world not in done:
-            out = str(tmp_path_factory.mktemp(f"tp-world{world}"))
-            for c in CONFIGS[world]:
-                c.setdefault("steps", STEPS)
-                c.setdefault("seq", SEQ)
-            cmd = [sys.executable, "-m", "ringloom.launch", "-n", str(world), os.path.join(HERE, "tp_worker.py"),
-                   out, json.dumps(CONFIGS[world])]
-            res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
-            assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
-            done[world] = out
-        return done[world]
-    return get
+    for configs in CONFIGS.values():
+        for c in configs:
+            c.setdefault("steps", STEPS)
+            c.setdefault("seq", SEQ)
+    return launched_worlds(tmp_path_factory, os.path.join(HERE, "tp_worker.py"), CONFIGS, timeout=300)
 
 
 @functools.lru_cache(maxsize=None)
