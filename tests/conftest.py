@@ -19,6 +19,53 @@ def rng(rl_rng):
     return rl_rng
 
 
+def _run_root(tmp_path_factory):
+    """The folder every pytest process of this run shares (xdist workers included)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+# Multi-rank GPU tests that may run at once (across xdist workers). Their ranks' collective
+# kernels spin on each other's flags, so every rank's blocks must be resident together; on
+# one shared GPU, many such tests at once could fill it with half-started groups that all
+# wait until they time out.
+SHARED_GPU_TESTS = 4
+
+
+@pytest.fixture(autouse=True)
+def _multirank_gpu_turn(request, tmp_path_factory):
+    """Holds one of SHARED_GPU_TESTS turns while a test marked both gpu and multiproc runs
+    (non-blocking tries over the turn files, so a turn is never held while waiting)."""
+    node = request.node
+    if node.get_closest_marker("gpu") is None or node.get_closest_marker("multiproc") is None \
+            or gpu_skip_reason() is not None:
+        yield
+        return
+    import fcntl
+    import time
+
+    root = _run_root(tmp_path_factory)
+    deadline = time.monotonic() + 1800
+    while True:
+        for i in range(SHARED_GPU_TESTS):
+            f = open(root / f"gpu-turn-{i}", "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                f.close()
+        else:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no multi-rank GPU turn came free in 1800 s ({SHARED_GPU_TESTS} turns)")
+            time.sleep(0.2)
+            continue
+        break
+    try:
+        yield
+    finally:
+        f.close()
+
+
 @pytest.fixture(scope="session")
 def mps(tmp_path_factory):
     """The CUDA Multi-Process Service, for tests whose ranks share a GPU: a control daemon
@@ -38,9 +85,7 @@ def mps(tmp_path_factory):
     control = shutil.which("nvidia-cuda-mps-control")
     if control is None:
         pytest.skip("ranks sharing a GPU need the CUDA Multi-Process Service: nvidia-cuda-mps-control is not on PATH")
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the folder the workers of one run share
+    root = _run_root(tmp_path_factory)
     env = {"CUDA_MPS_PIPE_DIRECTORY": str(root / "mps-pipe"), "CUDA_MPS_LOG_DIRECTORY": str(root / "mps-log")}
     full = dict(os.environ, **env)
     pipe = os.path.join(env["CUDA_MPS_PIPE_DIRECTORY"], "control")

@@ -175,6 +175,7 @@ RINGLOOM_BIND(comm, 20) {
   ipc.def("ack_needed", &ipc_ack_needed, py::arg("round"));
   ipc.def("refusal", &ipc_refusal, py::arg("hosts"), py::arg("gpus"), py::arg("mps") = std::vector<bool>{},
           py::arg("disabled") = false);
+  ipc.def("channel_limit", &ipc_channel_limit, py::arg("gpus"));
   ipc.def("choose_algo", [](bool tree, size_t nbytes, size_t oneshot_max, size_t region_bytes) {
     return std::string(ipc_algo_name(choose_ipc_algo(tree, nbytes, oneshot_max, region_bytes)));
   }, py::arg("tree"), py::arg("nbytes"), py::arg("oneshot_max"), py::arg("region_bytes"));

@@ -72,6 +72,12 @@ IpcPlan make_ipc_plan(const std::vector<size_t>& off, size_t region_elems, size_
   return p;
 }
 
+int ipc_channel_limit(const std::vector<std::string>& gpus) {
+  size_t most = 1;
+  for (const std::string& g : gpus) most = std::max(most, size_t(std::count(gpus.begin(), gpus.end(), g)));
+  return std::max(1, kIpcMaxChannels / int(std::min(most, size_t(kIpcMaxChannels))));
+}
+
 std::string ipc_refusal(const std::vector<std::string>& hosts, const std::vector<std::string>& gpus,
                         const std::vector<bool>& mps, bool disabled) {
   const size_t n = hosts.size();

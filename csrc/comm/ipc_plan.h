@@ -117,6 +117,13 @@ IpcPlan make_ipc_plan(const std::vector<size_t>& off, size_t region_elems, size_
 std::string ipc_refusal(const std::vector<std::string>& hosts, const std::vector<std::string>& gpus,
                         const std::vector<bool>& mps, bool disabled);
 
+// The most channels (CUDA blocks) an op may use in this group: every channel of every rank
+// spins on its peers' flags, so all of them must be resident on their GPUs at once. Ranks
+// sharing a GPU (under MPS) divide kIpcMaxChannels by the most ranks on any one GPU, so a
+// shared GPU holds no more spinning blocks than a GPU of its own would. The same answer on
+// every rank (all read the same bus ids), as the plans must agree.
+int ipc_channel_limit(const std::vector<std::string>& gpus);
+
 // The algorithm for a CUDA all-reduce of `nbytes` (the tensor's own bytes): one-shot up to
 // `oneshot_max` bytes (and while the data fits one region), else tree when asked, else ring.
 IpcAlgo choose_ipc_algo(bool tree, size_t nbytes, size_t oneshot_max, size_t region_bytes);

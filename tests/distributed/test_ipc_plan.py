@@ -267,3 +267,17 @@ def test_group_reports_cuda_transport(monkeypatch):
         assert pg.ipc_oneshot_max_bytes == 1000
     finally:
         dist.destroy()
+
+
+def test_channel_limit_divides_by_the_ranks_sharing_a_gpu():
+    """Every channel spins on its peers, so all must be resident at once: ranks sharing a GPU
+    split the channels, by the most ranks on any one GPU (the same answer on every rank)."""
+    a, b = "0000:19:00.0", "0000:3b:00.0"
+    top = ipc.channel_limit([a, b])
+    assert top == ipc.channel_limit([a]) and top >= 2
+    assert ipc.channel_limit([a, a]) == top // 2
+    assert ipc.channel_limit([a] * 4) == top // 4
+    assert ipc.channel_limit([a, a, a, b]) == top // 3  # the busiest GPU decides
+    assert ipc.channel_limit([a] * (4 * top)) == 1
+    plan = ipc.make_plan([0, 1 << 24], 1 << 22, 4, 1 << 16, 1 << 10, 7, max_channels=ipc.channel_limit([a] * 4))
+    assert 1 <= plan.channels <= top // 4

@@ -2,7 +2,9 @@
 way of combining gradients, counting the bytes Tensor copies move to the host during it.
 
     python -m ringloom launch -n 2 tests/gpu/host_transfer_worker.py bf16|none|localsgd|topk:0.1
-Prints "TRANSFERS <to_host_bytes> <smallest gradient bytes> <all gradient bytes>" on rank 0.
+Prints "TRANSFERS <to_host_bytes> <loss bytes> <smallest gradient bytes> <all gradient bytes>" on
+rank 0; the loss bytes are the step's per-position fp32 losses, which the engine sums on the
+host in float64.
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ def main(method: str) -> None:
                             lr=1e-3, **kw)
     rng = np.random.default_rng([5, pg.rank])
 
+    rows_shape = (4, 33)
+
     def step() -> None:
-        rows = rng.integers(0, VOCAB, (4, 33), dtype=np.int32)
+        rows = rng.integers(0, VOCAB, rows_shape, dtype=np.int32)
         engine.train_step(rows[:, :-1].copy(), rows[:, 1:].copy())
 
     step()
@@ -37,7 +41,8 @@ def main(method: str) -> None:
     moved = _C.host_transfer_stats()["to_host_bytes"]
     grads = [4 * t.numel() for t in engine.optimizer._masters]
     if pg.rank == 0:
-        print(f"TRANSFERS {moved} {min(grads)} {sum(grads)}", flush=True)
+        losses = 4 * rows_shape[0] * (rows_shape[1] - 1)
+        print(f"TRANSFERS {moved} {losses} {min(grads)} {sum(grads)}", flush=True)
     dist.destroy()
 
 

@@ -115,6 +115,7 @@ class IpcGroup final : public IpcTransport {
                ") failed: ", cudaGetErrorString(e));
       bufs_[q] = static_cast<char*>(p);
     }
+    max_channels_ = ipc_channel_limit(gpus);
     opened_ = true;
   }
 
@@ -125,13 +126,13 @@ class IpcGroup final : public IpcTransport {
     a.scale = op == ReduceOp::Avg ? 1.0f / float(size_) : 1.0f;
     if (algo == IpcAlgo::Ring) {
       a.plan = make_ipc_plan(ipc_all_reduce_segments(count, size_), region_bytes_ / ws, ws, sub_bytes_, 32 << 10,
-                             2 * size_ - 1);
+                             2 * size_ - 1, max_channels_);
       a.first_step = 0;
       a.last_step = 2 * size_ - 2;
       return launch(a, [&](const IpcKernelArgs& x, cudaStream_t s) { launch_ipc_ring(t.dtype(), op, x, s); });
     }
     if (algo == IpcAlgo::Tree) {
-      a.plan = make_ipc_plan({0, count}, region_bytes_ / ws, ws, sub_bytes_, 32 << 10, 2);
+      a.plan = make_ipc_plan({0, count}, region_bytes_ / ws, ws, sub_bytes_, 32 << 10, 2, max_channels_);
       for (int i = 0; i < 2; ++i) {
         const TreeNode nd = build_tree(size_, i)[size_t(rank_)];
         a.tree[i] = IpcTreeNode{nd.parent, {nd.child[0], nd.child[1]}};
@@ -141,14 +142,15 @@ class IpcGroup final : public IpcTransport {
     // One-shot: the inputs sit in the ag regions in their own type; no sub-chunks (one
     // signal per channel), channels of at least 8 KiB.
     const size_t es = dtype_size(t.dtype());
-    a.plan = make_ipc_plan({0, count}, region_bytes_ / es, es, region_bytes_, 8 << 10, 1);
+    a.plan = make_ipc_plan({0, count}, region_bytes_ / es, es, region_bytes_, 8 << 10, 1, max_channels_);
     return launch(a, [&](const IpcKernelArgs& x, cudaStream_t s) { launch_ipc_oneshot(t.dtype(), op, x, s); });
   }
 
   std::shared_ptr<void> reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
     const size_t m = size_t(out.numel()), ws = wire_size(in.dtype());
     IpcKernelArgs a;
-    a.plan = make_ipc_plan(ipc_equal_segments(m, size_), region_bytes_ / ws, ws, sub_bytes_, 32 << 10, size_);
+    a.plan = make_ipc_plan(ipc_equal_segments(m, size_), region_bytes_ / ws, ws, sub_bytes_, 32 << 10, size_,
+                           max_channels_);
     a.in = in.data();
     a.out = out.data();
     a.out_sub = m * size_t(rank_);
@@ -161,7 +163,8 @@ class IpcGroup final : public IpcTransport {
   std::shared_ptr<void> all_gather(const Tensor& out, const Tensor& in) override {
     const size_t m = size_t(in.numel()), es = dtype_size(in.dtype());
     IpcKernelArgs a;
-    a.plan = make_ipc_plan(ipc_equal_segments(m, size_), region_bytes_ / es, es, sub_bytes_, 32 << 10, size_);
+    a.plan = make_ipc_plan(ipc_equal_segments(m, size_), region_bytes_ / es, es, sub_bytes_, 32 << 10, size_,
+                           max_channels_);
     a.in = in.data();
     a.out = out.data();
     a.in_sub = m * size_t(rank_);
@@ -173,7 +176,7 @@ class IpcGroup final : public IpcTransport {
   std::shared_ptr<void> broadcast(const Tensor& t, int src) override {
     const size_t es = dtype_size(t.dtype());
     IpcKernelArgs a;
-    a.plan = make_ipc_plan({0, size_t(t.numel())}, region_bytes_ / es, es, sub_bytes_, 32 << 10, 1);
+    a.plan = make_ipc_plan({0, size_t(t.numel())}, region_bytes_ / es, es, sub_bytes_, 32 << 10, 1, max_channels_);
     a.in = a.out = t.data();
     a.root = src;
     return launch(a, [&](const IpcKernelArgs& x, cudaStream_t s) { launch_ipc_broadcast(es, x, s); });
@@ -308,6 +311,7 @@ class IpcGroup final : public IpcTransport {
   int rank_, size_, device_;
   double timeout_s_;
   size_t region_bytes_ = 0, slot_bytes_ = 0, sub_bytes_ = 0;
+  int max_channels_ = kIpcMaxChannels;  // ipc_channel_limit of the group's GPUs
   char* mine_ = nullptr;
   char* bufs_[kIpcMaxRanks] = {};
   int* fail_word_ = nullptr;

@@ -4,7 +4,7 @@ CUDA IPC transport bookkeeping (plans, flags, set-up decision)
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['ALIGN', 'MAX_CHANNELS', 'MAX_RANKS', 'Plan', 'Rounds', 'STEP_BITS', 'ack_needed', 'all_reduce_segments', 'choose_algo', 'equal_segments', 'host_id', 'make_plan', 'ready_value', 'refusal', 'tree_node']
+__all__: list[str] = ['ALIGN', 'MAX_CHANNELS', 'MAX_RANKS', 'Plan', 'Rounds', 'STEP_BITS', 'ack_needed', 'all_reduce_segments', 'channel_limit', 'choose_algo', 'equal_segments', 'host_id', 'make_plan', 'ready_value', 'refusal', 'tree_node']
 class Plan:
     """
     How a collective's data moves through the IPC buffers
@@ -54,6 +54,8 @@ class Rounds:
 def ack_needed(round: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
 def all_reduce_segments(count: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex) -> list[int]:
+    ...
+def channel_limit(gpus: collections.abc.Sequence[str]) -> int:
     ...
 def choose_algo(tree: bool, nbytes: typing.SupportsInt | typing.SupportsIndex, oneshot_max: typing.SupportsInt | typing.SupportsIndex, region_bytes: typing.SupportsInt | typing.SupportsIndex) -> str:
     ...
