@@ -329,6 +329,10 @@ def part_save(args) -> list[dict]:
                     save_trainer(tr)
                 times.append(time.perf_counter() - t0)
                 assert math.isfinite(loss)
+                if i == 4 and async_save:
+                    # The measured save must not queue behind the first one's write: with
+                    # --save-every larger than a write takes, as in training, none does.
+                    tr.checkpoint_writer.wait()
             finish_async_save(tr)
             base = float(np.median(times[1:4] + times[6:9]))
             ck = open_checkpoint(latest_complete(os.path.join(out, "checkpoints")))   # verifies the checksums

@@ -4,7 +4,7 @@ The parameters of a rank are laid out in the order their gradients become final 
 layers in reverse, chunk by chunk as the schedule finishes them) and cut into buckets of
 about ``bucket_bytes``. After the last micro-batch's weight gradient of a layer, the
 executor calls :meth:`GradReducer.layer_done`; once every parameter of a bucket is final the
-bucket's gradients are copied into its flat fp32 buffer and its collective is issued
+bucket's flat fp32 buffer (which its gradients view) goes to its collective, issued
 asynchronously, so the reduction of late layers overlaps the backward of early ones.
 Buckets are issued strictly in index order (all ranks of the group must issue collectives
 in the same order). Nothing is communicated for the earlier micro-batches of a step:
@@ -15,6 +15,10 @@ Two modes:
   "reduce_scatter"  ZeRO: each bucket is padded to a multiple of the group size; rank k
                     keeps the reduced segment [k L, (k+1) L) in ``bucket.shard`` (L = padded
                     size / group size) and its own optimizer updates only that segment.
+
+Without ``release_grads`` the flat buffers are persistent and every Param.grad is a view of
+its bucket's buffer (``bind_storage_``): backward accumulates straight into the buffer the
+collective reduces, so gradients take their memory once and nothing is copied in or out.
 
 ``release_grads`` (ZeRO-2 and 3, reduce_scatter mode): a bucket's flat buffer exists only
 while its collective runs, and its parameters' gradients are freed as soon as they are
@@ -114,6 +118,9 @@ class GradReducer:
         padded = -(-off // n) * n
         device = params[0][1].grad.device
         flat = None if self.release_grads else _C.zeros([padded], "float32", device)
+        if flat is not None:   # the gradients live in the bucket from now on
+            for (_, p), o in zip(params, offsets):
+                p.grad.bind_storage_(flat_view(flat, o, p.grad.numel(), p.grad.shape))
         b = Bucket(params, offsets, off, padded, flat)
         if self.mode == "reduce_scatter":
             b.shard = _C.zeros([padded // n], "float32", device)
@@ -159,9 +166,8 @@ class GradReducer:
             b.flat = _C.empty([b.padded], "float32", b.shard.device)
             if b.padded > b.numel:
                 b.flat.narrow0(b.numel, b.padded - b.numel).zero_()
-        for (_, p), off in zip(b.params, b.offsets):
-            flat_view(b.flat, off, p.grad.numel(), p.grad.shape).copy_(p.grad)
-            if self.release_grads:
+            for (_, p), off in zip(b.params, b.offsets):
+                flat_view(b.flat, off, p.grad.numel(), p.grad.shape).copy_(p.grad)
                 p.grad.release_storage_()
         if self.compressor is not None:
             return   # reduced in finish()
@@ -174,8 +180,8 @@ class GradReducer:
             b.work = self.group.reduce_scatter(b.shard, b.flat, op="sum", async_op=True)
 
     def finish(self) -> None:
-        """Issues the remaining buckets (in order), waits for all; in all_reduce mode copies
-        the sums back into the parameters' gradients."""
+        """Issues the remaining buckets (in order) and waits for all; in all_reduce mode the
+        parameters' gradients (views of the buffers) then hold the sums."""
         while self._next < len(self.buckets):
             self._launch(self.buckets[self._next])
             self._next += 1
@@ -190,9 +196,6 @@ class GradReducer:
                 span.close()
             if self.release_grads:
                 b.flat = None
-            if self.mode == "all_reduce":
-                for (_, p), off in zip(b.params, b.offsets):
-                    p.grad.copy_(flat_view(b.flat, off, p.grad.numel(), p.grad.shape))
 
 
 def broadcast_parameters(named: Sequence[tuple[str, Any]], group: Any, src: int = 0) -> None:

@@ -172,14 +172,22 @@ def memory_per_rank(named: list[tuple[str, Any]], optimizers: list[Any], reducer
         seen.add(t.storage_id())
         return int(t.nbytes)
 
-    out = {"params": sum(size(p.value) for _, p in named), "grads": sum(size(p.grad) for _, p in named)}
+    # The reducers' flat buckets (persistent for plain DP and ZeRO-1, where the gradients are
+    # views of them) and ZeRO's shards; then the gradients with memory of their own.
+    spans = [(b.flat.data_ptr(), b.flat.data_ptr() + b.flat.nbytes) for r in reducers for b in r.buckets
+             if b.flat is not None and b.flat.has_memory]
+
+    def in_bucket(t: Any) -> bool:
+        return t is not None and t.has_memory and any(lo <= t.data_ptr() < hi for lo, hi in spans)
+
+    grads = sum(size(b.shard) + size(b.flat) for r in reducers for b in r.buckets)
+    grads += sum(size(p.grad) for _, p in named if not in_bucket(p.grad))
+    out = {"params": sum(size(p.value) for _, p in named), "grads": grads}
     state = 0
     for o in optimizers:
         for lst in (getattr(o, "_masters", []), getattr(o, "_m", []), getattr(o, "_v", []),
                     getattr(o, "compute_shards", [])):
             state += sum(size(t) for t in lst)
     out["optimizer"] = state
-    # The reducers' flat buckets (persistent for plain DP and ZeRO-1) and ZeRO's shards.
-    out["grads"] += sum(size(b.shard) + size(b.flat) for r in reducers for b in r.buckets)
     out["total"] = out["params"] + out["grads"] + out["optimizer"]
     return out
