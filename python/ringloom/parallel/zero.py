@@ -160,10 +160,10 @@ class ShardedAdamW:
 
 
 def memory_per_rank(named: list[tuple[str, Any]], optimizers: list[Any], reducers: list[GradReducer]) -> dict[str, int]:
-    """Bytes this rank holds now, from the live buffers: parameters and gradients with
-    memory (each storage once: a ZeRO-3 parameter between uses has none), and optimizer
-    state (fp32 masters, m, v, and ZeRO-3's compute-dtype shards where they are separate
-    tensors). For the bytes-per-parameter comparison of the ZeRO stages."""
+    """Bytes this rank holds now, from the live buffers: parameters with memory (a ZeRO-3
+    parameter between uses has none; its compute-dtype shard counts instead), gradients
+    (each storage once: views of a bucket's flat buffer are that buffer), and optimizer state
+    (fp32 masters, m, v). For the bytes-per-parameter comparison of the ZeRO stages."""
     seen: set[int] = set()
 
     def size(t: Any) -> int:
@@ -182,12 +182,14 @@ def memory_per_rank(named: list[tuple[str, Any]], optimizers: list[Any], reducer
 
     grads = sum(size(b.shard) + size(b.flat) for r in reducers for b in r.buckets)
     grads += sum(size(p.grad) for _, p in named if not in_bucket(p.grad))
-    out = {"params": sum(size(p.value) for _, p in named), "grads": grads}
+    params = sum(size(p.value) for _, p in named)
     state = 0
     for o in optimizers:
-        for lst in (getattr(o, "_masters", []), getattr(o, "_m", []), getattr(o, "_v", []),
-                    getattr(o, "compute_shards", [])):
+        for lst in (getattr(o, "_masters", []), getattr(o, "_m", []), getattr(o, "_v", [])):
             state += sum(size(t) for t in lst)
-    out["optimizer"] = state
+    # ZeRO-3's compute-dtype shards are the parameters' memory between uses (where they are
+    # tensors of their own: in fp32 they are the masters, counted above).
+    params += sum(size(t) for o in optimizers for t in getattr(o, "compute_shards", []))
+    out = {"params": params, "grads": grads, "optimizer": state}
     out["total"] = out["params"] + out["grads"] + out["optimizer"]
     return out
