@@ -115,7 +115,8 @@ void topk_accumulate(Tensor& out, const Tensor& gathered, int64_t world, int64_t
   // counter sees these 4 bytes) after the stream has run the adds.
   const int nbad = bad.to(Device::cpu()).data_as<int>()[0];
   RL_CHECK(nbad == 0, Value, "topk_accumulate: ", nbad, " of the ", world, " x ", k,
-           " gathered indices are outside [0, ", n, ") or not strictly increasing within their rank's part");
+           " gathered indices are bad; indices must be strictly increasing and inside [0, ", n,
+           ") within each rank's part");
 }
 
 }  // namespace ringloom::cuda

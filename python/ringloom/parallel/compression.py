@@ -14,13 +14,15 @@ all-reduce of B bytes puts 2 (n-1)/n B on each rank's link, an all-gather (n-1) 
                 with memory"; Lin et al. 2018, DGC): each rank adds the residual it did not
                 send before, keeps the k = ceil(RATIO n) largest |values| of its bucket,
                 all-gathers (value, index) pairs (8 bytes each) and sums them in rank
-                order; what it did not send becomes its new residual.
+                order; what it did not send becomes its new residual. Ties go to the lower
+                index, NaN counts as largest (csrc/ops/topk.h).
   powersgd:RANK PowerSGD (Vogels et al. 2019, Algorithm 1) with error feedback: each matrix
                 M (the gradient plus this rank's error, viewed [rows, cols]) becomes
                 P = M Q, all-reduce P, orthonormalise P, Q = M^T P, all-reduce Q, and the
                 sum is approximated by P Q^T. Q is warm-started from the last step (one
-                power iteration per step). Each rank's new error is M - P Q^T / n (so the
-                errors sum to what the group did not send). Tensors with one dimension, or
+                power iteration per step); P is orthonormalised by modified Gram-Schmidt.
+                Each rank's new error is M - P Q^T / n (so the errors sum to what the group
+                did not send). Tensors with one dimension, or
                 too small for rank-r factors to be smaller, are all-reduced uncompressed.
   qsgd:S[:BUCKET]  QSGD (Alistarh et al. 2017): stochastic quantisation of each run of
                 BUCKET elements (default 512, the paper's bucket for its 4-bit runs) to S
@@ -29,8 +31,15 @@ all-reduce of B bytes puts 2 (n-1)/n B on each rank's link, an all-gather (n-1) 
                 that hold 2S + 1 signed levels) plus one fp32 norm per bucket, and sums the
                 decoded gradients in rank order. The math is at QSGDCompression.
 
-All ranks end with bit-identical sums: collectives return identical buffers everywhere and
-the host-side sums run in rank order.
+Where they run: bf16, top-k and PowerSGD work on the bucket's own device (CPU tensors on
+the CPU, CUDA tensors on their GPU) with ops that do the same math on both (top-k:
+csrc/ops/topk.h; PowerSGD: the GEMM ops and csrc/ops/orthonormalize.h), and hand the
+collectives device tensors, so a GPU run copies no gradient to the host. QSGD quantises in
+NumPy on the host (a device-host round trip per bucket on a GPU).
+
+All ranks end with bit-identical sums: collectives return identical buffers everywhere, the
+sparse and dequantised sums run in rank order, and every rank computes PowerSGD's P Q^T
+from the same all-reduced factors.
 """
 from __future__ import annotations
 
