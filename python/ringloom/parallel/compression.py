@@ -156,9 +156,9 @@ class TopKCompression(Compressor):
 class PowerSGDCompression(Compressor):
     """PowerSGD with error feedback, on the bucket's own device: the products are the
     linear layer's GEMM ops (P = M Q is matmul_forward with Q stored transposed, [r, cols];
-    Q^T = P^T M is matmul_backward_weight; P Q^T is matmul_backward_input) and P's columns
-    are orthonormalised by modified Gram-Schmidt (orthonormalize_columns_, the same
-    algorithm on CPU and GPU)."""
+    Q^T = P^T M is matmul_backward_weight; P Q^T is matmul_backward_input; on a GPU they
+    run fp32 at TF32 precision, ops/matmul.h) and P's columns are orthonormalised by
+    modified Gram-Schmidt (orthonormalize_columns_, the same algorithm on CPU and GPU)."""
 
     def __init__(self, rank: int, seed: int = 0):
         self.rank = int(rank)
