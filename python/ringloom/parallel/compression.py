@@ -177,7 +177,7 @@ class PowerSGDCompression(Compressor):
         r = min(self.rank, rows, cols)
         return (rows, cols) if (rows + cols) * r < rows * cols else None
 
-    def _initial_q(self, key: int, mats: list[tuple[int, int, int, int]], device: str) -> Any:
+    def _initial_q(self, key: int, mats: list[tuple[int, int, tuple[int, int], int]], device: str) -> Any:
         """Every matrix's random start Q^T, the same on every rank; made on the host once per
         bucket and moved to the device."""
         qs = [np.random.default_rng([self.seed, key, j]).standard_normal((cols, r)).astype(np.float32).T.reshape(-1)
