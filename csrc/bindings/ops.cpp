@@ -14,8 +14,10 @@
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
 #include "ops/matmul.h"
+#include "ops/orthonormalize.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
+#include "ops/topk.h"
 
 namespace py = pybind11;
 using namespace ringloom;
@@ -86,6 +88,9 @@ RINGLOOM_BIND(ops, 10) {
   o.def("add", &add, py::arg("a"), py::arg("b"));
   o.def("add_", &add_, py::arg("a"), py::arg("b"));
   o.def("scale_", &scale_, py::arg("a"), py::arg("s"));
+  o.def("topk_compress", &topk_compress, py::arg("acc"), py::arg("k"));
+  o.def("topk_accumulate", &topk_accumulate, py::arg("out"), py::arg("gathered"), py::arg("world"), py::arg("k"));
+  o.def("orthonormalize_columns_", &orthonormalize_columns_, py::arg("p"));
   o.def("set_attention_backend", [](const std::string& name) { set_attention_backend(parse_attention_backend(name)); },
         py::arg("name"),
         "Which implementation the CUDA attention op runs: \"ours\", \"cudnn\" (cuDNN fused SDPA: bf16, head dim "

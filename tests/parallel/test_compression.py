@@ -18,7 +18,7 @@ from ringloom.parallel.data_parallel import GradReducer
 
 
 class ThreadGroup:
-    """Rank ``rank`` of an in-process group of ``size`` threads (NumPy arrays only)."""
+    """Rank ``rank`` of an in-process group of ``size`` threads (CPU Tensors or NumPy arrays)."""
 
     def __init__(self, shared: dict, rank: int, size: int):
         self.shared, self.rank, self.size = shared, rank, size
@@ -33,19 +33,21 @@ class ThreadGroup:
         return out
 
     def all_reduce(self, a, op="sum", async_op=False):
-        if isinstance(a, _C.Tensor):   # bf16 Tensors: reduce in fp32, round once (as our TCP ring)
+        if isinstance(a, _C.Tensor) and a.dtype != _C.DType.float32:   # bf16: reduce in fp32, round once (as our TCP ring)
             parts = self._exchange(a.to(_C.DType.float32).numpy())
             a.copy_(_C.from_numpy(np.sum(parts, axis=0).astype(np.float32)).to(a.dtype))
             return a
-        parts = self._exchange(a)
+        arr = a.numpy() if isinstance(a, _C.Tensor) else a   # a CPU Tensor's NumPy view shares its memory
+        parts = self._exchange(arr)
         total = parts[0].copy()
         for p in parts[1:]:
             total += p
-        a[...] = total / self.size if op == "avg" else total
+        arr[...] = total / self.size if op == "avg" else total
         return a
 
     def all_gather(self, out, a, async_op=False):
-        out[...] = np.concatenate(self._exchange(a))
+        host = out.numpy() if isinstance(out, _C.Tensor) else out
+        host[...] = np.concatenate(self._exchange(a.numpy() if isinstance(a, _C.Tensor) else a))
         return out
 
 
@@ -130,7 +132,7 @@ def test_topk_sends_k_largest_and_conserves_mass(rng, n, ratio):
             sent = c.reduce(0, flat, NUMEL, LAYOUT, group)
             acc = g[s, group.rank] + residual_before
             # What this rank kept back is its accumulator outside its k largest magnitudes.
-            kept = c.residual[0]
+            kept = c.residual[0].numpy().copy()
             sent_mask = kept != acc
             assert sent_mask.sum() <= k and np.all(kept[~sent_mask] == acc[~sent_mask])
             chosen = np.abs(acc)[(acc != 0) & (kept == 0)]
@@ -139,7 +141,7 @@ def test_topk_sends_k_largest_and_conserves_mass(rng, n, ratio):
             residual_before = kept.copy()
             outs.append(flat.numpy().copy())
             sents.append(sent)
-        return outs, sents, c.residual[0]
+        return outs, sents, c.residual[0].numpy().copy()
 
     res = run_ranks(n, fn)
     for _, sents, _ in res:
@@ -175,7 +177,7 @@ def test_powersgd_exact_on_low_rank_sums_and_conserves_mass(rng):
         c = PowerSGDCompression(r)
         flat = _tensor(g[group.rank])
         sent = c.reduce(0, flat, NUMEL, LAYOUT, group)
-        return flat.numpy().copy(), sent, c.error[0]
+        return flat.numpy().copy(), sent, c.error[0].numpy().copy()
 
     res = run_ranks(n, fn)
     expect_bytes = 4 * ((37 + 23) * r + (19 + 15) * r + 23 + 1)
@@ -196,7 +198,7 @@ def test_powersgd_error_feedback_conserves_mass(rng):
             flat = _tensor(g[s, group.rank])
             c.reduce(0, flat, NUMEL, LAYOUT, group)
             outs.append(flat.numpy().copy())
-        return outs, c.error[0]
+        return outs, c.error[0].numpy().copy()
 
     res = run_ranks(n, fn)
     delivered = np.sum(res[0][0], axis=0, dtype=np.float64)

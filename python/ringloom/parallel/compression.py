@@ -14,13 +14,15 @@ all-reduce of B bytes puts 2 (n-1)/n B on each rank's link, an all-gather (n-1) 
                 with memory"; Lin et al. 2018, DGC): each rank adds the residual it did not
                 send before, keeps the k = ceil(RATIO n) largest |values| of its bucket,
                 all-gathers (value, index) pairs (8 bytes each) and sums them in rank
-                order; what it did not send becomes its new residual.
+                order; what it did not send becomes its new residual. Ties go to the lower
+                index, NaN counts as largest (csrc/ops/topk.h).
   powersgd:RANK PowerSGD (Vogels et al. 2019, Algorithm 1) with error feedback: each matrix
                 M (the gradient plus this rank's error, viewed [rows, cols]) becomes
                 P = M Q, all-reduce P, orthonormalise P, Q = M^T P, all-reduce Q, and the
                 sum is approximated by P Q^T. Q is warm-started from the last step (one
-                power iteration per step). Each rank's new error is M - P Q^T / n (so the
-                errors sum to what the group did not send). Tensors with one dimension, or
+                power iteration per step); P is orthonormalised by modified Gram-Schmidt.
+                Each rank's new error is M - P Q^T / n (so the errors sum to what the group
+                did not send). Tensors with one dimension, or
                 too small for rank-r factors to be smaller, are all-reduced uncompressed.
   qsgd:S[:BUCKET]  QSGD (Alistarh et al. 2017): stochastic quantisation of each run of
                 BUCKET elements (default 512, the paper's bucket for its 4-bit runs) to S
@@ -29,8 +31,15 @@ all-reduce of B bytes puts 2 (n-1)/n B on each rank's link, an all-gather (n-1) 
                 that hold 2S + 1 signed levels) plus one fp32 norm per bucket, and sums the
                 decoded gradients in rank order. The math is at QSGDCompression.
 
-All ranks end with bit-identical sums: collectives return identical buffers everywhere and
-the host-side sums run in rank order.
+Where they run: bf16, top-k and PowerSGD work on the bucket's own device (CPU tensors on
+the CPU, CUDA tensors on their GPU) with ops that do the same math on both (top-k:
+csrc/ops/topk.h; PowerSGD: the GEMM ops and csrc/ops/orthonormalize.h), and hand the
+collectives device tensors, so a GPU run copies no gradient to the host. QSGD quantises in
+NumPy on the host (a device-host round trip per bucket on a GPU).
+
+All ranks end with bit-identical sums: collectives return identical buffers everywhere, the
+sparse and dequantised sums run in rank order, and every rank computes PowerSGD's P Q^T
+from the same all-reduced factors.
 """
 from __future__ import annotations
 
@@ -116,47 +125,48 @@ class BF16Compression(Compressor):
 
 
 class TopKCompression(Compressor):
+    """Top-k with error feedback, on the bucket's own device: topk_compress picks the k
+    largest |values| of gradient + residual (ties to the lower index, the same set on CPU
+    and GPU: csrc/ops/topk.h) and zeroes them in the accumulator, which stays behind as the
+    residual; the payloads are all-gathered and topk_accumulate adds them in rank order."""
+
     def __init__(self, ratio: float):
         self.ratio = float(ratio)
         self.name = f"topk:{ratio:g}"
-        self.residual: dict[int, np.ndarray] = {}   # per bucket: what this rank has not sent yet
+        self.residual: dict[int, Any] = {}   # per bucket, a Tensor: what this rank has not sent yet
 
     def k_of(self, numel: int) -> int:
         return max(1, min(numel, math.ceil(self.ratio * numel)))
 
     def reduce(self, key: int, flat: Any, numel: int, layout: Layout, group: Any) -> int:
-        arr, write_back = _host(flat)
-        acc = arr[:numel].astype(np.float32, copy=True)
-        res = self.residual.get(key)
-        if res is not None:
-            acc += res
+        grad = flat.narrow0(0, numel)
+        acc = self.residual.get(key)
+        if acc is None:
+            acc = self.residual[key] = grad.clone()
+        else:
+            _C.ops.add_(acc, grad)
         k = self.k_of(numel)
-        idx = np.argpartition(np.abs(acc), numel - k)[numel - k:].astype(np.int32)
-        idx.sort()
-        # One message: k values, then the k int32 indices reinterpreted as fp32 bits.
-        payload = np.empty(2 * k, np.float32)
-        payload[:k] = acc[idx]
-        payload[k:] = idx.view(np.float32)
-        acc[idx] = 0.0
-        self.residual[key] = acc
-        gathered = np.empty(2 * k * group.size, np.float32)
+        payload = _C.ops.topk_compress(acc, k)   # acc keeps what was not sent
+        gathered = _C.empty([2 * k * group.size], "float32", flat.device)
         group.all_gather(gathered, payload)
-        out = arr[:numel]
-        out[:] = 0.0
-        for r in range(group.size):
-            part = gathered[2 * k * r: 2 * k * (r + 1)]
-            out[part[k:].view(np.int32)] += part[:k]   # indices are distinct within a rank
-        write_back()
+        _C.ops.topk_accumulate(grad, gathered, group.size, k)
         return 8 * k
 
 
 class PowerSGDCompression(Compressor):
+    """PowerSGD with error feedback, on the bucket's own device: the products are the
+    linear layer's GEMM ops (P = M Q is matmul_forward with Q stored transposed, [r, cols];
+    Q^T = P^T M is matmul_backward_weight; P Q^T is matmul_backward_input; on a GPU they
+    run fp32 at TF32 precision, ops/matmul.h) and P's columns are orthonormalised by
+    modified Gram-Schmidt (orthonormalize_columns_, the same algorithm on CPU and GPU)."""
+
     def __init__(self, rank: int, seed: int = 0):
         self.rank = int(rank)
         self.name = f"powersgd:{rank}"
         self.seed = seed
-        self.error: dict[int, np.ndarray] = {}        # per bucket, this rank's error (flat)
-        self.q: dict[tuple[int, int], np.ndarray] = {}  # per (bucket, param): warm-started Q [cols, r]
+        self.error: dict[int, Any] = {}   # per bucket, this rank's error (a flat Tensor)
+        # Per bucket, the warm-started Q^T [r, cols] of each matrix back to back (a flat Tensor).
+        self.q: dict[int, Any] = {}
 
     def _matrix(self, shape: tuple[int, ...]) -> tuple[int, int] | None:
         """[rows, cols] when rank-r factors are smaller than the tensor, else None."""
@@ -167,66 +177,80 @@ class PowerSGDCompression(Compressor):
         r = min(self.rank, rows, cols)
         return (rows, cols) if (rows + cols) * r < rows * cols else None
 
+    def _initial_q(self, key: int, mats: list[tuple[int, int, tuple[int, int], int]], device: str) -> Any:
+        """Every matrix's random start Q^T, the same on every rank; made on the host once per
+        bucket and moved to the device."""
+        qs = [np.random.default_rng([self.seed, key, j]).standard_normal((cols, r)).astype(np.float32).T.reshape(-1)
+              for j, _, (_, cols), r in mats]
+        return _C.from_numpy(np.concatenate(qs)).to(device)
+
     def reduce(self, key: int, flat: Any, numel: int, layout: Layout, group: Any) -> int:
-        arr, write_back = _host(flat)
-        m_all = arr[:numel].astype(np.float32, copy=True)
-        if key in self.error:
-            m_all += self.error[key]
+        device = flat.device
+        grad = flat.narrow0(0, numel)
+        m = self.error.get(key)   # becomes M = gradient + error, then the new error
+        if m is None:
+            m = self.error[key] = grad.clone()
+        else:
+            _C.ops.add_(m, grad)
         mats, plain = [], []
         for j, (off, shape) in enumerate(layout):
-            size = int(np.prod(shape))
             rc = self._matrix(tuple(shape))
             if rc is None:
-                plain.append((off, size))
+                plain.append((off, int(np.prod(shape))))
             else:
-                mats.append((j, off, rc))
+                mats.append((j, off, rc, min(self.rank, *rc)))
         sent = 0
-        # Uncompressed tensors: one fp32 all-reduce.
+        # Uncompressed tensors: one fp32 all-reduce; their error is zero.
         if plain:
-            u = np.concatenate([m_all[o:o + s] for o, s in plain])
-            group.all_reduce(u, op="sum")
-            sent += 4 * u.size
-            pos = 0
-            for o, s in plain:
-                arr[o:o + s] = u[pos:pos + s]
-                pos += s
-        approx = np.zeros(numel, np.float32)   # the matrices' P Q^T, to compute the error
+            u = _C.empty([sum(s for _, s in plain)], "float32", device)
+            sent += 4 * self._all_reduce_packed(u, [m.narrow0(o, s) for o, s in plain], group)
+            for (o, s), part in zip(plain, _views(u, [s for _, s in plain])):
+                grad.narrow0(o, s).copy_(part)
+                m.narrow0(o, s).zero_()
         if mats:
-            ms, qs = [], []
-            for j, off, (rows, cols) in mats:
-                ms.append(m_all[off:off + rows * cols].reshape(rows, cols))
-                r = min(self.rank, rows, cols)
-                q = self.q.get((key, j))
-                if q is None:   # the same random start on every rank
-                    q = np.random.default_rng([self.seed, key, j]).standard_normal((cols, r)).astype(np.float32)
-                qs.append(q)
-            ps = [m @ q for m, q in zip(ms, qs)]
-            sent += 4 * self._all_reduce_list(ps, group)
-            ps = [_orthonormal(p) for p in ps]
-            qs = [m.T @ p for m, p in zip(ms, ps)]
-            sent += 4 * self._all_reduce_list(qs, group)
-            for (j, off, (rows, cols)), p, q in zip(mats, ps, qs):
-                self.q[(key, j)] = q
-                mhat = p @ q.T
-                approx[off:off + rows * cols] = mhat.reshape(-1)
-                arr[off:off + rows * cols] = mhat.reshape(-1)
-        # Error feedback: what this rank wanted to send minus its share of what arrived.
-        err = m_all - approx / group.size
-        for o, s in plain:
-            err[o:o + s] = 0.0
-        self.error[key] = err
-        write_back()
+            if key not in self.q:
+                self.q[key] = self._initial_q(key, mats, device)
+            ms = [m.narrow0(off, rows * cols).reshape([rows, cols]) for _, off, (rows, cols), _ in mats]
+            qts = [q.reshape([r, cols]) for q, (_, _, (_, cols), r) in
+                   zip(_views(self.q[key], [r * cols for _, _, (_, cols), r in mats]), mats)]
+            # P = M Q for every matrix, all-reduced as one buffer.
+            p_flat = _C.empty([sum(rows * r for _, _, (rows, _), r in mats)], "float32", device)
+            ps = [_C.ops.matmul_forward(mj, qt) for mj, qt in zip(ms, qts)]
+            sent += 4 * self._all_reduce_packed(p_flat, [p.reshape([-1]) for p in ps], group)
+            ps = [v.reshape([rows, r]) for v, (_, _, (rows, _), r) in
+                  zip(_views(p_flat, [rows * r for _, _, (rows, _), r in mats]), mats)]
+            for p in ps:
+                _C.ops.orthonormalize_columns_(p)
+            # Q^T = P^T M, written over the previous Q^T (the warm start of the next step).
+            for p, mj, qt in zip(ps, ms, qts):
+                _C.ops.matmul_backward_weight(p, mj, qt, None, accumulate=False)
+            group.all_reduce(self.q[key], op="sum")
+            sent += 4 * self.q[key].numel()
+            for p, mj, qt, (_, off, (rows, cols), _) in zip(ps, ms, qts, mats):
+                approx = _C.ops.matmul_backward_input(p, qt)   # P Q^T, the sum's approximation
+                grad.narrow0(off, rows * cols).copy_(approx.reshape([-1]))
+                # Error feedback: what this rank wanted to send minus its share of what arrived.
+                _C.ops.scale_(approx, -1.0 / group.size)
+                _C.ops.add_(mj, approx)
         return sent
 
     @staticmethod
-    def _all_reduce_list(mats: list[np.ndarray], group: Any) -> int:
-        flat = np.concatenate([m.reshape(-1) for m in mats]).astype(np.float32)
-        group.all_reduce(flat, op="sum")
-        pos = 0
-        for m in mats:
-            m[...] = flat[pos:pos + m.size].reshape(m.shape)
-            pos += m.size
-        return flat.size
+    def _all_reduce_packed(buf: Any, parts: list[Any], group: Any) -> int:
+        """Copies the flat tensors ``parts`` into ``buf`` back to back and all-reduces it;
+        returns its element count."""
+        for view, part in zip(_views(buf, [p.numel() for p in parts]), parts):
+            view.copy_(part)
+        group.all_reduce(buf, op="sum")
+        return buf.numel()
+
+
+def _views(flat: Any, sizes: list[int]) -> list[Any]:
+    """Consecutive views of ``flat`` with these element counts."""
+    out, pos = [], 0
+    for s in sizes:
+        out.append(flat.narrow0(pos, s))
+        pos += s
+    return out
 
 
 class QSGDCompression(Compressor):
@@ -331,8 +355,3 @@ class QSGDCompression(Compressor):
         write_back()
         return size
 
-
-def _orthonormal(p: np.ndarray) -> np.ndarray:
-    """Orthonormal columns spanning p's (Gram-Schmidt via a reduced QR, in float64)."""
-    q, _ = np.linalg.qr(p.astype(np.float64))
-    return q.astype(np.float32)

@@ -32,7 +32,7 @@ ranks is exactly the gradient of the global mean loss (as one process on the who
 
 ``compression`` (all_reduce mode; compression.py: bf16, topk:RATIO, powersgd:RANK, qsgd:S) replaces
 each bucket's fp32 all-reduce by a compressed exchange. Compressed buckets are reduced in
-:meth:`finish`, in bucket order, after backward (no overlap: the host-side compression is
+:meth:`finish`, in bucket order, after backward (no overlap: compressing after backward is
 the cost these modes pay). ``bytes_last_step`` is the payload this rank handed to the
 collectives in the last step (4 bytes per element uncompressed).
 """
