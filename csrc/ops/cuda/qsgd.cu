@@ -1,13 +1,15 @@
 // CUDA QSGD encode and decode-sum: the math is in ops/qsgd.h and ops/qsgd_math.h, shared
 // with the CPU op, which gives the same bytes and sums.
 //
-// Encode is two launches on the tensor's stream. norms_kernel: one warp per bucket, lane t
-// adds the squares of elements t, t + 32, ... in float64, then the xor-butterfly shuffle
-// reduction (the order ops/qsgd.h documents); lane 0 writes the fp32 norm. codes_kernel:
-// one thread per payload byte of codes, computing the codes that byte holds (a code that
-// straddles two bytes is computed by both, from the same counter, identically), so no two
-// threads write one byte and no atomics are needed. decode_sum_kernel: one thread per
-// element, adding the ranks' decoded values in rank order.
+// Encode is two launches on the tensor's stream.
+//   norms_kernel: one warp per bucket (QSGD's buckets hold hundreds to thousands of
+//     elements), lane t adds the squares of elements t, t + 32, ... in float64, then the
+//     xor-butterfly shuffle reduction (the order ops/qsgd.h documents); lane 0 writes the
+//     fp32 norm.
+//   codes_kernel: one thread per payload byte of codes, computing the codes that byte
+//     holds (a code that straddles two bytes is computed by both, from the same counter,
+//     identically), so no two threads write one byte and no atomics are needed.
+// decode_sum_kernel: one thread per element, adding the ranks' decoded values in rank order.
 #include "ops/cuda/common.cuh"
 #include "ops/qsgd.h"
 #include "ops/qsgd_math.h"

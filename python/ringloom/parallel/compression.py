@@ -255,9 +255,9 @@ class QSGDCompression(Compressor):
     rank's payload the same size, which an all-gather needs. A rank sends
     4 ceil(n / bucket) + ceil(n b / 8) bytes for n elements: that is what reduce returns.
 
-    Randomness: u_i comes from a counter-based generator (splitmix64, csrc/ops/qsgd_math.h)
-    keyed by (seed, step t, bucket-list ``key``, rank r) and indexed by the element's
-    position in the bucket: independent between ranks (each rank's quantisation noise is
+    Randomness: xi_i = l_i + [u_i < p_i], with u_i in [0, 1) from a counter-based generator
+    (splitmix64, csrc/ops/qsgd_math.h) keyed by (seed, step t, bucket-list ``key``, rank r)
+    and indexed by the element's position i in flat[:numel]: independent between ranks (each rank's quantisation noise is
     its own, so the sum's variance is the sum of theirs), the same in every run and after
     a resume (t is the step count, see begin_step), and the same on CPU and GPU.
 
