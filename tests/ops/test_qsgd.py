@@ -50,8 +50,15 @@ def test_encode_matches_reference(rng, n, bucket, levels):
     assert codes.max() <= 2 * levels
 
 
+@pytest.mark.parametrize("levels", [3, 7])
+def test_encode_matches_reference_past_the_threading_threshold(rng, levels):
+    """70001 elements: the OpenMP loops split the buckets and the bytes (3-bit codes straddle bytes)."""
+    g = vector(rng, 70001)
+    np.testing.assert_array_equal(encode(g, levels, 512), ref.encode(g, levels, 512, bits_of(levels), 3, 5, 2, 1))
+
+
 @pytest.mark.parametrize("world,n,bucket,levels", [(1, 7, 3, 1), (2, 513, 512, 7), (3, 1000, 1, 127),
-                                                   (4, 1000, 3, 32767), (3, 1, 512, 7)])
+                                                   (4, 1000, 3, 32767), (3, 1, 512, 7), (2, 70001, 512, 3)])
 def test_decode_sum_matches_reference(rng, world, n, bucket, levels):
     bits = bits_of(levels)
     gathered = np.concatenate([encode(vector(rng, n), levels, bucket, rank=r) for r in range(world)])

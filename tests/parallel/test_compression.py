@@ -226,13 +226,6 @@ def qsgd_vector(rng, n: int, bucket: int) -> np.ndarray:
     return g
 
 
-def qsgd_step(q: QSGDCompression, g: np.ndarray) -> np.ndarray:
-    """Per element, the spacing norm / s of its bucket's levels (the norm the receiver
-    multiplies by: fp32, rounded up; it does not depend on the draws)."""
-    norms, _ = qsgd_ref.unpack(qsgd_encode(q, g, 0), g.size, q.bucket, q.bits)
-    return np.repeat(norms.astype(np.float64), np.diff(np.append(np.arange(0, g.size, q.bucket), g.size))) / q.levels
-
-
 def qsgd_encode(q: QSGDCompression, g: np.ndarray, step: int, key: int = 0, rank: int = 0) -> np.ndarray:
     """The payload the op sends for g (rank ``rank``, bucket-list ``key``, step ``step``)."""
     return _C.ops.qsgd_encode(_tensor(g), q.levels, q.bucket, q.bits, q.seed, step, key, rank).numpy()
@@ -248,6 +241,13 @@ def qsgd_decode(q: QSGDCompression, payload: np.ndarray, n: int) -> np.ndarray:
 def qsgd_draw(q: QSGDCompression, g: np.ndarray, step: int) -> np.ndarray:
     """Q(g) as the ops compute it at ``step``."""
     return qsgd_decode(q, qsgd_encode(q, g, step), g.size)
+
+
+def qsgd_step(q: QSGDCompression, g: np.ndarray) -> np.ndarray:
+    """Per element, the spacing norm / s of its bucket's levels (the norm the receiver
+    multiplies by: fp32, rounded up; it does not depend on the draws)."""
+    norms, _ = qsgd_ref.unpack(qsgd_encode(q, g, 0), g.size, q.bucket, q.bits)
+    return np.repeat(norms.astype(np.float64), np.diff(np.append(np.arange(0, g.size, q.bucket), g.size))) / q.levels
 
 
 def qsgd_moments(q: QSGDCompression, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
