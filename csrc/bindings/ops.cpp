@@ -15,6 +15,7 @@
 #include "ops/layernorm.h"
 #include "ops/matmul.h"
 #include "ops/orthonormalize.h"
+#include "ops/qsgd.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/topk.h"
@@ -112,6 +113,13 @@ RINGLOOM_BIND(ops, 10) {
         "The backends \"auto\" chooses among in this build (benchmarks/tune_attention_auto.py times each)");
   o.def("cudnn_attention_built", &cudnn_attention_built,
         "Whether this build has the cuDNN attention backend (CUDA, cuDNN and the cudnn-frontend headers)");
+  o.def("qsgd_encode", &qsgd_encode, py::arg("g"), py::arg("levels"), py::arg("bucket"), py::arg("bits"),
+        py::arg("seed"), py::arg("step"), py::arg("key"), py::arg("rank"),
+        "QSGD payload (uint8, on g's device) of float32 g: per-bucket fp32 norms, then bits-wide codes");
+  o.def("qsgd_decode_sum", &qsgd_decode_sum, py::arg("out"), py::arg("gathered"), py::arg("world"), py::arg("n"),
+        py::arg("levels"), py::arg("bucket"), py::arg("bits"),
+        "out = sum, in rank order, of the vectors the world payloads in gathered encode");
+  o.def("qsgd_payload_bytes", &qsgd_payload_bytes, py::arg("n"), py::arg("bucket"), py::arg("bits"));
   o.def("grad_norm", &grad_norm, py::arg("grads"));
   o.def("adamw_step",
         [](const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m_,

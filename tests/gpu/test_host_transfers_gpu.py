@@ -1,6 +1,6 @@
 """A GPU training step keeps its gradients on the device: during one data-parallel step (two
-ranks; sharing the GPU under MPS where there is one) with plain all-reduce, bf16, top-k or
-PowerSGD compression, or local-SGD averaging, Tensor copies move to the host only the
+ranks; sharing the GPU under MPS where there is one) with plain all-reduce, bf16, top-k,
+PowerSGD or QSGD compression, or local-SGD averaging, Tensor copies move to the host only the
 per-position losses (the engine sums them in float64 on the host) and a few scalars (the
 gradient norm; top-k's count of bad indices, 4 bytes per bucket): less than the smallest
 gradient beyond the losses. That the counter sees device-to-host copies at all is tested in
@@ -33,7 +33,7 @@ def _transfers(request, method: str) -> tuple[int, int, int]:
     return moved, losses, smallest
 
 
-@pytest.mark.parametrize("method", ["none", "bf16", "localsgd", "topk:0.1", "powersgd:2"])
+@pytest.mark.parametrize("method", ["none", "bf16", "localsgd", "topk:0.1", "powersgd:2", "qsgd:7"])
 def test_gpu_step_copies_no_gradient_to_the_host(request, method):
     moved, losses, smallest = _transfers(request, method)
     beyond = moved - losses

@@ -15,6 +15,7 @@ from ringloom import _C
 from ringloom.parallel import (BF16Compression, PowerSGDCompression, QSGDCompression, TopKCompression,
                                parse_compression)
 from ringloom.parallel.data_parallel import GradReducer
+from reference import qsgd as qsgd_ref
 
 
 class ThreadGroup:
@@ -224,10 +225,27 @@ def qsgd_vector(rng, n: int, bucket: int) -> np.ndarray:
     return g
 
 
+def qsgd_encode(q: QSGDCompression, g: np.ndarray, step: int, key: int = 0, rank: int = 0) -> np.ndarray:
+    """The payload the op sends for g (rank ``rank``, bucket-list ``key``, step ``step``)."""
+    return _C.ops.qsgd_encode(_tensor(g), q.levels, q.bucket, q.bits, q.seed, step, key, rank).numpy()
+
+
+def qsgd_decode(q: QSGDCompression, payload: np.ndarray, n: int) -> np.ndarray:
+    """The vector one payload of n elements encodes, decoded by the op."""
+    out = _C.zeros([n], "float32")
+    _C.ops.qsgd_decode_sum(out, _C.from_numpy(payload), 1, n, q.levels, q.bucket, q.bits)
+    return out.numpy()
+
+
+def qsgd_draw(q: QSGDCompression, g: np.ndarray, step: int) -> np.ndarray:
+    """Q(g) as the ops compute it at ``step``."""
+    return qsgd_decode(q, qsgd_encode(q, g, step), g.size)
+
+
 def qsgd_step(q: QSGDCompression, g: np.ndarray) -> np.ndarray:
     """Per element, the spacing norm / s of its bucket's levels (the norm the receiver
     multiplies by: fp32, rounded up; it does not depend on the draws)."""
-    norms, _ = q.quantize(g, np.random.default_rng(0))
+    norms, _ = qsgd_ref.unpack(qsgd_encode(q, g, 0), g.size, q.bucket, q.bits)
     return np.repeat(norms.astype(np.float64), np.diff(np.append(np.arange(0, g.size, q.bucket), g.size))) / q.levels
 
 
@@ -257,10 +275,10 @@ def test_qsgd_is_unbiased(rng, levels, bucket, n):
     mean, var = qsgd_moments(q, g)
     K = 3000
     total = np.zeros(n)
-    for k in range(K):
-        norms, codes = q.quantize(g, np.random.default_rng([5, k]))
-        assert codes.max() <= 2 * levels
-        total += q.dequantize(norms, codes)
+    for k in range(K):   # the draws of K successive steps
+        payload = qsgd_encode(q, g, k)
+        assert qsgd_ref.unpack(payload, n, bucket, q.bits)[1].max() <= 2 * levels
+        total += qsgd_decode(q, payload, n)
     avg = total / K
     # Elements with p = 0 (zeros, or exactly on a level) are never random: exact.
     fixed = var == 0
@@ -290,7 +308,7 @@ def test_qsgd_variance_bound(rng, levels, bucket):
     K = 2000
     sq = np.zeros(n)
     for k in range(K):
-        sq += (q.dequantize(*q.quantize(g, np.random.default_rng([9, k]))) - g.astype(np.float64)) ** 2
+        sq += (qsgd_draw(q, g, k) - g.astype(np.float64)) ** 2
     starts = np.arange(0, n, bucket)
     d = np.diff(np.append(starts, n))
     norm2 = np.add.reduceat(g.astype(np.float64) ** 2, starts)
@@ -309,15 +327,14 @@ def test_qsgd_variance_bound(rng, levels, bucket):
 def test_qsgd_payload_bytes_and_roundtrip(rng, levels, bucket, n):
     q = QSGDCompression(levels, bucket)
     g = qsgd_vector(rng, n, bucket)
-    norms, codes = q.quantize(g, np.random.default_rng(1))
-    payload = q.pack(norms, codes)
+    payload = qsgd_encode(q, g, 1)
     assert payload.dtype == np.uint8
     assert payload.size == q.payload_bytes(n) == 4 * math.ceil(n / bucket) + math.ceil(n * q.bits / 8)
-    n2, c2 = q.unpack(payload, n)
-    np.testing.assert_array_equal(n2, norms)
-    np.testing.assert_array_equal(c2, codes)
+    norms, codes = qsgd_ref.unpack(payload, n, bucket, q.bits)
+    assert codes.max() <= 2 * levels
+    np.testing.assert_array_equal(qsgd_ref.pack(norms, codes, q.bits), payload)   # spare bits are zero
     # The signs survive: a decoded element is never of the opposite sign.
-    assert np.all(q.dequantize(norms, codes) * g >= 0)
+    assert np.all(qsgd_draw(q, g, 1) * g >= 0)
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -334,10 +351,9 @@ def test_qsgd_reduce_sums_the_ranks_quantised_gradients(rng, n):
 
     for step in (0, 1):
         res = run_ranks(n, lambda grp: fn(grp, step))
-        # Reproducible: rank r at step t in bucket-list 4 draws from default_rng([11, t, 4, r]).
-        want = np.zeros(NUMEL, np.float32)
-        for r in range(n):
-            want += q_ref.dequantize(*q_ref.quantize(g[r], np.random.default_rng([11, step, 4, r])))
+        # Reproducible: rank r at step t in bucket-list 4 draws from the generator keyed (11, t, 4, r).
+        gathered = np.concatenate([qsgd_ref.encode(g[r], 3, 100, q_ref.bits, 11, step, 4, r) for r in range(n)])
+        want = qsgd_ref.decode_sum(gathered, n, NUMEL, 3, 100, q_ref.bits)
         for out, sent in res:
             assert sent == q_ref.payload_bytes(NUMEL)
             assert np.isnan(out[-1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections.abc
 import ringloom._C
 import typing
-__all__: list[str] = ['adamw_step', 'adamw_write_scalars', 'add', 'add_', 'attention_auto_choice', 'attention_backend_candidates', 'attention_backward', 'attention_forward', 'cross_entropy_forward', 'cross_entropy_forward_backward', 'cross_entropy_shard_backward', 'cross_entropy_shard_combine', 'cross_entropy_shard_stats', 'cudnn_attention_built', 'embedding_backward', 'embedding_forward', 'embedding_shard_backward', 'embedding_shard_forward', 'gelu_backward', 'gelu_forward', 'get_attention_backend', 'grad_norm', 'hopper_attention_built', 'layernorm_backward', 'layernorm_forward', 'matmul_backward_input', 'matmul_backward_weight', 'matmul_forward', 'orthonormalize_columns_', 'rmsnorm_backward', 'rmsnorm_forward', 'rope_backward', 'rope_forward', 'scale_', 'set_attention_backend', 'swiglu_backward', 'swiglu_forward', 'topk_accumulate', 'topk_compress']
+__all__: list[str] = ['adamw_step', 'adamw_write_scalars', 'add', 'add_', 'attention_auto_choice', 'attention_backend_candidates', 'attention_backward', 'attention_forward', 'cross_entropy_forward', 'cross_entropy_forward_backward', 'cross_entropy_shard_backward', 'cross_entropy_shard_combine', 'cross_entropy_shard_stats', 'cudnn_attention_built', 'embedding_backward', 'embedding_forward', 'embedding_shard_backward', 'embedding_shard_forward', 'gelu_backward', 'gelu_forward', 'get_attention_backend', 'grad_norm', 'hopper_attention_built', 'layernorm_backward', 'layernorm_forward', 'matmul_backward_input', 'matmul_backward_weight', 'matmul_forward', 'orthonormalize_columns_', 'qsgd_decode_sum', 'qsgd_encode', 'qsgd_payload_bytes', 'rmsnorm_backward', 'rmsnorm_forward', 'rope_backward', 'rope_forward', 'scale_', 'set_attention_backend', 'swiglu_backward', 'swiglu_forward', 'topk_accumulate', 'topk_compress']
 def adamw_step(params: collections.abc.Sequence[ringloom._C.Tensor], grads: collections.abc.Sequence[ringloom._C.Tensor], m: collections.abc.Sequence[ringloom._C.Tensor], v: collections.abc.Sequence[ringloom._C.Tensor], weight_decay: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], lr: typing.SupportsFloat | typing.SupportsIndex, beta1: typing.SupportsFloat | typing.SupportsIndex = 0.8999999761581421, beta2: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, eps: typing.SupportsFloat | typing.SupportsIndex = 9.99999993922529e-09, step: typing.SupportsInt | typing.SupportsIndex = 1, max_norm: typing.SupportsFloat | typing.SupportsIndex = 0.0, grad_norm: ringloom._C.Tensor | None = None, compute: collections.abc.Sequence[ringloom._C.Tensor] = [], scalars: ringloom._C.Tensor | None = None) -> None:
     """
     scalars: optional 3-element float32 tensor [lr, 1/bc1, 1/bc2] read instead of lr and step (CUDA Graph replay; fill it with adamw_write_scalars)
@@ -75,6 +75,16 @@ def matmul_backward_weight(dy: ringloom._C.Tensor, x: ringloom._C.Tensor, dw: ri
 def matmul_forward(x: ringloom._C.Tensor, w: ringloom._C.Tensor, bias: ringloom._C.Tensor | None = None) -> ringloom._C.Tensor:
     ...
 def orthonormalize_columns_(p: ringloom._C.Tensor) -> None:
+    ...
+def qsgd_decode_sum(out: ringloom._C.Tensor, gathered: ringloom._C.Tensor, world: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, levels: typing.SupportsInt | typing.SupportsIndex, bucket: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    out = sum, in rank order, of the vectors the world payloads in gathered encode
+    """
+def qsgd_encode(g: ringloom._C.Tensor, levels: typing.SupportsInt | typing.SupportsIndex, bucket: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, step: typing.SupportsInt | typing.SupportsIndex, key: typing.SupportsInt | typing.SupportsIndex, rank: typing.SupportsInt | typing.SupportsIndex) -> ringloom._C.Tensor:
+    """
+    QSGD payload (uint8, on g's device) of float32 g: per-bucket fp32 norms, then bits-wide codes
+    """
+def qsgd_payload_bytes(n: typing.SupportsInt | typing.SupportsIndex, bucket: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
 def rmsnorm_backward(dy: ringloom._C.Tensor, x: ringloom._C.Tensor, gamma: ringloom._C.Tensor, rstd: ringloom._C.Tensor, dgamma: ringloom._C.Tensor) -> ringloom._C.Tensor:
     ...

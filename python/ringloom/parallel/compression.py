@@ -29,13 +29,13 @@ all-reduce of B bytes puts 2 (n-1)/n B on each rank's link, an all-gather (n-1) 
                 levels of |g_i| / ||g||, with the sign; unbiased, so no error feedback.
                 Each rank all-gathers its packed levels (the fewest whole bits per element
                 that hold 2S + 1 signed levels) plus one fp32 norm per bucket, and sums the
-                decoded gradients in rank order. The math is at QSGDCompression.
+                decoded gradients in rank order. It runs on the gradient's device (ops
+                qsgd_encode / qsgd_decode_sum). The math is at QSGDCompression.
 
-Where they run: bf16, top-k and PowerSGD work on the bucket's own device (CPU tensors on
-the CPU, CUDA tensors on their GPU) with ops that do the same math on both (top-k:
-csrc/ops/topk.h; PowerSGD: the GEMM ops and csrc/ops/orthonormalize.h), and hand the
-collectives device tensors, so a GPU run copies no gradient to the host. QSGD quantises in
-NumPy on the host (a device-host round trip per bucket on a GPU).
+Where they run: every method works on the bucket's own device (CPU tensors on the CPU,
+CUDA tensors on their GPU) with ops that do the same math on both (top-k: csrc/ops/topk.h;
+PowerSGD: the GEMM ops and csrc/ops/orthonormalize.h; QSGD: csrc/ops/qsgd.h), and hands the
+collectives device tensors, so a GPU run copies no gradient to the host.
 
 All ranks end with bit-identical sums: collectives return identical buffers everywhere, the
 sparse and dequantised sums run in rank order, and every rank computes PowerSGD's P Q^T
@@ -87,14 +87,6 @@ def parse_compression(spec: "str | Compressor | None") -> "Compressor | None":
         return QSGDCompression(int(levels), int(bucket) if bucket else QSGDCompression.DEFAULT_BUCKET)
     raise ValueError(f"unknown compression {spec!r}: expected none, bf16, topk:RATIO, powersgd:RANK or "
                      "qsgd:LEVELS[:BUCKET]")
-
-
-def _host(flat: Any) -> tuple[np.ndarray, Any]:
-    """An fp32 NumPy view of ``flat`` (a copy for GPU tensors) and a function writing it back."""
-    if flat.device == "cpu":
-        return flat.numpy(), lambda: None
-    host = flat.cpu()
-    return host.numpy(), lambda: flat.copy_(host.to(flat.device))
 
 
 class Compressor:
@@ -278,12 +270,19 @@ class QSGDCompression(Compressor):
     rank's payload the same size, which an all-gather needs. A rank sends
     4 ceil(n / bucket) + ceil(n b / 8) bytes for n elements: that is what reduce returns.
 
-    Randomness: the draws of rank r in bucket-list ``key`` at step t come from
-    numpy.random.default_rng([seed, t, key, r]): independent between ranks (each rank's
-    quantisation noise is its own, so the sum's variance is the sum of theirs), and the
-    same in every run and after a resume (t is the step count, see begin_step). Every
-    rank decodes the same gathered payloads and sums them in rank order, so all ranks end
-    with bit-identical gradients.
+    Randomness: xi_i = l_i + [u_i < p_i], with u_i in [0, 1) from a counter-based generator
+    (splitmix64, csrc/ops/qsgd_math.h) keyed by (seed, step t, bucket-list ``key``, rank r)
+    and indexed by the element's position i in flat[:numel]: independent between ranks (each rank's quantisation noise is
+    its own, so the sum's variance is the sum of theirs), the same in every run and after
+    a resume (t is the step count, see begin_step), and the same on CPU and GPU.
+
+    Where it runs: on the gradient's own device, in the ops qsgd_encode and qsgd_decode_sum
+    (csrc/ops/qsgd.h: the norm's float64 summation order, the packing, non-finite input),
+    which give the same payload bytes and the same sums, bit for bit, on CPU and CUDA; the
+    payloads are all-gathered as uint8 tensors on that device, so no gradient data goes
+    through the host. Every rank decodes the same gathered payloads and sums them in rank
+    order, so all ranks end with bit-identical gradients. A bucket holding a NaN or inf
+    decodes to NaN on every rank, which the trainer's non-finite check then sees.
     """
 
     DEFAULT_BUCKET = 512
@@ -294,6 +293,8 @@ class QSGDCompression(Compressor):
             raise ValueError(f"QSGDCompression: levels must be in [1, {self.MAX_LEVELS}], got {levels}")
         if int(bucket) < 1:
             raise ValueError(f"QSGDCompression: bucket must be positive, got {bucket}")
+        if int(seed) < 0:
+            raise ValueError(f"QSGDCompression: seed must be >= 0, got {seed}")
         self.levels, self.bucket, self.seed = int(levels), int(bucket), int(seed)
         self.bits = math.ceil(math.log2(2 * self.levels + 1))
         self.name = f"qsgd:{self.levels}" + (f":{self.bucket}" if self.bucket != self.DEFAULT_BUCKET else "")
@@ -303,55 +304,14 @@ class QSGDCompression(Compressor):
         self.step = int(step)
 
     def payload_bytes(self, n: int) -> int:
-        return 4 * (-(-n // self.bucket)) + -(-n * self.bits // 8)
-
-    def quantize(self, g: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """g [n] -> (fp32 norms [ceil(n / bucket)], codes uint16 [n] in [0, 2s])."""
-        s, n = self.levels, g.size
-        starts = np.arange(0, n, self.bucket)
-        g64 = g.astype(np.float64)
-        norms = np.sqrt(np.add.reduceat(g64 * g64, starts)) if n else np.zeros(0)
-        n32 = norms.astype(np.float32)
-        low = n32.astype(np.float64) < norms
-        n32[low] = np.nextafter(n32[low], np.float32(np.inf))   # round up: r_i <= s exactly
-        scale = np.repeat(n32.astype(np.float64), np.diff(np.append(starts, n)))
-        r = np.divide(s * np.abs(g64), scale, out=np.zeros(n), where=scale > 0)
-        lo = np.floor(r)
-        xi = lo + (rng.random(n) < r - lo)
-        codes = (np.sign(g64) * xi + s).astype(np.uint16)
-        return n32, codes
-
-    def dequantize(self, norms: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """The fp32 vector Q_s(g) that (norms, codes) encode."""
-        counts = np.diff(np.append(np.arange(0, codes.size, self.bucket), codes.size))
-        scale = np.repeat(norms.astype(np.float64) / self.levels, counts)
-        return ((codes.astype(np.float64) - self.levels) * scale).astype(np.float32)
-
-    def pack(self, norms: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """uint8 payload: the norms' bytes, then the codes, ``bits`` each, little-endian."""
-        shifts = np.arange(self.bits, dtype=np.uint16)
-        planes = ((codes[:, None] >> shifts) & 1).astype(np.uint8)
-        return np.concatenate([np.ascontiguousarray(norms, np.float32).view(np.uint8),
-                               np.packbits(planes.reshape(-1), bitorder="little")])
-
-    def unpack(self, payload: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        nb = -(-n // self.bucket)
-        norms = payload[:4 * nb].copy().view(np.float32)
-        planes = np.unpackbits(payload[4 * nb:], count=n * self.bits, bitorder="little").reshape(n, self.bits)
-        codes = (planes.astype(np.uint16) << np.arange(self.bits, dtype=np.uint16)).sum(axis=1, dtype=np.uint16)
-        return norms, codes
+        return _C.ops.qsgd_payload_bytes(n, self.bucket, self.bits)
 
     def reduce(self, key: int, flat: Any, numel: int, layout: Layout, group: Any) -> int:
-        arr, write_back = _host(flat)
-        rng = np.random.default_rng([self.seed, self.step, key, group.rank])
-        payload = self.pack(*self.quantize(arr[:numel], rng))
-        size = payload.size
-        gathered = np.empty(size * group.size, np.uint8)
+        g = flat.narrow0(0, numel)
+        payload = _C.ops.qsgd_encode(g, self.levels, self.bucket, self.bits, self.seed, self.step, key, group.rank)
+        size = payload.numel()
+        gathered = _C.empty([size * group.size], "uint8", flat.device)
         group.all_gather(gathered, payload)
-        out = np.zeros(numel, np.float32)
-        for r in range(group.size):
-            out += self.dequantize(*self.unpack(gathered[r * size:(r + 1) * size], numel))
-        arr[:numel] = out
-        write_back()
+        _C.ops.qsgd_decode_sum(g, gathered, group.size, numel, self.levels, self.bucket, self.bits)
         return size
 
