@@ -114,4 +114,9 @@ RL_QSGD_FN float decode(uint32_t code, float norm, int64_t levels) {
   return float((double(code) - s) * (double(norm) / s));
 }
 
+// The sum written out: NaN as the one quiet NaN that norm_of sends (a GPU's arithmetic
+// returns its own canonical NaN bits, a CPU's the operand's), so both devices write the
+// same bytes for a non-finite bucket too.
+RL_QSGD_FN float canonical(float sum) { return sum != sum ? NAN : sum; }
+
 }  // namespace ringloom::qsgd

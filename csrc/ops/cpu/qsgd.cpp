@@ -61,7 +61,7 @@ void qsgd_decode_sum(const Tensor& out, const Tensor& gathered, int64_t world, i
       const float norm = qsgd::load_norm(p + 4 * (i / bucket));
       acc += qsgd::decode(qsgd::unpack_code(p + 4 * nb, nbytes, i, bits), norm, levels);
     }
-    o[i] = acc;
+    o[i] = qsgd::canonical(acc);
   }
 }
 

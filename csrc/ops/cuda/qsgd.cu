@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) decode_sum_kernel(const uint8_t* __r
       const float norm = qsgd::load_norm(p + 4 * (i / bucket));
       acc += qsgd::decode(qsgd::unpack_code(p + 4 * nb, nbytes, i, bits), norm, levels);
     }
-    out[i] = acc;
+    out[i] = qsgd::canonical(acc);
   }
 }
 
