@@ -6,7 +6,7 @@ Two kernels serve the op: rows whose 16-byte packs fit in 224 KiB of shared memo
 (V <= 114695 in bf16, V <= 57347 in fp32) are staged there, and a block that has more rows
 than one prefetches its next row while finishing the current one; larger rows take the
 two-pass kernel. The shapes below sit on both sides of those limits, and a few hundred
-rows give every block of the staged kernel several rows (its grid is two blocks per SM at
+rows give every block of the staged kernel several rows (at most two blocks per SM at
 V = 50304 bf16, one in fp32)."""
 import numpy as np
 import pytest

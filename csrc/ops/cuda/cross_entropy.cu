@@ -259,7 +259,11 @@ bool launch_staged(T* logits, const int* targets, float* losses, int64_t rows, i
   int per_sm = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, size_t(bytes)));
   if (per_sm == 0) return false;
-  const int grid = int(std::min<int64_t>(rows, int64_t(per_sm) * sm_count(ctx.device)));
+  // The fewest blocks that take the same number of rows as the most loaded one (some one
+  // fewer): no last round in which a few blocks work alone. 8192 rows with room for 264
+  // resident blocks: 256 blocks of 32 rows each.
+  const int64_t rows_per_block = ceil_div(rows, int64_t(per_sm) * sm_count(ctx.device));
+  const int grid = int(ceil_div(rows, rows_per_block));
   kernel<<<grid, threads, size_t(bytes), ctx.stream>>>(logits, targets, losses, rows, V, ignore_index, grad_scale);
   return true;
 }
