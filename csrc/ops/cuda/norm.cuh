@@ -87,12 +87,16 @@ RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
   return best;  // tpr == 0: too wide for the register kernels; the caller uses the wide-row kernels
 }
 
-// Register cap of the backward kernels per VPT (vectors per thread), so that enough
-// warps fit on an SM (65536 registers): VPT 3 (768 bf16 columns, one warp per row) at 128
-// gives two 256-thread blocks; VPT 4 (4096 columns, 128 threads per row) at 168 gives three
-// 128-thread blocks. ptxas spills nothing at these caps (its -v report) except at VPT 8,
-// which spills uncapped too.
-constexpr int bwd_max_regs(int vpt) { return vpt <= 1 ? 64 : vpt == 2 ? 96 : vpt == 3 ? 128 : vpt == 4 ? 168 : 255; }
+// Register cap of the backward kernels per VPT (vectors per thread) and element size, so
+// that enough warps fit on an SM (65536 registers): VPT 3 (768 bf16 columns, one warp per
+// row) at 128 gives two 256-thread blocks; VPT 4 at 168 gives three 128-thread blocks
+// (4096 bf16 columns, 128 threads per row), and in fp32 (4096 columns: 256 threads per
+// row) at 128 two 256-thread blocks or one of 512. ptxas spills nothing at these caps (its
+// -v report) except a few bytes at fp32 VPT 4 unstaged and at VPT 8, which spills uncapped
+// too.
+constexpr int bwd_max_regs(int vpt, int elem_bytes) {
+  return vpt <= 1 ? 64 : vpt == 2 ? 96 : vpt == 3 ? 128 : vpt == 4 ? (elem_bytes == 4 ? 128 : 168) : 255;
+}
 
 // 16-byte vectors when C is a multiple of the pack width and every row starts aligned.
 template <typename T>

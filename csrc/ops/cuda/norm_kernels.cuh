@@ -116,7 +116,7 @@ inline size_t staging_bytes(const RowConfig& c) { return size_t(4) * c.vpt * c.b
 // ~11 us of issue per SM against ~18 us of memory at copy speed, so with the loads
 // decoupled it hides under the memory time.
 template <bool kCenter, typename T, int VEC, int VPT, bool kStaged>
-__global__ void __maxnreg__(bwd_max_regs(VPT))
+__global__ void __maxnreg__(bwd_max_regs(VPT, int(sizeof(T))))
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
                     float* __restrict__ partial, int64_t rows, int C, int tpr) {
