@@ -8,7 +8,8 @@
 // 16-byte aligned rows up to 64 KB of staging); direct: the row loaded straight into
 // registers (what it runs for wider rows). Both are the package's own kernel instances
 // (backward_kernel<..., kStaged>) with the package's launch layout, each followed by the
-// partial reduce. Also: the forward, and the backward kernel alone (no reduce).
+// partial reduce. Also: the backward kernel alone (no reduce), and the forward, with a
+// variant of it at 768 columns (forward_f32_kernel below).
 // bf16, 16384x768 and 8192x4096, LayerNorm and RMSNorm. Timing: CUDA events around 200
 // back-to-back calls rotating over 4 input copies (no L2 reuse), median of 5. Bytes
 // counted: forward x + y (4 per element), backward x + dy + dx (6 per element), as
@@ -19,6 +20,7 @@
 
 #include "ops/cuda/norm_kernels.cuh"
 
+using namespace ringloom::cuda;
 using namespace ringloom::cuda::norm;
 using bf16 = __nv_bfloat16;
 
@@ -36,6 +38,67 @@ __global__ void fill(bf16* p, int64_t n, uint32_t seed, float scale, float shift
     uint32_t h = uint32_t(i) * 2654435761u ^ seed;
     h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
     p[i] = __float2bfloat16(shift + scale * (float(h & 0xffffff) / 16777216.0f - 0.5f));
+  }
+}
+
+// Forward variant (one warp per row, 16-byte vectors): x widened to fp32 right after its
+// load and held so, as the package's forward did before (55 registers in its general form,
+// 4 blocks of 256 per SM at 768 bf16; this one-layout copy takes 48: 5 blocks), where
+// forward_kernel now holds it in storage type (40 registers: 6 blocks). Same arithmetic in
+// the same order, so y must be bitwise equal.
+template <bool kCenter, int VPT>
+__global__ void forward_f32_kernel(const bf16* __restrict__ x, const bf16* __restrict__ gamma,
+                                   const bf16* __restrict__ beta, bf16* __restrict__ y, float* __restrict__ mean_out,
+                                   float* __restrict__ rstd_out, int64_t rows, int C, float eps) {
+  constexpr int VEC = 8, TPR = 32;
+  const int g = threadIdx.x / TPR, l = threadIdx.x % TPR;
+  const int64_t row = blockIdx.x * 8LL + g;
+  if (row >= rows) return;
+  float v[VPT][VEC];
+  float s = 0.0f;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int col = (l + j * TPR) * VEC;
+    if (col < C) {
+      load_vec<bf16, VEC>(x + row * C + col, v[j]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[j][k] = 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) s += v[j][k];
+  }
+  const float mean = kCenter ? warp_sum(s) / C : 0.0f;
+  float q = 0.0f;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j)
+    if ((l + j * TPR) * VEC < C)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float d = v[j][k] - mean;
+        q += d * d;
+      }
+  const float rstd = rsqrtf(warp_sum(q) / C + eps);
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int col = (l + j * TPR) * VEC;
+    if (col < C) {
+      float gm[VEC], o[VEC];
+      load_vec<bf16, VEC>(gamma + col, gm);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) o[k] = (v[j][k] - mean) * rstd * gm[k];
+      if constexpr (kCenter) {
+        float bt[VEC];
+        load_vec<bf16, VEC>(beta + col, bt);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) o[k] += bt[k];
+      }
+      store_vec<bf16, VEC>(y + row * C + col, o);
+    }
+  }
+  if (l == 0) {
+    if constexpr (kCenter) mean_out[row] = mean;
+    rstd_out[row] = rstd;
   }
 }
 
@@ -138,6 +201,29 @@ void run_shape(int64_t R, int C, int tpr, double copy_gbs) {
                 100.0 * gbs / copy_gbs);
   };
   row("fwd", time_ms(fwd), 4.0 * n);
+  if (tpr == 32) {  // the forward variant (one warp per row only)
+    bf16* y2;
+    float *m2, *r2;
+    CK(cudaMalloc(&y2, n * 2));
+    CK(cudaMalloc(&m2, R * 4));
+    CK(cudaMalloc(&r2, R * 4));
+    auto fwd_f32 = [&](int i) {
+      const int k = i % L2;
+      forward_f32_kernel<kCenter, VPT><<<fgrid, 256>>>(x + k * n, gamma, beta, y2, m2, r2, R, C, 1e-5f);
+    };
+    fwd(0);
+    fwd_f32(0);
+    CK(cudaDeviceSynchronize());
+    std::vector<uint16_t> a(n), b(n);
+    CK(cudaMemcpy(a.data(), y, n * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(b.data(), y2, n * 2, cudaMemcpyDeviceToHost));
+    row("fwd variant: x held in fp32", time_ms(fwd_f32), 4.0 * n);
+    std::printf("%-9s %6lldx%-5d y variant == y package (bitwise): %s\n", kCenter ? "LayerNorm" : "RMSNorm",
+                (long long)R, C, std::memcmp(a.data(), b.data(), n * 2) == 0 ? "yes" : "NO");
+    CK(cudaFree(y2));
+    CK(cudaFree(m2));
+    CK(cudaFree(r2));
+  }
   char what[64];
   std::snprintf(what, sizeof what, "bwd staged (grid %d)", grid_s);
   row(what, time_ms(bwd(staged_k, grid_s, smem_s, dx, true)), 6.0 * n);
