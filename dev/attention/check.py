@@ -82,6 +82,14 @@ def reference(qkv, Hq, Hkv, causal, dout=None):
     return o.detach(), lse.detach(), g
 
 
+def bench_inputs(B, T, H, D):
+    """Random packed qkv and dout, and torch's q, k, v (leaves) and dO for SDPA ([B, H, T, D])."""
+    qkv = torch.randn(B, T, 3 * H, D, device="cuda", dtype=torch.bfloat16)
+    dout = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+    q, k, v = (x.contiguous().requires_grad_() for x in split(qkv, H, H))
+    return qkv, dout, (q, k, v), dout.transpose(1, 2).contiguous()
+
+
 def rel(a, b):
     a, b = a.float(), b.float()
     if not torch.isfinite(a).all():
@@ -145,10 +153,7 @@ def main():
         return
     print(f"{'shape':38s} {'ours':>8s} {'cudnn':>8s} {'flash':>8s}  TFLOP/s ours/cudnn/flash")
     for B, T, H, D, causal in BENCH:
-        qkv = torch.randn(B, T, 3 * H, D, device="cuda", dtype=torch.bfloat16)
-        dout = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
-        q, k, v = (x.contiguous().requires_grad_() for x in split(qkv, H, H))
-        do_t = dout.transpose(1, 2).contiguous()
+        qkv, dout, (q, k, v), do_t = bench_inputs(B, T, H, D)
         o, lse = ours_fwd(lib, qkv, H, H, causal)
         dqkv, scratch = ours_bwd(lib, dout, qkv, o, lse, H, H, causal)
         fns = {"fwd": {"ours": lambda: ours_fwd(lib, qkv, H, H, causal, o, lse)},
