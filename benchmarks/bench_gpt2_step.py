@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from step_bench import bench_ringloom, bench_torch, model_flops_per_token, progress, report
+from step_bench import bench_ringloom, bench_torch, ringloom_rows, model_flops_per_token, progress, report
 from torch_gpt2 import torch_gpt2
 
 
@@ -25,6 +25,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--recompute", default="none,selective",
+                    help="ringloom rows, one per activation-recompute mode (comma-separated; the first is the "
+                         "reference of the speedup column)")
     ap.add_argument("--attention", choices=["ours", "cudnn", "auto"], default="auto",
                     help="ringloom's attention backend (default: auto, as ringloom train)")
     ap.add_argument("--no-compile", action="store_true")
@@ -43,10 +46,7 @@ def main() -> None:
         over.update(n_embd=args.embd, n_head=args.embd // 64)
     cfg = get_preset("gpt2-124m", **over)
     B, T, bd = args.batch, args.seq, args.breakdown
-    ours_s, ours_mem, n_params, parts = bench_ringloom(cfg, B, T, args.steps, args.warmup, breakdown=bd,
-                                                        attention=args.attention)
-    rows = [("ringloom", ours_s, ours_mem, parts)]
-    progress(*rows[-1])
+    rows, n_params = ringloom_rows(cfg, B, T, args.steps, args.warmup, bd, args.attention, args.recompute)
     if args.graph:
         g_s, g_mem, _, _ = bench_ringloom(cfg, B, T, args.steps, args.warmup, graph=True, attention=args.attention)
         rows.append(("ringloom graph", g_s, g_mem, None))

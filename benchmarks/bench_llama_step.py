@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from step_bench import bench_ringloom, bench_torch, model_flops_per_token, progress, report
+from step_bench import bench_torch, ringloom_rows, model_flops_per_token, progress, report
 from torch_llama import torch_llama
 
 
@@ -26,6 +26,9 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-breakdown", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--recompute", default="none,selective",
+                    help="ringloom rows, one per activation-recompute mode (comma-separated; the first is the "
+                         "reference of the speedup column)")
     ap.add_argument("--attention", choices=["ours", "cudnn", "auto"], default="auto",
                     help="ringloom's attention backend (default: auto, as ringloom train)")
     args = ap.parse_args()
@@ -37,10 +40,7 @@ def main() -> None:
     if cfg.arch != "llama":
         raise SystemExit(f"bench_llama_step: preset {args.preset!r} is not a LLaMA ({cfg.arch})")
     B, T, bd = args.batch, args.seq, not args.no_breakdown
-    ours_s, ours_mem, n_params, parts = bench_ringloom(cfg, B, T, args.steps, args.warmup, breakdown=bd,
-                                                        attention=args.attention)
-    rows = [("ringloom", ours_s, ours_mem, parts)]
-    progress(*rows[-1])
+    rows, n_params = ringloom_rows(cfg, B, T, args.steps, args.warmup, bd, args.attention, args.recompute)
     rows.append(("torch eager", *bench_torch(torch_llama, cfg, B, T, args.steps, args.warmup, False, breakdown=bd)))
     progress(*rows[-1])
     if not args.no_compile:

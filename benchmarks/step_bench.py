@@ -60,36 +60,60 @@ def kernel_breakdown(step, sync, step_ms: float) -> dict:
         step()
         sync()
     out: dict[str, float] = {}
+    spans = []
     for e in prof.events():
         if not str(getattr(e, "device_type", "")).endswith("CUDA"):
             continue
         ms = (e.time_range.end - e.time_range.start) / 1e3
         cat = classify(e.name)
         out[cat] = out.get(cat, 0.0) + ms
+        spans.append((e.time_range.start, e.time_range.end, e.name))
     total = sum(out.values())
     out["idle"] = max(0.0, step_ms - total)
     torch.cuda.synchronize()
+    print_largest_gaps(spans)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def bench_ringloom(cfg, B, T, steps, warmup, graph: bool = False, breakdown: bool = False, attention: str = "auto"):
+def print_largest_gaps(spans: list, n: int = 8) -> None:
+    """The n longest stretches inside the step with no kernel running (us), each with the
+    kernels on either side: where the idle time of the breakdown sits."""
+    spans = sorted(spans)
+    gaps = []
+    reach, last = None, ""
+    for start, end, name in spans:
+        if reach is not None and start > reach:
+            gaps.append((start - reach, last, name))
+        if reach is None or end > reach:
+            reach, last = end, name
+    gaps.sort(reverse=True)
+    total = sum(g for g, _, _ in gaps)
+    print(f"    idle between kernels {total / 1e3:.2f} ms in {len(gaps)} gaps; longest:", flush=True)
+    for us, before, after in gaps[:n]:
+        print(f"      {us / 1e3:7.3f} ms after {before[:60]} | before {after[:60]}", flush=True)
+
+
+def bench_ringloom(cfg, B, T, steps, warmup, graph: bool = False, breakdown: bool = False, attention: str = "auto",
+                   recompute: str = "none"):
     """(seconds per step, peak bytes, parameter count, breakdown or None); the model's
     memory goes back to the device afterwards, for the peer runs. attention: the model's
-    attention backend (Model.attention; "auto", as `ringloom train` defaults to)."""
+    attention backend (Model.attention; "auto", as `ringloom train` defaults to);
+    recompute: Model.recompute (none | selective | full)."""
     import ringloom as rl
 
-    res = _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention)
+    res = _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention, recompute)
     rl._C.cuda_empty_cache(0)
     return res
 
 
-def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention):
+def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention, recompute):
     import ringloom as rl
     from ringloom.models import build_model
     from ringloom.optim import AdamW
     from ringloom.train.graph import CapturedStep
 
     model = build_model(cfg, device="cuda:0", dtype="bfloat16", seed=0, attention=attention)
+    model.recompute = recompute
     opt = AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, max_grad_norm=1.0)
     captured = CapturedStep(model, opt, (B, T)) if graph else None
     rng = np.random.default_rng(0)
@@ -159,6 +183,18 @@ def bench_torch(build, cfg, B, T, steps, warmup, compile_: bool, mode: str | Non
         k = steps + warmup
         parts = kernel_breakdown(lambda: step(k), torch.cuda.synchronize, med * 1e3)
     return med, peak, parts
+
+
+def ringloom_rows(cfg, B, T, steps, warmup, breakdown, attention, recompute_modes: str) -> tuple[list, int]:
+    """One ringloom row per recompute mode of the comma-separated list (the first is the row
+    the speedups are relative to), each printed as it is measured; (rows, parameter count)."""
+    rows, n_params = [], 0
+    for i, mode in enumerate(m.strip() for m in recompute_modes.split(",")):
+        s, mem, n_params, parts = bench_ringloom(cfg, B, T, steps, warmup, breakdown=breakdown, attention=attention,
+                                                 recompute=mode)
+        rows.append(("ringloom" if i == 0 else f"ringloom {mode}", s, mem, parts))
+        progress(*rows[-1])
+    return rows, n_params
 
 
 def progress(impl: str, seconds: float, peak: int, parts: dict | None = None) -> None:
