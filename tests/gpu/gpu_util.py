@@ -26,14 +26,6 @@ def gpu(arr, dtype: str = "float32"):
     return rl.tensor(np.asarray(arr, np.float32), dtype=dtype, device=DEV)
 
 
-def unaligned(arr, dtype: str = "float32"):
-    """`arr` on the device as a view that starts one element into its storage: its rows are
-    not 16-byte aligned even where their width is a multiple of the vector width."""
-    arr = np.asarray(arr, np.float32)
-    flat = np.concatenate([np.zeros(1, np.float32), arr.reshape(-1)])
-    return gpu(flat, dtype).narrow0(1, arr.size).reshape(list(arr.shape))
-
-
 def host(t) -> np.ndarray:
     """float64 NumPy copy of a tensor (bf16 converted on the device first)."""
     if t.dtype == rl.bfloat16:

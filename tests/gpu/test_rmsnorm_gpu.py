@@ -4,17 +4,13 @@ import numpy as np
 import pytest
 
 import ringloom as rl
-from gpu_util import gpu, host, poison_next_alloc, precision, rounded, unaligned
+from gpu_util import gpu, host, poison_next_alloc, precision, rounded
 from tolerances import assert_close
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 
-# (6151, 768) and (811, 4096): more rows than the persistent backward grid holds at once,
-# so each warp (768) or block (4096) walks several rows through the cp.async staging ring;
-# (4, 9000) bf16 is too wide for the staging and loads its rows straight into registers.
-SHAPES = [(5, 13), (7, 96), (600, 768), (6151, 768), (3, 5, 1000), (37, 4096), (811, 4096), (4, 9000), (3, 5001),
-          (2, 40000)]
+SHAPES = [(5, 13), (7, 96), (600, 768), (3, 5, 1000), (37, 4096), (4, 9000), (3, 5001), (2, 40000)]
 
 
 def reference(x, gamma, dy, eps):
@@ -53,24 +49,6 @@ def test_rmsnorm_gpu(rng, dtype, shape):
     dgamma2 = gpu(g0)
     dx2 = rl.ops.rmsnorm_backward(gpu(dy, dtype), gpu(x, dtype), gpu(gamma, dtype), rstd, dgamma2)
     assert np.array_equal(host(dx2), host(dx)) and np.array_equal(host(dgamma2), host(dgamma))
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_rmsnorm_gpu_unaligned_views(rng, dtype):
-    # 768 columns (a multiple of 8) from views one element off alignment: the scalar path.
-    shape, C, eps = (37, 768), 768, 1e-5
-    x = (2 * rng.standard_normal(shape) + 0.5).astype(np.float32)
-    gamma = (1 + 0.3 * rng.standard_normal(C)).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    xr, gr, dyr = (rounded(a, dtype) for a in (x, gamma, dy))
-    y_ref, _, dx_ref, dg_ref = reference(xr, gr, dyr, eps)
-    tol = precision(dtype)
-    y, rstd = rl.ops.rmsnorm_forward(unaligned(x, dtype), unaligned(gamma, dtype), eps)
-    assert_close(host(y), y_ref, tol, "y")
-    dgamma = gpu(np.zeros(C))
-    dx = rl.ops.rmsnorm_backward(unaligned(dy, dtype), unaligned(x, dtype), unaligned(gamma, dtype), rstd, dgamma)
-    assert_close(host(dx), dx_ref, tol, "dx")
-    assert_close(host(dgamma), dg_ref, tol, "dgamma")
 
 
 def test_rmsnorm_gpu_bad_inputs():

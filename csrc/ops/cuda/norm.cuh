@@ -13,24 +13,17 @@
 // a scratch buffer; a second small kernel adds the partials, again in a fixed order, into
 // dgamma/dbeta. The result is bitwise reproducible on a given device.
 //
-// The backward keeps x, dy and gamma in storage type (RawVec: a bf16 vector of 8 takes 4
-// registers, not 8), converting where they are used; registers then go to the dgamma/dbeta
-// sums and to occupancy. Rows with 16-byte vectors are staged through shared memory by
-// cp.async, the next row in flight while the current one is computed (backward_kernel in
-// norm_kernels.cuh says why); wider or unaligned rows issue all of a row's loads before
-// using any.
-// The kernels are launched as programmatic dependents (PDL) of the previous kernel, and the
-// partial reduction as one of the backward kernel, hiding most of each launch gap.
-// Measured variants (benchmarks/NOTES-kernels.md): loads first was 14-19% faster than
-// loading vector by vector, and faster than prefetching the next row into registers (more
-// registers, fewer warps) or spreading 768/4096 columns over more threads per row.
+// The backward issues all loads of a row (x, dy) before using any, and keeps them in
+// storage type (RawVec: a bf16 vector of 8 takes 4 registers, not 8), converting where
+// they are used; registers then go to the dgamma/dbeta sums and to occupancy. The partial
+// reduction is launched as a programmatic dependent (PDL) of the backward kernel.
+// Measured variants (benchmarks/NOTES-kernels.md): this one was 14-19% faster than
+// loading vector by vector, and faster than also prefetching the next row (more registers,
+// fewer warps) or spreading 768/4096 columns over more threads per row.
 #pragma once
-#include <algorithm>
 #include <initializer_list>
 #include <map>
 #include <mutex>
-#include <tuple>
-#include <utility>
 #include <type_traits>
 
 #include "ops/cuda/common.cuh"
@@ -87,16 +80,12 @@ RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
   return best;  // tpr == 0: too wide for the register kernels; the caller uses the wide-row kernels
 }
 
-// Register cap of the backward kernels per VPT (vectors per thread) and element size, so
-// that enough warps fit on an SM (65536 registers): VPT 3 (768 bf16 columns, one warp per
-// row) at 128 gives two 256-thread blocks; VPT 4 at 168 gives three 128-thread blocks
-// (4096 bf16 columns, 128 threads per row), and in fp32 (4096 columns: 256 threads per
-// row) at 128 two 256-thread blocks or one of 512. ptxas spills nothing at these caps (its
-// -v report) except a few bytes at fp32 VPT 4 unstaged and at VPT 8, which spills uncapped
-// too.
-constexpr int bwd_max_regs(int vpt, int elem_bytes) {
-  return vpt <= 1 ? 64 : vpt == 2 ? 96 : vpt == 3 ? 128 : vpt == 4 ? (elem_bytes == 4 ? 128 : 168) : 255;
-}
+// Register cap of the backward kernels per VPT (vectors per thread), so that enough
+// warps fit on an SM (65536 registers): VPT 3 (768 bf16 columns, one warp per row) at 128
+// gives two 256-thread blocks; VPT 4 (4096 columns, 128 threads per row) at 168 gives three
+// 128-thread blocks. ptxas spills nothing at these caps (its -v report) except at VPT 8,
+// which spills uncapped too.
+constexpr int bwd_max_regs(int vpt) { return vpt <= 1 ? 64 : vpt == 2 ? 96 : vpt == 3 ? 128 : vpt == 4 ? 168 : 255; }
 
 // 16-byte vectors when C is a multiple of the pack width and every row starts aligned.
 template <typename T>
@@ -151,31 +140,6 @@ __device__ __forceinline__ void zero_raw(RawVec<T, VEC>& r) {
   } else {
     r.s = from_f32<T>(0.0f);
   }
-}
-
-// 16 bytes from global to shared memory without passing through registers (cp.async, L2
-// only: each byte is read once). Completion is per thread: after cp_async_wait<N>() the
-// issuing thread sees all but its N most recent committed groups; no other thread may
-// read them without a barrier, so a thread only ever reads back what it copied itself.
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src) {
-  const unsigned dst = unsigned(__cvta_generic_to_shared(smem_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
-
-// A staged vector, read as volatile PTX: the backward reads a row twice (before and after
-// its reduction), and a plain load would let the compiler keep the first read live in
-// registers instead.
-template <typename T, int VEC>
-__device__ __forceinline__ RawVec<T, VEC> load_raw_shared(const uint4* p) {
-  static_assert(RawVec<T, VEC>::kWords, "shared-memory staging holds 16-byte vectors only");
-  RawVec<T, VEC> r;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r.w[0]), "=r"(r.w[1]), "=r"(r.w[2]), "=r"(r.w[3])
-               : "r"(unsigned(__cvta_generic_to_shared(p))));
-  return r;
 }
 
 // Element k of a RawVec as fp32, converted where it is used. A bf16 is the top half of an
@@ -249,112 +213,65 @@ __device__ __forceinline__ float2 row_sum2(float2 v, int tpr, float2* scratch) {
   return v;
 }
 
-// Programmatic dependent launch (sm_90). A kernel launched with launch_pdl may start while
-// the previous kernel of the stream drains (once every block of that kernel has signalled
-// launch_dependents or exited), which hides most of a launch gap; it must call
-// griddep_wait() before touching global memory, which returns once that kernel has
-// finished and its writes are visible. Launched without the attribute (or first on its
-// stream), griddep_wait returns at once.
-__device__ __forceinline__ void griddep_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void griddep_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;"); }
+// dparam[k][c] (+)= sum over b of partial[b][k][c], for k < nparams, in order of b
+// (accumulate = false overwrites). Also used for matmul's dbias (column sums of dy).
+// Block (32, 16): 32 columns, 16 slices of the partial rows, combined in shared memory.
+template <typename P>
+__global__ void reduce_partials_kernel(const float* partial, int nblocks, int nparams, int64_t C, P* d0, P* d1,
+                                       bool accumulate) {
+  __shared__ float s[16][33];
+  const int tx = threadIdx.x, ty = threadIdx.y, k = blockIdx.y;
+  const int64_t c = blockIdx.x * 32LL + tx;
+  // Launched as a programmatic dependent of the backward kernel (launch_reduce_partials):
+  // wait here until that grid has finished and its partials are visible.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  float acc = 0.0f;
+  if (c < C)
+#pragma unroll 4
+    for (int b = ty; b < nblocks; b += 16) acc += partial[(int64_t(b) * nparams + k) * C + c];
+  s[ty][tx] = acc;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    float total = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) total += s[i][tx];
+    P* d = k == 0 ? d0 : d1;
+    d[c] = from_f32<P>(accumulate ? to_f32(d[c]) + total : total);
+  }
+}
 
-template <typename... Params, typename... Args>
-void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+// Adds the [nblocks, nparams, C] partials into the parameter gradients (fp32 or bf16).
+inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int64_t C, Tensor& d0, Tensor* d1,
+                            cudaStream_t stream, bool accumulate = true) {
+  dim3 block(32, 16), grid(unsigned(ceil_div(C, 32)), unsigned(nparams));
+  // Programmatic dependent launch (sm_90): the reduce grid is set up while the backward
+  // grid drains (that kernel signals griddepcontrol.launch_dependents after its row loop),
+  // instead of after it, hiding most of a launch gap; the kernel waits on
+  // griddepcontrol.wait before reading the partials.
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
-}
-
-// dparam[k][c] (+)= sum over b of partial[b][k][c], for k < nparams, in order of b
-// (accumulate = false overwrites). Also used for matmul's dbias (column sums of dy).
-// The partials are read as one flat row of n = nparams * C columns per b. Block (32, 32):
-// 32 columns by 32 slices of b; each thread issues its (up to) 8 loads per round before
-// adding them, so ~260 partial rows (two rounds of L2 latency) cost ~1 us, not one round
-// trip per 4 rows. The 32 slices are then added in shared memory by a fixed shuffle tree
-// (warp w sums column w), so the result does not depend on timing.
-constexpr int kReduceSlices = 32, kReduceBatch = 8;
-template <typename P>
-__global__ void __launch_bounds__(32 * kReduceSlices)
-    reduce_partials_kernel(const float* partial, int nblocks, int64_t C, int64_t n, P* d0, P* d1, bool accumulate) {
-  __shared__ float s[kReduceSlices][33];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t col = blockIdx.x * 32LL + tx;
-  // Launched as a programmatic dependent of the kernel writing the partials: wait here
-  // until that grid has finished and its partials are visible. The next kernel may then
-  // start launching: this grid is small, and the next one waits for it in turn.
-  griddep_wait();
-  griddep_launch_dependents();
-  float acc = 0.0f;
-  if (col < n)
-    for (int b0 = ty; b0 < nblocks; b0 += kReduceSlices * kReduceBatch) {
-      float v[kReduceBatch];
-#pragma unroll
-      for (int i = 0; i < kReduceBatch; ++i) {
-        const int b = b0 + i * kReduceSlices;
-        v[i] = b < nblocks ? partial[int64_t(b) * n + col] : 0.0f;
-      }
-#pragma unroll
-      for (int i = 0; i < kReduceBatch; ++i) acc += v[i];
-    }
-  s[ty][tx] = acc;
-  __syncthreads();
-  const float total = warp_sum(s[tx][ty]);  // warp ty: column ty, slice tx
-  const int64_t out = blockIdx.x * 32LL + ty;
-  if (tx == 0 && out < n) {
-    P* d = out < C ? d0 + out : d1 + (out - C);
-    *d = from_f32<P>(accumulate ? to_f32(*d) + total : total);
-  }
-}
-
-// Adds the [nblocks, nparams, C] partials into the parameter gradients (fp32 or bf16),
-// as a programmatic dependent of the kernel that wrote them (which signals
-// launch_dependents once its partials are the only work left).
-inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int64_t C, Tensor& d0, Tensor* d1,
-                            cudaStream_t stream, bool accumulate = true) {
-  const int64_t n = int64_t(nparams) * C;
-  const dim3 block(32, kReduceSlices), grid(unsigned(ceil_div(n, 32)));
   RL_DISPATCH_FLOAT(d0.dtype(), P, {
-    launch_pdl(reduce_partials_kernel<P>, grid, block, 0, stream, partial.data_as<float>(), nblocks, C, n,
-               d0.data_as<P>(), d1 ? d1->data_as<P>() : static_cast<P*>(nullptr), accumulate);
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, reduce_partials_kernel<P>, partial.data_as<float>(), nblocks, nparams, C,
+                                  d0.data_as<P>(), d1 ? d1->data_as<P>() : static_cast<P*>(nullptr), accumulate));
   });
   CUDA_CHECK_LAUNCH();
 }
 
 constexpr int kWideThreads = 256;  // block size of the wide-row kernels
 
-// Blocks of `kernel` resident per SM at this block size and dynamic shared memory, with
-// the kernel's dynamic shared-memory limit raised to smem first (needed above 48 KB; the
-// caller has made `device` current). Cached: the query is host time on every call else.
-inline int blocks_per_sm(const void* kernel, int block, size_t smem, int device) {
-  static std::mutex mu;
-  static std::map<std::tuple<const void*, int, size_t, int>, int> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_tuple(kernel, block, smem, device);  // the attribute is per device
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  // The limit only ever rises (another row width may launch this kernel with more).
-  static std::map<std::pair<const void*, int>, size_t> limit;
-  size_t& lim = limit[{kernel, device}];
-  if (smem > 48 * 1024 && smem > lim) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    lim = smem;
-  }
+// Persistent grid for a backward kernel: blocks resident at once, no more than the work.
+template <typename Kernel>
+int persistent_grid(Kernel kernel, int block, size_t smem, int64_t work_blocks, int device) {
   int per_sm = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem));
-  return cache[key] = std::max(per_sm, 1);
-}
-
-// Persistent grid for a backward kernel: blocks resident at once, no more than the work.
-inline int persistent_grid(const void* kernel, int block, size_t smem, int64_t work_blocks, int device) {
-  const int64_t cap = int64_t(blocks_per_sm(kernel, block, smem, device)) * sm_count(device);
+  const int64_t cap = int64_t(std::max(per_sm, 1)) * sm_count(device);
   return int(std::max<int64_t>(1, std::min(cap, work_blocks)));
 }
 

@@ -29,22 +29,26 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
   const int rpb = tpr == 32 ? 8 : 1;
   const int g = threadIdx.x / tpr, l = threadIdx.x % tpr;
   const int64_t row = blockIdx.x * int64_t(rpb) + g;
-  griddep_wait();           // x may come from the previous kernel (launch_pdl)
   if (row >= rows) return;  // only possible with one warp per row: the whole warp leaves
-  // x held in storage type (RawVec: a bf16 vector of 8 in 4 registers) and widened where
-  // used: 39 registers instead of 55 at 768 bf16 columns, so 6 blocks of 256 threads fit
-  // per SM instead of 4 (48 warps, 72 KB of x in flight per SM instead of 48 KB).
-  RawVec<T, VEC> xv[VPT];
-  load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
-  float mean = 0.0f;
-  if constexpr (kCenter) {
-    float s = 0.0f;
+  const T* xr = x + row * C;
+
+  float v[VPT][VEC];
+  float s = 0.0f;
 #pragma unroll
-    for (int j = 0; j < VPT; ++j)
+  for (int j = 0; j < VPT; ++j) {
+    const int col = (l + j * tpr) * VEC;
+    if (col < C) {
+      load_vec<T, VEC>(xr + col, v[j]);
+    } else {
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) s += raw_f32(xv[j], k);
-    mean = row_sum(s, tpr, scratch) / C;
+      for (int k = 0; k < VEC; ++k) v[j][k] = 0.0f;
+    }
+    if constexpr (kCenter)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) s += v[j][k];
   }
+  float mean = 0.0f;
+  if constexpr (kCenter) mean = row_sum(s, tpr, scratch) / C;
   // Variance from the registers, around the mean: no cancellation as in E[x^2] - mean^2.
   // Columns past C hold 0 and must not count (x - mean != 0 there).
   float q = 0.0f;
@@ -53,7 +57,7 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
     if ((l + j * tpr) * VEC < C) {
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        const float d = raw_f32(xv[j], k) - mean;
+        const float d = v[j][k] - mean;
         q += d * d;
       }
     }
@@ -68,7 +72,7 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
       float gm[VEC], o[VEC];
       load_vec<T, VEC>(gamma + col, gm);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) o[k] = (raw_f32(xv[j], k) - mean) * rstd * gm[k];
+      for (int k = 0; k < VEC; ++k) o[k] = (v[j][k] - mean) * rstd * gm[k];
       if constexpr (kCenter) {
         float bt[VEC];
         load_vec<T, VEC>(beta + col, bt);
@@ -84,43 +88,18 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
   }
 }
 
-// Shared-memory staging of the backward (vector layouts, 16-byte aligned rows): a ring of
-// 2 stages, each holding the thread's VPT vectors of x and of dy, filled by cp.async one
-// row ahead of the row being computed. Bytes per block: 2 stages x 2 arrays x VPT x block
-// x 16. Up to kMaxStagingBytes; wider rows load straight into registers.
-constexpr size_t kMaxStagingBytes = 64 * 1024;
-inline size_t staging_bytes(const RowConfig& c) { return size_t(4) * c.vpt * c.block() * 16; }
-
 // Per-block partials of dgamma (and dbeta) go to partial[blockIdx.x][kParams][C].
 // blockDim.x / tpr rows per block, each row group walking rows with a grid stride. x, dy
-// and gamma stay in storage type (RawVec) and are converted where used.
-//
-// Why the staging (bf16, bytes per element: x 2 + dy 2 read, dx 2 written): a row of 768
-// is 3 KB of reads, of 4096 16 KB. Loading a row straight into registers leaves each warp
-// with nothing in flight while it reduces and computes that row, and the registers allow
-// only 16 warps (768: 128 registers, two 256-thread blocks) or 12 (4096: three 128-thread
-// blocks) per SM, so the bytes in flight per SM swing between ~0 and 48 KB as the warps'
-// phases drift together. By Little's law the H200 needs ~4.2 TB/s x ~1 us / 132 SMs =
-// ~32 KB in flight per SM, all the time, to run at copy speed (reads are 2/3 of it, ~21
-// KB). Prefetching the next row into registers was measured slower (more registers, fewer
-// warps, spills); cp.async puts the next row into shared memory instead, costing no
-// registers: while a warp computes row r, row r + stride is in flight. 768: 16 warps x
-// 3 KB = 48 KB per SM in flight whatever the compute phase (48 KB of staging per block,
-// two blocks per SM); 4096: 3 blocks x 16 KB = 48 KB (32 KB per block). The compute per
-// row (~640 instructions per warp at 768, a third of them integer ops that widen bf16) is
-// ~11 us of issue per SM against ~18 us of memory at copy speed, so with the loads
-// decoupled it hides under the memory time.
-template <bool kCenter, typename T, int VEC, int VPT, bool kStaged>
-__global__ void __maxnreg__(bwd_max_regs(VPT, int(sizeof(T))))
+// and gamma stay in storage type (RawVec) and are converted where used; all of a row's
+// loads are issued before the first use.
+template <bool kCenter, typename T, int VEC, int VPT>
+__global__ void __maxnreg__(bwd_max_regs(VPT))
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
                     float* __restrict__ partial, int64_t rows, int C, int tpr) {
   using V = RawVec<T, VEC>;
-  static_assert(!kStaged || V::kWords, "staging copies 16-byte vectors");
   constexpr int NP = kParams<kCenter>;
-  // The staging ring while rows are processed; then, with several rows per block, the row
-  // groups' sums ([rpb][NP][C] fp32) for the block's combine.
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ float combine[];  // [NP][C] when a block holds several rows
   __shared__ float2 scratch[32];
   const int rpb = blockDim.x / tpr;
   const int g = threadIdx.x / tpr, l = threadIdx.x % tpr;
@@ -134,35 +113,31 @@ __global__ void __maxnreg__(bwd_max_regs(VPT, int(sizeof(T))))
 #pragma unroll
       for (int k = 0; k < VEC; ++k) acc[p][j][k] = 0.0f;
 
-  griddep_wait();  // x, dy, mean and rstd may come from the previous kernel (launch_pdl)
-
-  // One row: its sums into acc, its dx to memory. fetch(xv, dv, gm) fills the thread's
-  // vectors of x, dy and gamma (columns past C as zero); it is called once before the row
-  // reduction and once after, so a staged row is read again from shared memory instead of
-  // being held in registers across the reduction.
-  auto process_row = [&](auto&& fetch, float m, float rs, int64_t row) {
+  // rpb > 1 only with one warp per row, so the loop condition is warp-uniform; with one
+  // block per row it is block-uniform (row_sum/row_sum2 have barriers).
+  for (int64_t row = int64_t(blockIdx.x) * rpb + g; row < rows; row += stride) {
+    V xv[VPT], dv[VPT], gm[VPT];
+    load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
+    load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dv);
+    const float m = kCenter ? mean[row] : 0.0f, rs = rstd[row];
+    // gamma: re-read for every row (L1 hits) rather than held: registers are the limit.
+    load_row_volatile<T, VEC, VPT>(gamma, l, tpr, C, gm);
+    // Columns past C hold x = dy = gamma = 0: they add nothing to the sums below.
     float2 s = make_float2(0.0f, 0.0f);  // sum g, sum g xhat
-    {
-      V xv[VPT], dv[VPT], gm[VPT];
-      fetch(xv, dv, gm);
-      // Columns past C hold x = dy = gamma = 0: they add nothing to the sums below.
 #pragma unroll
-      for (int j = 0; j < VPT; ++j)
+    for (int j = 0; j < VPT; ++j)
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          const float xh = (raw_f32(xv[j], k) - m) * rs, d = raw_f32(dv[j], k);
-          const float gk = d * raw_f32(gm[j], k);
-          if constexpr (kCenter) s.x += gk;
-          s.y += gk * xh;
-          acc[0][j][k] += d * xh;
-          if constexpr (kCenter) acc[NP - 1][j][k] += d;
-        }
-    }
+      for (int k = 0; k < VEC; ++k) {
+        const float xh = (raw_f32(xv[j], k) - m) * rs, d = raw_f32(dv[j], k);
+        const float gk = d * raw_f32(gm[j], k);
+        if constexpr (kCenter) s.x += gk;
+        s.y += gk * xh;
+        acc[0][j][k] += d * xh;
+        if constexpr (kCenter) acc[NP - 1][j][k] += d;
+      }
     if constexpr (kCenter) s = row_sum2(s, tpr, scratch);
     else s.y = row_sum(s.y, tpr, reinterpret_cast<float*>(scratch));
     const float mg = s.x / C, mgx = s.y / C;  // mg = 0 for RMSNorm
-    V xv[VPT], dv[VPT], gm[VPT];
-    fetch(xv, dv, gm);
     T* dxr = dx + row * C;
 #pragma unroll
     for (int j = 0; j < VPT; ++j) {
@@ -177,85 +152,9 @@ __global__ void __maxnreg__(bwd_max_regs(VPT, int(sizeof(T))))
         store_vec<T, VEC>(dxr + col, o);
       }
     }
-  };
-
-  // rpb > 1 only with one warp per row, so the loop conditions are warp-uniform; with one
-  // block per row they are block-uniform (row_sum/row_sum2 have barriers).
-  const int64_t first = int64_t(blockIdx.x) * rpb + g;
-  if constexpr (kStaged) {
-    // This thread's 16 bytes of (stage, array: 0 x / 1 dy, vector j); consecutive
-    // threads take consecutive slots, so the LDS.128 reads are conflict-free.
-    uint4* const ring = reinterpret_cast<uint4*>(smem) + threadIdx.x;
-    auto slot = [&](int st, int a, int j) { return ring + ((st * 2 + a) * VPT + j) * blockDim.x; };
-    auto issue = [&](int64_t row, int st) {
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        const int col = (l + j * tpr) * VEC;
-        if (col < C) {
-          cp_async16(slot(st, 0, j), x + row * C + col);
-          cp_async16(slot(st, 1, j), dy + row * C + col);
-        }
-      }
-    };
-    // The statistics of the next row are prefetched into registers alongside its copy.
-    float m_next = 0.0f, rs_next = 0.0f;
-    if (first < rows) {
-      issue(first, 0);
-      m_next = kCenter ? mean[first] : 0.0f;
-      rs_next = rstd[first];
-    }
-    cp_async_commit();
-    int st = 0;
-    for (int64_t row = first; row < rows; row += stride, st ^= 1) {
-      const float m = m_next, rs = rs_next;
-      const int64_t next = row + stride;
-      // Stage st ^ 1 was read (into registers, and used) in the previous iteration.
-      if (next < rows) {
-        issue(next, st ^ 1);
-        m_next = kCenter ? mean[next] : 0.0f;
-        rs_next = rstd[next];
-      }
-      cp_async_commit();  // possibly empty: wait<1> then always means "this row has landed"
-      cp_async_wait<1>();
-      // Reads of shared memory and of gamma are volatile, so the second fetch re-reads
-      // (this row stays in stage st until the next iteration's issue).
-      auto fetch = [&](V (&xv)[VPT], V (&dv)[VPT], V (&gm)[VPT]) {
-#pragma unroll
-        for (int j = 0; j < VPT; ++j) {
-          const int col = (l + j * tpr) * VEC;
-          if (col < C) {
-            xv[j] = load_raw_shared<T, VEC>(slot(st, 0, j));
-            dv[j] = load_raw_shared<T, VEC>(slot(st, 1, j));
-            gm[j] = load_raw_volatile<T, VEC>(gamma + col);
-          } else {
-            zero_raw(xv[j]);
-            zero_raw(dv[j]);
-            zero_raw(gm[j]);
-          }
-        }
-      };
-      process_row(fetch, m, rs, row);
-    }
-    cp_async_wait<0>();
-  } else {
-    // All of a row's loads are issued before the first use.
-    for (int64_t row = first; row < rows; row += stride) {
-      V xr[VPT], dr[VPT];
-      load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xr);
-      load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dr);
-      const float m = kCenter ? mean[row] : 0.0f, rs = rstd[row];
-      // x and dy held in registers across the reduction; gamma re-read (L1 hits) by each
-      // fetch rather than held: registers are the limit.
-      auto fetch = [&](V (&xv)[VPT], V (&dv)[VPT], V (&gm)[VPT]) {
-        load_row_volatile<T, VEC, VPT>(gamma, l, tpr, C, gm);
-#pragma unroll
-        for (int j = 0; j < VPT; ++j) xv[j] = xr[j], dv[j] = dr[j];
-      };
-      process_row(fetch, m, rs, row);
-    }
   }
   // The reduce kernel may start launching now (it waits for this grid to finish).
-  griddep_launch_dependents();
+  asm volatile("griddepcontrol.launch_dependents;");
 
   // fn(sum, index in a [NP][C] row) for each sum this thread holds (columns < C).
   auto each_sum = [&](auto&& fn) {
@@ -274,19 +173,12 @@ __global__ void __maxnreg__(bwd_max_regs(VPT, int(sizeof(T))))
     each_sum([&](float v, int i) { out[i] = v; });
     return;
   }
-  // Several rows per block: each row group's sums to its own slice of shared memory (the
-  // staging ring is free once every thread is past the barrier: each waited for its own
-  // copies and read them), then each column is added over the groups in group order.
-  float* const combine = reinterpret_cast<float*>(smem);
-  const int n = NP * C;
-  __syncthreads();
-  each_sum([&](float v, int i) { combine[g * n + i] = v; });
-  __syncthreads();
-  for (int c = threadIdx.x; c < n; c += blockDim.x) {
-    float t = 0.0f;
-    for (int gi = 0; gi < rpb; ++gi) t += combine[gi * n + c];
-    out[c] = t;
+  // Several rows per block: add the row groups' sums in shared memory, group 0 first.
+  for (int gi = 0; gi < rpb; ++gi) {
+    if (g == gi) each_sum([&](float v, int i) { combine[i] = (gi == 0 ? 0.0f : combine[i]) + v; });
+    __syncthreads();
   }
+  for (int c = threadIdx.x; c < NP * C; c += blockDim.x) out[c] = combine[c];
 }
 
 // Rows too wide for the register kernels (choose_config returned tpr = 0): one block per
@@ -358,8 +250,8 @@ __global__ void backward_wide_kernel(const T* __restrict__ dy, const T* __restri
 
 // The launch layout for rows of C elements: 16-byte vectors when `vec` is the pack width,
 // else scalars, and the RowConfig choose_config picks for the kernel family
-// instance(VEC, VPT) (integral constants). Calls launch(kernel, cfg, VEC, VPT) with the
-// chosen instance, or wide() for rows too wide for the register kernels.
+// instance(VEC, VPT) (integral constants). Calls launch(kernel, cfg) with the chosen
+// instance, or wide() for rows too wide for the register kernels.
 template <typename T, typename Instance, typename Launch, typename Wide>
 void dispatch_layout(int64_t C, int vec, Instance instance, Launch launch, Wide wide) {
   auto run = [&](auto vec_c) {
@@ -370,8 +262,7 @@ void dispatch_layout(int64_t C, int vec, Instance instance, Launch launch, Wide 
     };
     const RowConfig cfg = choose_config(C, decltype(vec_c)::value, kernel_of);
     if (cfg.tpr == 0) return wide();
-    RL_NORM_DISPATCH_VPT(cfg.vpt, V, launch(instance(vec_c, std::integral_constant<int, V>{}), cfg, vec_c,
-                                            std::integral_constant<int, V>{}));
+    RL_NORM_DISPATCH_VPT(cfg.vpt, V, launch(instance(vec_c, std::integral_constant<int, V>{}), cfg));
   };
   if (vec == 1) run(std::integral_constant<int, 1>{});
   else run(std::integral_constant<int, Pack<T>::kN>{});
@@ -393,10 +284,9 @@ void forward(const Tensor& x, const Tensor& gamma, const Tensor* beta, Tensor& y
     const int vec = vec_width<T>(C, {px, py, pg, beta ? static_cast<const void*>(pb) : px});
     dispatch_layout<T>(
         C, vec, [](auto v, auto p) { return forward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value>; },
-        [&](auto kernel, const RowConfig& cfg, auto, auto) {
+        [&](auto kernel, const RowConfig& cfg) {
           const unsigned grid = unsigned(ceil_div(rows, cfg.rows_per_block()));
-          launch_pdl(kernel, dim3(grid), dim3(cfg.block()), 0, ctx.stream, px, pg, pb, py, pm, pr, rows, int(C),
-                     cfg.tpr, eps);
+          kernel<<<grid, cfg.block(), 0, ctx.stream>>>(px, pg, pb, py, pm, pr, rows, int(C), cfg.tpr, eps);
         },
         [&] {
           const int grid = grid_for(rows * kWideThreads, kWideThreads, ctx.device);
@@ -423,36 +313,23 @@ Tensor backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Te
     const float* pm = mean ? mean->data_as<float>() : nullptr;
     const float* pr = rstd.data_as<float>();
     // One persistent grid: each block writes one partial row per parameter, which
-    // reduce_partials then adds in block order. The register kernels are launched as
-    // programmatic dependents of the previous kernel (launch_pdl).
-    auto launch = [&](auto kernel, int block, size_t smem, int64_t work_blocks, bool pdl, auto... tail) {
-      const int grid = persistent_grid(reinterpret_cast<const void*>(kernel), block, smem, work_blocks, ctx.device);
+    // reduce_partials then adds in block order.
+    auto launch = [&](auto kernel, int block, size_t smem, int64_t work_blocks, auto... tail) {
+      const int grid = persistent_grid(kernel, block, smem, work_blocks, ctx.device);
       Tensor partial = Tensor::empty({grid, NP, C}, DType::Float32, x.device());
-      if (pdl)
-        launch_pdl(kernel, dim3(grid), dim3(block), smem, ctx.stream, pdy, px, pg, pm, pr, pdx,
-                   partial.data_as<float>(), rows, int(C), tail...);
-      else
-        kernel<<<grid, block, smem, ctx.stream>>>(pdy, px, pg, pm, pr, pdx, partial.data_as<float>(), rows, int(C),
-                                                  tail...);
+      kernel<<<grid, block, smem, ctx.stream>>>(pdy, px, pg, pm, pr, pdx, partial.data_as<float>(), rows, int(C),
+                                                tail...);
       CUDA_CHECK_LAUNCH();
       reduce_partials(partial, grid, NP, C, dgamma, dbeta, ctx.stream);
     };
-    const int vec = vec_width<T>(C, {px, pdy, pdx, pg});
     dispatch_layout<T>(
-        C, vec,
-        [](auto v, auto p) { return backward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value, false>; },
-        [&](auto kernel, const RowConfig& cfg, auto v, auto p) {
-          const size_t combine = cfg.rows_per_block() > 1 ? size_t(cfg.rows_per_block()) * NP * C * sizeof(float) : 0;
-          const int64_t work_blocks = ceil_div(rows, cfg.rows_per_block());
-          if constexpr (decltype(v)::value > 1) {
-            auto staged = backward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value, true>;
-            const int staged_max = max_block(reinterpret_cast<const void*>(staged));
-            if (staging_bytes(cfg) <= kMaxStagingBytes && cfg.block() <= staged_max)
-              return launch(staged, cfg.block(), std::max(staging_bytes(cfg), combine), work_blocks, true, cfg.tpr);
-          }
-          launch(kernel, cfg.block(), combine, work_blocks, true, cfg.tpr);
+        C, vec_width<T>(C, {px, pdy, pdx, pg}),
+        [](auto v, auto p) { return backward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value>; },
+        [&](auto kernel, const RowConfig& cfg) {
+          const size_t smem = cfg.rows_per_block() > 1 ? size_t(NP * C) * sizeof(float) : 0;
+          launch(kernel, cfg.block(), smem, ceil_div(rows, cfg.rows_per_block()), cfg.tpr);
         },
-        [&] { launch(backward_wide_kernel<kCenter, T>, kWideThreads, 0, rows, false); });
+        [&] { launch(backward_wide_kernel<kCenter, T>, kWideThreads, 0, rows); });
   });
   return dx;
 }
