@@ -1,13 +1,6 @@
 """CUDA fused softmax cross-entropy against float64: per-row fp32 losses, the gradient
 written in place over the logits, ignore_index rows, grad_scale, odd vocabulary sizes
-(rows not 16-byte aligned) and large logits (the online max rescaling).
-
-Two kernels serve the op: rows whose 16-byte packs fit in 224 KiB of shared memory
-(V <= 114695 in bf16, V <= 57347 in fp32) are staged there, and a block that has more rows
-than one prefetches its next row while finishing the current one; larger rows take the
-two-pass kernel. The shapes below sit on both sides of those limits, and a few hundred
-rows give every block of the staged kernel several rows (at most two blocks per SM at
-V = 50304 bf16, one in fp32)."""
+(rows not 16-byte aligned) and large logits (the online max rescaling)."""
 import numpy as np
 import pytest
 
@@ -31,9 +24,8 @@ def reference(x, t, ignore_index, scale):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("N,V,spread", [(1, 1, 1.0), (3, 7, 1.0), (4, 9, 2.0), (37, 1001, 3.0), (2, 50304, 1.0),
-                                        (16, 50304, 4.0), (9, 8195, 40.0), (400, 50304, 3.0), (400, 50257, 3.0),
-                                        (5, 57347, 3.0), (5, 57348, 3.0), (5, 114695, 3.0), (5, 114696, 3.0)])
+@pytest.mark.parametrize("N,V,spread", [(1, 1, 1.0), (3, 7, 1.0), (37, 1001, 3.0), (16, 50304, 4.0),
+                                        (9, 8195, 40.0)])
 def test_cross_entropy_gpu(rng, dtype, N, V, spread):
     x = (spread * rng.standard_normal((N, V))).astype(np.float32)
     t = rng.integers(0, V, size=N).astype(np.int32)
@@ -51,18 +43,6 @@ def test_cross_entropy_gpu(rng, dtype, N, V, spread):
     assert_close(host(loss2), loss_ref, "float32", "forward_backward loss")
     assert_close(host(logits), grad_ref, precision(dtype), "grad in place")
     assert np.all(host(logits)[t == -100] == 0), "ignored rows get zero gradient"
-
-
-def test_cross_entropy_gpu_deterministic(rng):
-    # Several rows per block: the same inputs give the same bits, losses and gradient.
-    x = (3 * rng.standard_normal((400, 50304))).astype(np.float32)
-    t = rng.integers(0, 50304, size=400).astype(np.int32)
-    outs = []
-    for _ in range(2):
-        logits = gpu(x, "bfloat16")
-        loss = host(rl.ops.cross_entropy_forward_backward(logits, gpu(t), -100, 1.0 / 400))
-        outs.append((loss, host(logits)))
-    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
 
 
 def test_cross_entropy_gpu_matches_torch(rng):

@@ -84,17 +84,6 @@ __device__ __forceinline__ void store_vec(T* p, const float (&in)[VEC]) {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-// ---- asynchronous global -> shared copies (cp.async, sm_80+) ----
-// 16 bytes, both addresses 16-byte aligned; cached in L2 only. async_copy_wait_all() (a
-// commit of the thread's pending copies and a wait for all of them) makes them visible to
-// the issuing thread; other threads see them after that and a barrier.
-__device__ __forceinline__ void async_copy16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem))),
-               "l"(gmem)
-               : "memory");
-}
-__device__ __forceinline__ void async_copy_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
 // ---- reductions ----
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

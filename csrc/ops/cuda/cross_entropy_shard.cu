@@ -1,7 +1,7 @@
 // Vocabulary-parallel cross-entropy on the GPU; the math is in ops/cross_entropy_shard.h.
 //
-// stats: one block per row reads the slice once, keeping the online softmax state (max
-// and rescaled sum, ops/cuda/cross_entropy_common.cuh). combine: one thread per row, R is
+// stats: one block per row; pass 1 finds the slice's max, pass 2 sums exp(x - m) (the
+// row, V_r = V / R elements, is then read from L2). combine: one thread per row, R is
 // small. backward: one block per row writes grad = scale * (exp(x - lse) - onehot) over
 // the logits. Scalar loads: these rows are R times shorter than the unsharded op's, and
 // the GEMM that produced them dominates the step.
@@ -9,7 +9,6 @@
 
 #include "ops/cross_entropy_shard.h"
 #include "ops/cuda/common.cuh"
-#include "ops/cuda/cross_entropy_common.cuh"
 
 namespace ringloom::cuda {
 
@@ -17,20 +16,33 @@ namespace {
 
 constexpr int kThreads = 256;
 
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? scratch[lane] : -INFINITY;
+  return warp_max(v);
+}
+
 template <typename T>
 __global__ void shard_stats_kernel(const T* __restrict__ logits, const int* __restrict__ targets,
                                    float* __restrict__ stats, int64_t rows, int64_t V, int64_t start) {
-  __shared__ float scratch[2][64];
-  int parity = 0;
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x, parity ^= 1) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = logits + r * V;
-    SoftmaxState st;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) st.add(to_f32(row[i]));
-    const SoftmaxState w = block_softmax_state(st, scratch[parity]);
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) m = fmaxf(m, to_f32(row[i]));
+    m = block_max(m, scratch);
+    float s = 0.0f;
+    if (m != -INFINITY)
+      for (int64_t i = threadIdx.x; i < V; i += blockDim.x) s += __expf(to_f32(row[i]) - m);
+    s = block_sum(s, scratch);
     if (threadIdx.x == 0) {
       const int64_t local = int64_t(targets[r]) - start;
-      stats[3 * r] = w.m;
-      stats[3 * r + 1] = w.s;
+      stats[3 * r] = m;
+      stats[3 * r + 1] = s;
       stats[3 * r + 2] = local >= 0 && local < V ? to_f32(row[local]) : 0.0f;
     }
   }
@@ -64,7 +76,7 @@ __global__ void shard_backward_kernel(T* __restrict__ logits, const int* __restr
     const int64_t local = int64_t(targets[r]) - start;
     const float l = lse[r];
     for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-      const float g = ignored ? 0.0f : xent_grad(to_f32(row[i]), i, local, l, grad_scale);
+      const float g = ignored ? 0.0f : grad_scale * __expf(to_f32(row[i]) - l) - (i == local ? grad_scale : 0.0f);
       row[i] = from_f32<T>(g);
     }
   }
