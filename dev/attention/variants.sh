@@ -5,6 +5,7 @@
 # torch SDPA's cuDNN backend (variants.py). One GPU, ~1 min of builds (16 cores) + ~1.5 min.
 #   dev/attention/variants.sh [variant ...]     (default: every patch)
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/out}/attn-variants
 b=/tmp/attn-variants

@@ -48,9 +48,30 @@ struct BwdSmem {
   static constexpr int kQ = kV + kKV;
   static constexpr int kdO = kQ + kStages * kQt;
   static constexpr int kdS = kdO + kStages * kQt;
-  static constexpr int kBar = kdS + kStages * kdSt;
+  // D = 128: dQ staged for the TMA reduce, [warpgroup][2 chunks of 32 columns][64 rows][32]
+  // fp32, 128-byte swizzled rows (16-byte unit u of row r at u ^ (r % 8)).
+  static constexpr int kdQ = kdS + kStages * kdSt;
+  static constexpr int kdQw = kBM * 64 * 4;
+  static constexpr int kBar = kdQ + (D == 128 ? 2 * kdQw : 0);
   static constexpr int kBytes = kBar + 128 + 1024;
 };
+
+// Named barriers (0 is __syncthreads): the consumers' dS^T barrier, and per consumer
+// warpgroup w a "dQ staged" and a "dQ stage read" barrier between its 128 threads and the
+// 32 threads of the dQ writer warp.
+constexpr int kBarDs = 1, kBarDqFull = 2, kBarDqEmpty = 4, kDqBarThreads = 128 + 32;
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// dq_accum[b, m0.., h, c0..c0+31] += the staged 64 x 32 fp32 box (TMA, rows past T dropped).
+__device__ __forceinline__ void tma_reduce_add_4d(const CUtensorMap* map, uint32_t src, int c0, int c1, int c2,
+                                                  int c3) {
+  asm volatile(
+      "cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+          reinterpret_cast<uint64_t>(map)),
+      "r"(src), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
 
 // The per-query statistics a consumer thread needs for one query block: its accumulator
 // columns are the queries 8j + 2t + {0, 1} (j < 8), so 8 float2 loads each of lse2 and dvec
@@ -172,13 +193,11 @@ __device__ __forceinline__ void bwd_consumer(const Params& p, unsigned char* sme
       for (int i = 0; i < 2; ++i)
         *reinterpret_cast<uint32_t*>(sds + tile_offset<kBN>(krow0 + 8 * i, 8 * j + 2 * t)) =
             pack_bf16(dp[4 * j + 2 * i], dp[4 * j + 2 * i + 1]);
-    wgmma_fence();
-    issue_rs(dk, dsa, q_st);
-    wgmma_commit();
     fence_async_shared();
-    named_barrier(1, 256);  // both halves of dS^T are in shared memory
+    named_barrier(kBarDs, 256);  // both halves of dS^T are in shared memory
 
-    // dQ (64 queries x 64 columns) = dS (MN-major A: [keys][queries]) K (MN-major B).
+    // dQ (64 queries x 64 columns) = dS (MN-major A: [keys][queries]) K (MN-major B), issued
+    // before dK += dS^T Q so that dQ's atomics run while dK is on the tensor cores.
     const bool do_dq = D == 128 || (it & 1) == kW;
     const int dq_chunk = D == 128 ? w : 0;
     if (do_dq) {
@@ -191,18 +210,32 @@ __device__ __forceinline__ void bwd_consumer(const Params& p, unsigned char* sme
       }
       wgmma_commit();
     }
-    wgmma_wait<0>();
+    wgmma_fence();
+    issue_rs(dk, dsa, q_st);
+    wgmma_commit();
+    wgmma_wait<1>();  // dV (the last reader of the dO stage) and dQ are complete
     reg_fence(dq);
-    reg_fence(dk);
     reg_fence(dv);
     reg_fence(pa);
-    reg_fence(dsa);
     __syncwarp();  // every lane's reads of the stage come before the release
-    if (lane == 0) {
-      mbar_arrive(&q_empty[st]);
-      mbar_arrive(&do_empty[st]);
-    }
-    if (do_dq) {
+    if (lane == 0) mbar_arrive(&do_empty[st]);
+    if constexpr (D == 128) {
+      // Stage dQ for the writer warp (it adds it into dq_accum with a TMA reduce).
+      named_barrier(kBarDqEmpty + w, kDqBarThreads);  // the writer has read the previous dQ
+      unsigned char* sdq = smem + Smem::kdQ + w * Smem::kdQw;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int r = warp * 16 + lane / 4 + 8 * i;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const int unit = 2 * (j & 3) + (t >> 1);
+          *reinterpret_cast<float2*>(sdq + (j >> 2) * (kBM * 128) + r * 128 + ((unit ^ (r & 7)) << 4) + (t & 1) * 8) =
+              make_float2(dq[4 * j + 2 * i], dq[4 * j + 2 * i + 1]);
+        }
+      }
+      fence_async_shared();
+      named_arrive(kBarDqFull + w, kDqBarThreads);
+    } else if (do_dq) {
       float* dqa = p.dq_accum + (int64_t(b) * T * p.Hq + h) * D + dq_chunk * 64;
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
@@ -215,6 +248,11 @@ __device__ __forceinline__ void bwd_consumer(const Params& p, unsigned char* sme
         }
       }
     }
+    wgmma_wait<0>();  // dK, the last reader of the Q stage
+    reg_fence(dk);
+    reg_fence(dsa);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&q_empty[st]);
   }
 
   // dK (scaled) and dV rows of this block, bf16, into dqkv.
@@ -238,7 +276,8 @@ __device__ __forceinline__ void bwd_consumer(const Params& p, unsigned char* sme
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
     hopper_bwd_kernel(const __grid_constant__ CUtensorMap tm_kv, const __grid_constant__ CUtensorMap tm_q,
-                      const __grid_constant__ CUtensorMap tm_do, const Params p) {
+                      const __grid_constant__ CUtensorMap tm_do, const __grid_constant__ CUtensorMap tm_dq,
+                      const Params p, int swizzle) {
   using Smem = BwdSmem<D>;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -249,8 +288,24 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* do_full = bars + 1 + 2 * kStages;
   uint64_t* do_empty = bars + 1 + 3 * kStages;
 
-  const int b = blockIdx.y / p.Hkv, hk = blockIdx.y % p.Hkv;
-  const int k0 = blockIdx.x * kBN;
+  // Block order. Full attention: key blocks of one kv head next to each other (they share the
+  // head's Q, dO and dq_accum in L2). Causal: the key block decides the work (kb = 0 walks
+  // every query block, the last one 1-2), so the longest blocks go first ("longest processing
+  // time" order, as FlashAttention-3's backward): kv heads in sections of `swizzle` (as many as
+  // keep their Q, dO and dq_accum in L2), within a section key block 0 of every head, then 1...
+  const int n_kb = (p.T + kBN - 1) / kBN, n_bh = p.B * p.Hkv, tile = blockIdx.x;
+  int kb, bh;
+  if (!p.causal) {
+    kb = tile % n_kb;
+    bh = tile / n_kb;
+  } else {
+    const int section = tile / (swizzle * n_kb), within = tile % (swizzle * n_kb);
+    const int heads = min(swizzle, n_bh - section * swizzle);
+    kb = within / heads;
+    bh = section * swizzle + within % heads;
+  }
+  const int b = bh / p.Hkv, hk = bh % p.Hkv;
+  const int k0 = kb * kBN;
   const int m_begin = p.causal ? k0 / kBM : 0, m_end = p.T_pad / kBM;
   const int n_iters = p.group * (m_end - m_begin);
   const int wg = threadIdx.x / 128;
@@ -276,8 +331,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         tma_load_4d(smem + Smem::kK + c * kBN * 128, &tm_kv, kv_full, c * 64, k0, p.Hq + hk, b);
         tma_load_4d(smem + Smem::kV + c * kBN * 128, &tm_kv, kv_full, c * 64, k0, p.Hq + p.Hkv + hk, b);
       }
-      for (int it = 0; it < n_iters; ++it) {
-        const int h = hk * p.group + it / (m_end - m_begin), m = m_begin + it % (m_end - m_begin);
+      int h = hk * p.group, m = m_begin;  // stepped, not divided: this warpgroup has 24 registers
+      for (int it = 0; it < n_iters; ++it, h += (m + 1 == m_end), m = m + 1 == m_end ? m_begin : m + 1) {
         const int st = it % kStages;
         const uint32_t ph = (it / kStages) & 1;
         // The consumers' lse2/dvec loads of this step (load_stats) then hit in L1.
@@ -298,6 +353,31 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int c = 0; c < D / 64; ++c)
           tma_load_4d(smem + Smem::kdO + st * Smem::kQt + c * kBM * 128, &tm_do, &do_full[st], c * 64, m * kBM, h, b);
       }
+    } else if (D == 128 && threadIdx.x / 32 == 1) {  // dQ writer: TMA reduce-add of each staged dQ
+      // Few live values: this warpgroup runs on 24 registers.
+      const bool leader = threadIdx.x == 32;
+      const uint32_t sdq = smem_addr(smem + Smem::kdQ);
+      named_arrive(kBarDqEmpty, kDqBarThreads);
+      named_arrive(kBarDqEmpty + 1, kDqBarThreads);
+      const int h_end = (hk + 1) * p.group;
+      for (int h = hk * p.group; h < h_end; ++h)
+#pragma unroll 1
+        for (int row = m_begin * kBM; row < m_end * kBM; row += kBM) {
+#pragma unroll
+          for (int w = 0; w < 2; ++w) {
+            named_barrier(kBarDqFull + w, kDqBarThreads);
+            if (leader) {
+              tma_reduce_add_4d(&tm_dq, sdq + w * Smem::kdQw, w * 64, row, h, b);
+              tma_reduce_add_4d(&tm_dq, sdq + w * Smem::kdQw + kBM * 128, w * 64 + 32, row, h, b);
+              asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+            }
+          }
+          if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");  // stages read
+          __syncwarp();
+          named_arrive(kBarDqEmpty, kDqBarThreads);  // (the last pair is never waited for)
+          named_arrive(kBarDqEmpty + 1, kDqBarThreads);
+        }
+      if (leader) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");  // reduces done
     }
     return;
   }
@@ -316,10 +396,28 @@ void launch_hopper_bwd(const Params& p, cudaStream_t s) {
   const CUtensorMap tm_kv = qkv_tensor_map(p, kBN);
   const CUtensorMap tm_q = qkv_tensor_map(p, kBM);
   const CUtensorMap tm_do = bshd_tensor_map(p.dout, p.B, p.T, p.Hq, p.D, kBM);
+  // dq_accum [B, T, Hq, D] fp32 as (d, t, head, b), boxes of 32 columns (128 bytes) x 64 rows.
+  CUtensorMap tm_dq;
+  {
+    const cuuint64_t row_bytes = cuuint64_t(p.Hq) * p.D * 4;
+    cuuint64_t dims[4] = {cuuint64_t(p.D), cuuint64_t(p.T), cuuint64_t(p.Hq), cuuint64_t(p.B)};
+    cuuint64_t strides[3] = {row_bytes, cuuint64_t(p.D) * 4, row_bytes * p.T};
+    cuuint32_t box[4] = {32, cuuint32_t(kBM), 1, 1};
+    cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+    const CUresult r = tensor_map_encoder()(&tm_dq, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, p.dq_accum, dims, strides, box,
+                                            elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    RL_CHECK(r == CUDA_SUCCESS, Runtime, "cuTensorMapEncodeTiled failed (", int(r), ") for dq_accum");
+  }
   auto kernel = hopper_bwd_kernel<D>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, BwdSmem<D>::kBytes));
-  dim3 grid((p.T + kBN - 1) / kBN, p.B * p.Hkv);
-  kernel<<<grid, kThreads, BwdSmem<D>::kBytes, s>>>(tm_kv, tm_q, tm_do, p);
+  // Heads a causal section: a power of two that keeps each head's Q, dO (bf16) and dq_accum
+  // (fp32) for all query heads of its group within ~40 MB of L2.
+  const int64_t head_bytes = int64_t(p.group) * p.T * p.D * (2 + 2 + 4);
+  int swizzle = 1;
+  while (int64_t(swizzle) * 2 * head_bytes <= (int64_t(40) << 20)) swizzle *= 2;
+  const int n_blocks = (p.T + kBN - 1) / kBN * p.B * p.Hkv;
+  kernel<<<n_blocks, kThreads, BwdSmem<D>::kBytes, s>>>(tm_kv, tm_q, tm_do, tm_dq, p, swizzle);
   CUDA_CHECK_LAUNCH();
 }
 
