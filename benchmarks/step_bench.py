@@ -130,14 +130,21 @@ def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention, recompu
         return loss
 
     times = []
+    mallocs = 0
     for i in range(steps + warmup):
+        before = rl._C.cuda_memory_stats(0)["num_cuda_mallocs"]
         t0 = time.perf_counter()
         loss = step(i)
         rl._C.cuda_synchronize(0)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            mallocs += rl._C.cuda_memory_stats(0)["num_cuda_mallocs"] - before
         assert math.isfinite(loss), loss
-    peak = rl._C.cuda_memory_stats(0)["peak_allocated_bytes"]
+    stats = rl._C.cuda_memory_stats(0)
+    peak = stats["peak_allocated_bytes"]
+    # cudaMalloc inside a timed step means the cache had not settled (slow, synchronising).
+    print(f"    ringloom recompute={recompute}: {mallocs} cudaMalloc calls in the {steps} timed steps, "
+          f"{stats['reserved_bytes'] / 2**30:.2f} GiB reserved", flush=True)
     n_params = sum(int(np.prod(p.value.shape)) for _, p in model.parameters())
     med = float(np.median(times))
     parts = None

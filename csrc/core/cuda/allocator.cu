@@ -40,10 +40,15 @@ DevicePool& pool(int device) {
   return pools[device];
 }
 
-// Best fit among cached blocks no more than twice the request (bounds the waste).
+// Best fit among cached blocks of at most twice a small request, or an eighth more than a
+// large one (>= 1 MiB). Blocks are never split, so a block handed out is memory in use: a
+// loose bound lets a small activation take a block a larger one needs next, and a training
+// step, which requests the same sizes every step, then keeps meeting sizes the cache cannot
+// serve (cudaMalloc, and more memory held) for several steps instead of one.
 bool take_fit(FreeList& list, size_t size, void** ptr, size_t* got) {
   auto it = list.lower_bound(size);
-  if (it == list.end() || it->first > 2 * size) return false;
+  const size_t slack = size < (1u << 20) ? size : size / 8;
+  if (it == list.end() || it->first > size + slack) return false;
   *ptr = it->second;
   *got = it->first;
   list.erase(it);
