@@ -10,7 +10,10 @@ process launches, ringloom's own stream included, so both sides are split the sa
 kernel times summed into categories by kernel name (CATEGORIES, first match wins). The
 categories are approximate where a compiler fuses across them (torch.compile's Triton
 kernels are named after the ops they fuse, e.g. a residual add folded into an RMSNorm counts
-as norm). "idle" is the step time not covered by any kernel (launch gaps, host work).
+as norm). "idle" is the median step time minus the profiled step's kernel time: launch gaps
+and host work, and also any slowdown of the timed steps' kernels against the profiled one
+(the GPU's clock under sustained load), so the idle gaps between the profiled step's
+kernels are printed beside it, longest first, each with its neighbouring kernels.
 """
 from __future__ import annotations
 
