@@ -124,6 +124,26 @@ CHECKS = [  # B, T, Hq, Hkv, D, causal
 BENCH = [(8, 1024, 12, 64, True), (4, 2048, 16, 128, True), (2, 4096, 32, 128, True), (2, 4096, 32, 128, False)]
 
 
+def case_inputs(case):
+    """Seeded random qkv and dout of a CHECKS case, and the fp32 reference (o, lse, dqkv)."""
+    B, T, Hq, Hkv, D, causal = case
+    torch.manual_seed(B * T + D)
+    qkv = torch.randn(B, T, Hq + 2 * Hkv, D, device="cuda", dtype=torch.bfloat16)
+    dout = torch.randn(B, T, Hq, D, device="cuda", dtype=torch.bfloat16)
+    return qkv, dout, reference(qkv, Hq, Hkv, causal, dout)
+
+
+def check_case(lib, qkv, dout, ref, Hq, Hkv, causal):
+    """The library's forward and backward against the reference: (within tolerance, relative
+    errors [out, lse, dq, dk, dv])."""
+    o, lse = ours_fwd(lib, qkv, Hq, Hkv, causal)
+    dqkv, _ = ours_bwd(lib, dout, qkv, o, lse, Hq, Hkv, causal)
+    torch.cuda.synchronize()
+    ro, rl, rg = ref
+    errs = [rel(o, ro), rel(lse, rl)] + [rel(a, b) for a, b in zip(split(dqkv, Hq, Hkv), split(rg, Hq, Hkv))]
+    return errs[0] < 1e-2 and errs[1] < 1e-3 and all(e < 2e-2 for e in errs[2:]), errs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=os.path.join(os.path.dirname(__file__), "libhopper.so"))
@@ -134,17 +154,9 @@ def main():
     print(torch.cuda.get_device_name(), torch.__version__)
     checks = CHECKS[:2] if args.small else CHECKS
     ok = True
-    for B, T, Hq, Hkv, D, causal in checks:
-        torch.manual_seed(B * T + D)
-        qkv = torch.randn(B, T, Hq + 2 * Hkv, D, device="cuda", dtype=torch.bfloat16)
-        dout = torch.randn(B, T, Hq, D, device="cuda", dtype=torch.bfloat16)
-        o, lse = ours_fwd(lib, qkv, Hq, Hkv, causal)
-        dqkv, _ = ours_bwd(lib, dout, qkv, o, lse, Hq, Hkv, causal)
-        torch.cuda.synchronize()
-        ro, rl, rg = reference(qkv, Hq, Hkv, causal, dout)
-        eo, el = rel(o, ro), rel(lse, rl)
-        eg = [rel(a, b) for a, b in zip(split(dqkv, Hq, Hkv), split(rg, Hq, Hkv))]
-        good = eo < 1e-2 and el < 1e-3 and all(e < 2e-2 for e in eg)
+    for case in checks:
+        B, T, Hq, Hkv, D, causal = case
+        good, (eo, el, *eg) = check_case(lib, *case_inputs(case), Hq, Hkv, causal)
         ok &= good
         print(f"check B{B} T{T} Hq{Hq} Hkv{Hkv} D{D} {'causal' if causal else 'full'}: out {eo:.2e} lse {el:.2e} "
               f"dq {eg[0]:.2e} dk {eg[1]:.2e} dv {eg[2]:.2e} {'ok' if good else 'FAIL'}")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check import BENCH, CHECKS, bench_inputs, load, ours_bwd, ours_fwd, reference, rel, split, time_ms  # noqa: E402
+from check import BENCH, CHECKS, bench_inputs, case_inputs, check_case, load, ours_bwd, ours_fwd, time_ms  # noqa: E402
 
 
 def name_of(path):
@@ -29,20 +29,14 @@ def name_of(path):
 
 def correctness(libs):
     ok = {name_of(p): True for p in libs}
-    for B, T, Hq, Hkv, D, causal in CHECKS:
-        torch.manual_seed(B * T + D)
-        qkv = torch.randn(B, T, Hq + 2 * Hkv, D, device="cuda", dtype=torch.bfloat16)
-        dout = torch.randn(B, T, Hq, D, device="cuda", dtype=torch.bfloat16)
-        ro, rl, rg = reference(qkv, Hq, Hkv, causal, dout)
+    for case in CHECKS:
+        B, T, Hq, Hkv, D, causal = case
+        inputs = case_inputs(case)
         for path, lib in libs.items():
-            o, lse = ours_fwd(lib, qkv, Hq, Hkv, causal)
-            dqkv, _ = ours_bwd(lib, dout, qkv, o, lse, Hq, Hkv, causal)
-            torch.cuda.synchronize()
-            eg = [rel(a, b) for a, b in zip(split(dqkv, Hq, Hkv), split(rg, Hq, Hkv))]
-            good = rel(o, ro) < 1e-2 and rel(lse, rl) < 1e-3 and all(e < 2e-2 for e in eg)
+            good, errs = check_case(lib, *inputs, Hq, Hkv, causal)
             ok[name_of(path)] &= good
             if not good:
-                print(f"FAIL {name_of(path)}: B{B} T{T} Hq{Hq} Hkv{Hkv} D{D} causal={causal} dq/dk/dv {eg}")
+                print(f"FAIL {name_of(path)}: B{B} T{T} Hq{Hq} Hkv{Hkv} D{D} causal={causal} out/lse/dq/dk/dv {errs}")
     return ok
 
 
