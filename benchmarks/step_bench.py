@@ -63,6 +63,7 @@ def kernel_breakdown(step, sync, step_ms: float) -> dict:
         step()
         sync()
     out: dict[str, float] = {}
+    rest: dict[str, float] = {}
     spans = []
     for e in prof.events():
         if not str(getattr(e, "device_type", "")).endswith("CUDA"):
@@ -70,10 +71,14 @@ def kernel_breakdown(step, sync, step_ms: float) -> dict:
         ms = (e.time_range.end - e.time_range.start) / 1e3
         cat = classify(e.name)
         out[cat] = out.get(cat, 0.0) + ms
+        if cat == "rest":
+            rest[e.name] = rest.get(e.name, 0.0) + ms
         spans.append((e.time_range.start, e.time_range.end, e.name))
     total = sum(out.values())
     out["idle"] = max(0.0, step_ms - total)
     torch.cuda.synchronize()
+    print("    largest kernels in 'rest' (ms): " + "; ".join(
+        f"{n[:50]} {ms:.2f}" for n, ms in sorted(rest.items(), key=lambda kv: -kv[1])[:6]), flush=True)
     print_largest_gaps(spans)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
@@ -127,8 +132,8 @@ def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention, recompu
         if captured is not None:
             loss = captured.step(data[i, :, :-1], data[i, :, 1:])  # reads the loss: syncs
         else:
-            model.zero_grad()
-            loss = model.forward_backward(data[i, :, :-1], data[i, :, 1:])  # reads the loss: syncs
+            # As the trainer's engine: the step's gradients replace the last ones (no zeroing pass).
+            loss = model.forward_backward(data[i, :, :-1], data[i, :, 1:], accumulate=False)  # reads the loss
             opt.step()
         return loss
 

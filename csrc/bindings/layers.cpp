@@ -107,6 +107,9 @@ RINGLOOM_BIND(layers, 20) {
            py::arg("slot"), py::arg("dy"), "backward_input then backward_weight")
       .def("infer", &Layer::infer, py::arg("x"), Release(), "Forward without saving anything")
       .def("zero_grad", &Layer::zero_grad, Release())
+      .def("replace_grads_next", &Layer::replace_grads_next, Release(),
+           "The next backward's gradients replace .grad instead of adding to it (zero_grad without "
+           "the pass over the gradients, where the layer writes them in place)")
       .def("release", &Layer::release, py::arg("slot"), "Drop a slot's activations (no-op when unused)")
       .def("slots", &Layer::slots, "Slots holding activations, ascending");
 

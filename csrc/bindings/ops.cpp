@@ -27,11 +27,23 @@ using OptTensor = std::optional<Tensor>;
 // Optional tensor arguments arrive as None from Python and as an undefined Tensor in C++.
 static Tensor opt(const OptTensor& t) { return t ? *t : Tensor(); }
 
+// The backward ops that can also write the forward output: (dx, y) when return_output,
+// else dx. run(y_or_null) calls the op.
+template <class Run>
+static py::object dx_and_output(bool return_output, Run run) {
+  Tensor y;
+  Tensor dx = run(return_output ? &y : nullptr);
+  return return_output ? py::object(py::make_tuple(dx, y)) : py::cast(dx);
+}
+
 RINGLOOM_BIND(ops, 10) {
   py::module_ o = m.attr("ops");
   const py::none none;
-  o.def("matmul_forward", [](const Tensor& x, const Tensor& w, const OptTensor& b) { return matmul_forward(x, w, opt(b)); },
-        py::arg("x"), py::arg("w"), py::arg("bias") = none);
+  o.def("matmul_forward",
+        [](const Tensor& x, const Tensor& w, const OptTensor& b, const OptTensor& r) {
+          return matmul_forward(x, w, opt(b), opt(r));
+        },
+        py::arg("x"), py::arg("w"), py::arg("bias") = none, py::arg("residual") = none);
   o.def("matmul_backward_input", &matmul_backward_input, py::arg("dy"), py::arg("w"));
   o.def("matmul_backward_weight",
         [](const Tensor& dy, const Tensor& x, Tensor& dw, const OptTensor& db, bool acc) {
@@ -58,20 +70,42 @@ RINGLOOM_BIND(ops, 10) {
         }, py::arg("ids"), py::arg("dout"), py::arg("dwte"), py::arg("dwpe") = none, py::arg("vocab_start") = 0);
   o.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("gamma"), py::arg("beta"),
         py::arg("eps") = 1e-5f);
-  o.def("layernorm_backward", &layernorm_backward, py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
-        py::arg("rstd"), py::arg("dgamma"), py::arg("dbeta"));
+  o.def("layernorm_backward",
+        [](const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
+           Tensor& dgamma, Tensor& dbeta, const OptTensor& residual, const OptTensor& beta,
+           bool return_output) {
+          return dx_and_output(return_output, [&](Tensor* y) {
+            return layernorm_backward(dy, x, gamma, mean, rstd, dgamma, dbeta, opt(residual), opt(beta), y);
+          });
+        },
+        py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"), py::arg("dgamma"),
+        py::arg("dbeta"), py::arg("residual") = none, py::arg("beta") = none, py::arg("return_output") = false);
   o.def("rmsnorm_forward", &rmsnorm_forward, py::arg("x"), py::arg("gamma"), py::arg("eps") = 1e-5f);
-  o.def("rmsnorm_backward", &rmsnorm_backward, py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("rstd"),
-        py::arg("dgamma"));
+  o.def("rmsnorm_backward",
+        [](const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma,
+           const OptTensor& residual, bool return_output) {
+          return dx_and_output(return_output,
+                               [&](Tensor* y) { return rmsnorm_backward(dy, x, gamma, rstd, dgamma, opt(residual), y); });
+        },
+        py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("rstd"), py::arg("dgamma"),
+        py::arg("residual") = none, py::arg("return_output") = false);
   o.def("attention_forward", &attention_forward, py::arg("qkv"), py::arg("n_head"), py::arg("n_kv_head"),
         py::arg("causal") = true, py::arg("scale") = 0.0f);
   o.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("qkv"), py::arg("out"), py::arg("lse"),
         py::arg("n_head"), py::arg("n_kv_head"), py::arg("causal") = true, py::arg("scale") = 0.0f,
         py::arg("deterministic") = false);
   o.def("gelu_forward", &gelu_forward, py::arg("x"));
-  o.def("gelu_backward", &gelu_backward, py::arg("dy"), py::arg("x"));
+  o.def("gelu_backward",
+        [](const Tensor& dy, const Tensor& x, bool return_output) {
+          return dx_and_output(return_output, [&](Tensor* y) { return gelu_backward(dy, x, y); });
+        },
+        py::arg("dy"), py::arg("x"), py::arg("return_output") = false);
   o.def("swiglu_forward", &swiglu_forward, py::arg("x"));
-  o.def("swiglu_backward", &swiglu_backward, py::arg("dy"), py::arg("x"));
+  o.def("swiglu_backward",
+        [](const Tensor& dy, const Tensor& x, bool return_output) {
+          return dx_and_output(return_output, [&](Tensor* y) { return swiglu_backward(dy, x, y); });
+        },
+        py::arg("dy"), py::arg("x"), py::arg("return_output") = false);
   o.def("rope_forward", &rope_forward, py::arg("x"), py::arg("n_rot_heads"), py::arg("base") = 10000.0f,
         py::arg("pos_offset") = 0);
   o.def("rope_backward", &rope_backward, py::arg("dx"), py::arg("n_rot_heads"), py::arg("base") = 10000.0f,

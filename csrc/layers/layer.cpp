@@ -15,6 +15,7 @@ Param make_param(const std::string& name, const Shape& shape, DType dtype, Devic
 
 void Layer::zero_grad() {
   for (Param& p : params()) p.grad.zero_();
+  replace_grads_ = false;
 }
 
 std::vector<int> sorted_slots(std::vector<int> keys) {

@@ -59,8 +59,18 @@ class Layer {
   virtual Tensor infer(const Tensor& x) const = 0;
 
   void zero_grad();
+  // The gradients of the next backward replace what .grad holds instead of adding to it:
+  // zero_grad() without its pass over every gradient where the layer can write them in
+  // place (its first backward_weight then writes instead of accumulating; later ones, e.g.
+  // further micro-batches in flight, add). By default, zero_grad() now.
+  virtual void replace_grads_next() { zero_grad(); }
   virtual void release(int slot) = 0;     // drop a slot's activations (no-op if unused)
   virtual std::vector<int> slots() const = 0;  // slots holding activations, ascending
+
+ protected:
+  // Set by a replace_grads_next() override; read and cleared by the next backward_weight.
+  bool take_replace_grads() { return std::exchange(replace_grads_, false); }
+  bool replace_grads_ = false;
 };
 
 // Per-slot saved state with the checks every layer needs: a forward may not reuse a

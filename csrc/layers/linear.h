@@ -14,10 +14,11 @@ class Linear {
   // `name` prefixes the parameter names: "<name>.weight", "<name>.bias".
   Linear(const std::string& name, int64_t in, int64_t out, bool bias, DType dtype, Device device);
 
-  Tensor forward(const Tensor& x) const;
+  // residual, when defined, is added in the GEMM (y = x W^T + b + residual).
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
   Tensor backward_input(const Tensor& dy) const;
-  // dW += dy^T x, db += sum over rows of dy.
-  void backward_weight(const Tensor& dy, const Tensor& x);
+  // dW += dy^T x, db += sum over rows of dy (= with accumulate false).
+  void backward_weight(const Tensor& dy, const Tensor& x, bool accumulate = true);
   void append_params(std::vector<Param>& out) const;
 
   const Param& weight() const { return weight_; }

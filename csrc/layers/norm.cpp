@@ -34,18 +34,24 @@ Tensor Norm::forward(const Tensor& x, NormSaved* saved) const {
   return y;
 }
 
-Tensor Norm::backward_input(const Tensor& dy, const NormSaved& s, NormGrads& grads) const {
+Tensor Norm::backward_input(const Tensor& dy, const NormSaved& s, NormGrads& grads, const Tensor& residual,
+                            Tensor* y) const {
   grads.dgamma = Tensor::zeros(gamma_.grad.shape(), DType::Float32, gamma_.grad.device());
   if (kind_ == NormKind::LayerNorm) {
     grads.dbeta = Tensor::zeros(beta_.grad.shape(), DType::Float32, beta_.grad.device());
-    return layernorm_backward(dy, s.x, gamma_.value, s.mean, s.rstd, grads.dgamma, grads.dbeta);
+    return layernorm_backward(dy, s.x, gamma_.value, s.mean, s.rstd, grads.dgamma, grads.dbeta, residual,
+                              beta_.value, y);
   }
-  return rmsnorm_backward(dy, s.x, gamma_.value, s.rstd, grads.dgamma);
+  return rmsnorm_backward(dy, s.x, gamma_.value, s.rstd, grads.dgamma, residual, y);
 }
 
-void Norm::backward_weight(const NormGrads& grads) {
-  add_(gamma_.grad, grads.dgamma);
-  if (kind_ == NormKind::LayerNorm) add_(beta_.grad, grads.dbeta);
+void Norm::backward_weight(const NormGrads& grads, bool accumulate) {
+  auto put = [&](Tensor& grad, const Tensor& g) {
+    if (accumulate) add_(grad, g);
+    else grad.copy_from(g);
+  };
+  put(gamma_.grad, grads.dgamma);
+  if (kind_ == NormKind::LayerNorm) put(beta_.grad, grads.dbeta);
 }
 
 void Norm::append_params(std::vector<Param>& out) const {

@@ -29,10 +29,13 @@ class Norm {
 
   // y = norm(x); fills `saved` when it is not null.
   Tensor forward(const Tensor& x, NormSaved* saved) const;
-  // dx from dy; the parameter gradients go to fresh buffers in `grads`.
-  Tensor backward_input(const Tensor& dy, const NormSaved& saved, NormGrads& grads) const;
-  // Adds the buffered gradients to the parameter gradients.
-  void backward_weight(const NormGrads& grads);
+  // dx from dy (plus `residual` when defined: the skip connection's gradient, added in the
+  // same kernel); the parameter gradients go to fresh buffers in `grads`. y, when not null,
+  // receives the forward output, bitwise (activation recomputation for one write).
+  Tensor backward_input(const Tensor& dy, const NormSaved& saved, NormGrads& grads, const Tensor& residual = Tensor(),
+                        Tensor* y = nullptr) const;
+  // Adds the buffered gradients to the parameter gradients (copies them: accumulate false).
+  void backward_weight(const NormGrads& grads, bool accumulate = true);
   void append_params(std::vector<Param>& out) const;
 
   NormKind kind() const { return kind_; }

@@ -89,13 +89,13 @@ Tensor TransformerBlock::run_forward(const Tensor& x, Saved* s) const {
     return attention_forward(qkv, Hq, Hkv, /*causal=*/true, /*scale=*/0.0f);
   }();
   Tensor att_flat = att.reshape({B, T, Hq * D});
-  Tensor x2 = add(x, proj_.forward(att_flat));
+  Tensor x2 = proj_.forward(att_flat, /*residual=*/x);
 
   // MLP half.
   Tensor h2 = ln2_.forward(x2, s ? &s->n2 : nullptr);
   Tensor f = fc_.forward(h2);
   Tensor g = cfg_.mlp == MlpKind::GELU ? gelu_forward(f) : swiglu_forward(f);
-  Tensor y = add(x2, down_.forward(g));
+  Tensor y = down_.forward(g, /*residual=*/x2);
 
   if (s) {
     s->qkv = qkv;  // after RoPE: attention_backward wants the q and k it saw
@@ -136,13 +136,16 @@ Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
   const int64_t B = dy.size(0), T = dy.size(1);
   const int64_t Hq = cfg_.n_head, Hkv = cfg_.n_kv_head, D = cfg_.head_dim();
   NormGrads g1, g2;
+  // Selective recompute: the activation's and the norms' backward kernels write the dropped
+  // forward outputs back into the slot for backward_weight (same kernels' math, same bits).
+  const bool redo = s.mode == Recompute::Selective;
 
   // MLP half: y = x2 + down(act(fc(norm2(x2)))), so dx2 = dy + the path through the MLP.
   Tensor dg = down_.backward_input(dy);
-  Tensor df = cfg_.mlp == MlpKind::GELU ? gelu_backward(dg, s.f) : swiglu_backward(dg, s.f);
+  Tensor* g_out = redo ? &s.g : nullptr;
+  Tensor df = cfg_.mlp == MlpKind::GELU ? gelu_backward(dg, s.f, g_out) : swiglu_backward(dg, s.f, g_out);
   Tensor dh2 = fc_.backward_input(df);
-  Tensor dx2 = ln2_.backward_input(dh2, s.n2, g2);
-  add_(dx2, dy);
+  Tensor dx2 = ln2_.backward_input(dh2, s.n2, g2, /*residual=*/dy, redo ? &s.h2 : nullptr);
 
   // Attention half: x2 = x + proj(attn(rope(qkv(norm1(x))))).
   Tensor datt = proj_.backward_input(dx2).reshape({B, T, Hq, D});
@@ -154,15 +157,7 @@ Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
   if (cfg_.rope) rope_backward(dqkv, Hq + Hkv, cfg_.rope_base, 0);  // the inverse rotation
   Tensor dqkv_flat = dqkv.reshape({B, T, (Hq + 2 * Hkv) * D});
   Tensor dh1 = qkv_.backward_input(dqkv_flat);
-  Tensor dx = ln1_.backward_input(dh1, s.n1, g1);
-  add_(dx, dx2);
-
-  if (s.mode == Recompute::Selective) {
-    // The weight half's inputs, from what this slot still holds (same kernels, same bits).
-    s.h1 = ln1_.forward(s.n1.x, nullptr);
-    s.h2 = ln2_.forward(s.n2.x, nullptr);
-    s.g = cfg_.mlp == MlpKind::GELU ? gelu_forward(s.f) : swiglu_forward(s.f);
-  }
+  Tensor dx = ln1_.backward_input(dh1, s.n1, g1, /*residual=*/dx2, redo ? &s.h1 : nullptr);
 
   // Keep what the weight half needs; drop the rest now.
   s.x = Tensor();
@@ -181,12 +176,13 @@ Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
 
 void TransformerBlock::backward_weight(int slot) {
   Saved& s = slots_.for_backward_weight(slot);
-  qkv_.backward_weight(s.d_qkv, s.h1);
-  proj_.backward_weight(s.d_proj, s.att_flat);
-  fc_.backward_weight(s.d_fc, s.h2);
-  down_.backward_weight(s.d_down, s.g);
-  ln1_.backward_weight(s.g1);
-  ln2_.backward_weight(s.g2);
+  const bool acc = !take_replace_grads();
+  qkv_.backward_weight(s.d_qkv, s.h1, acc);
+  proj_.backward_weight(s.d_proj, s.att_flat, acc);
+  fc_.backward_weight(s.d_fc, s.h2, acc);
+  down_.backward_weight(s.d_down, s.g, acc);
+  ln1_.backward_weight(s.g1, acc);
+  ln2_.backward_weight(s.g2, acc);
   slots_.release(slot);
 }
 

@@ -3,22 +3,24 @@
 //   qkv = h1 Wqkv^T (+b)            viewed as [B, T, Hq + 2 Hkv, D], heads packed q | k | v
 //   rope(qkv) on the Hq + Hkv query and key heads, in place          (LLaMA)
 //   att = causal_attention(qkv)      [B, T, Hq, D] -> [B, T, C]      (GQA when Hkv < Hq)
-//   x2  = x + att Wo^T (+b)
+//   x2  = x + att Wo^T (+b)          the residual added in the GEMM (ops/matmul.h)
 //   h2  = norm2(x2)
 //   f   = h2 Wfc^T (+b)              [B, T, F] (GELU) or [B, T, 2F] packed gate | up (SwiGLU)
 //   g   = gelu(f) | swiglu(f)        [B, T, F]
 //   y   = x2 + g Wdown^T (+b)
 // backward_input runs this in reverse for dx and keeps, per linear, the pair (dy, input)
 // its weight gradient needs; backward_weight does those four GEMMs and adds the norm
-// gradients. Parameter names: ln1.*, attn.qkv.*, attn.proj.*, ln2.*, mlp.fc.*, mlp.proj.*.
+// gradients. Each residual's gradient is added inside the norm backward of its branch. Parameter names: ln1.*, attn.qkv.*, attn.proj.*, ln2.*, mlp.fc.*, mlp.proj.*.
 //
 // Activation recomputation (Chen et al. 2016, "Training deep nets with sublinear memory
 // cost"; Korthikanti et al. 2022 for the selective variant) trades compute for the memory
 // a slot holds between forward and backward_input:
 //   none       keeps everything listed in Saved.
 //   selective  drops h1 = norm1(x), h2 = norm2(x2) and g = act(f) (2C + F values per
-//              token; three memory-bound kernels to redo, no GEMM) and recomputes them at
-//              the end of backward_input, where only the weight half still needs them.
+//              token, no GEMM to redo). Only the weight half needs them again, and the
+//              backward kernels of the activation and of both norms already read their
+//              inputs, so those kernels write them back (one extra write each, no extra
+//              pass; ops/activation.h, ops/layernorm.h).
 //   full       keeps only the block input x and re-runs the whole forward at the start of
 //              backward_input (one extra forward: about a third more compute).
 // The recomputed tensors come from the same kernels on the same inputs, so losses and
@@ -65,6 +67,8 @@ class TransformerBlock : public Layer {
   void backward_weight(int slot) override;
   Tensor infer(const Tensor& x) const override;
   void release(int slot) override { slots_.release(slot); }
+  // Every parameter gradient is written by backward_weight's GEMMs and norm copies.
+  void replace_grads_next() override { replace_grads_ = true; }
   std::vector<int> slots() const override { return slots_.slots(); }
 
   const BlockConfig& config() const { return cfg_; }

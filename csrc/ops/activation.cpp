@@ -31,9 +31,9 @@ Tensor gelu_forward(const Tensor& x) {
   return RL_DISPATCH(x, gelu_forward(x));
 }
 
-Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
+Tensor gelu_backward(const Tensor& dy, const Tensor& x, Tensor* y) {
   check_act_grad("gelu_backward", dy, x, x.shape());
-  return RL_DISPATCH(x, gelu_backward(dy, x));
+  return RL_DISPATCH(x, gelu_backward(dy, x, y));
 }
 
 Tensor swiglu_forward(const Tensor& x) {
@@ -41,10 +41,10 @@ Tensor swiglu_forward(const Tensor& x) {
   return RL_DISPATCH(x, swiglu_forward(x));
 }
 
-Tensor swiglu_backward(const Tensor& dy, const Tensor& x) {
+Tensor swiglu_backward(const Tensor& dy, const Tensor& x, Tensor* y) {
   check_swiglu("swiglu_backward", x);
   check_act_grad("swiglu_backward", dy, x, halved(x));
-  return RL_DISPATCH(x, swiglu_backward(dy, x));
+  return RL_DISPATCH(x, swiglu_backward(dy, x, y));
 }
 
 }  // namespace ringloom

@@ -34,12 +34,18 @@ RL_ACT_FN float gelu(float x, Sigmoid sigmoid) {
   return x * sigmoid(gelu_sigmoid_arg(x));
 }
 
+// The gradient, and beside it the forward value y = x s from the same s: a backward that
+// also writes y (activation recomputation) gets it bitwise equal to gelu() for one write.
+struct GeluGrad {
+  float dx, y;
+};
+
 RL_ACT_SIDES
 template <class Sigmoid>
-RL_ACT_FN float gelu_grad(float dy, float x, Sigmoid sigmoid) {
+RL_ACT_FN GeluGrad gelu_grad(float dy, float x, Sigmoid sigmoid) {
   const float s = sigmoid(gelu_sigmoid_arg(x));
   const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * x * x);
-  return dy * (s + 2.0f * x * s * (1.0f - s) * du);
+  return {dy * (s + 2.0f * x * s * (1.0f - s) * du), x * s};
 }
 
 // y = silu(a) b = a sigmoid(a) b  (a: gate, b: up).
@@ -50,15 +56,15 @@ RL_ACT_FN float swiglu(float a, float b, Sigmoid sigmoid) {
 }
 
 struct SwigluGrad {
-  float da, db;
+  float da, db, y;  // y: the forward value, bitwise swiglu(a, b) (see GeluGrad)
 };
 
-// da = dy b s (1 + a (1 - s)),  db = dy a s,  s = sigmoid(a).
+// da = dy b s (1 + a (1 - s)),  db = dy a s,  s = sigmoid(a);  y = a s b.
 RL_ACT_SIDES
 template <class Sigmoid>
 RL_ACT_FN SwigluGrad swiglu_grad(float dy, float a, float b, Sigmoid sigmoid) {
   const float s = sigmoid(a);
-  return {dy * b * s * (1.0f + a * (1.0f - s)), dy * a * s};
+  return {dy * b * s * (1.0f + a * (1.0f - s)), dy * a * s, a * s * b};
 }
 
 }  // namespace ringloom::act

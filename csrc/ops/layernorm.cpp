@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ops/dispatch.h"
+#include "ops/norm_checks.h"
 
 namespace ringloom {
 
@@ -22,7 +23,8 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tens
 }
 
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                          const Tensor& rstd, Tensor& dgamma, Tensor& dbeta) {
+                          const Tensor& rstd, Tensor& dgamma, Tensor& dbeta, const Tensor& residual,
+                          const Tensor& beta, Tensor* y) {
   const char* op = "layernorm_backward";
   check_same(op, {{"dy", &dy}, {"x", &x}, {"gamma", &gamma}}, true);
   check_shape(op, "dy", dy, x.shape());
@@ -38,7 +40,13 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
   check_writable(op, "dbeta", dbeta);
   check_same(op, {{"x", &x}, {"dgamma", &dgamma}, {"dbeta", &dbeta}, {"mean", &mean}, {"rstd", &rstd}}, false);
   if (x.is_cpu()) check_cpu_float32(op, {{"x", &x}, {"dgamma", &dgamma}, {"dbeta", &dbeta}});
-  return RL_DISPATCH(x, layernorm_backward(dy, x, gamma, mean, rstd, dgamma, dbeta));
+  check_norm_backward_residual(op, x, residual);
+  RL_CHECK(!y || beta.defined(), Value, op, ": writing the forward output y needs beta");
+  if (beta.defined()) {
+    check_same(op, {{"x", &x}, {"beta", &beta}}, true);
+    check_shape(op, "beta", beta, {x.size(-1)});
+  }
+  return RL_DISPATCH(x, layernorm_backward(dy, x, gamma, mean, rstd, dgamma, dbeta, residual, beta, y));
 }
 
 }  // namespace ringloom

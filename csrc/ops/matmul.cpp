@@ -19,14 +19,20 @@ void check_linear(const char* op, const Tensor& x, const char* xname, const Tens
 }
 }  // namespace
 
-Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   const char* op = "matmul_forward";
   check_linear(op, x, "x", w, 0, 1);
   if (bias.defined()) {
     check_same(op, {{"x", &x}, {"bias", &bias}}, true);
     check_shape(op, "bias", bias, {w.size(0)});
   }
-  return RL_DISPATCH(x, matmul_forward(x, w, bias));
+  if (residual.defined()) {
+    check_same(op, {{"x", &x}, {"residual", &residual}}, true);
+    Shape ys = x.shape();
+    ys.back() = w.size(0);
+    check_shape(op, "residual", residual, ys);
+  }
+  return RL_DISPATCH(x, matmul_forward(x, w, bias, residual));
 }
 
 Tensor matmul_backward_input(const Tensor& dy, const Tensor& w) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ops/dispatch.h"
+#include "ops/norm_checks.h"
 
 namespace ringloom {
 
@@ -19,7 +20,8 @@ std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma,
   return RL_DISPATCH(x, rmsnorm_forward(x, gamma, eps));
 }
 
-Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma) {
+Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma,
+                        const Tensor& residual, Tensor* y) {
   const char* op = "rmsnorm_backward";
   check_same(op, {{"dy", &dy}, {"x", &x}, {"gamma", &gamma}}, true);
   check_shape(op, "dy", dy, x.shape());
@@ -32,7 +34,8 @@ Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, 
   check_writable(op, "dgamma", dgamma);
   check_same(op, {{"x", &x}, {"dgamma", &dgamma}, {"rstd", &rstd}}, false);
   if (x.is_cpu()) check_cpu_float32(op, {{"x", &x}, {"dgamma", &dgamma}});
-  return RL_DISPATCH(x, rmsnorm_backward(dy, x, gamma, rstd, dgamma));
+  check_norm_backward_residual(op, x, residual);
+  return RL_DISPATCH(x, rmsnorm_backward(dy, x, gamma, rstd, dgamma, residual, y));
 }
 
 }  // namespace ringloom

@@ -101,3 +101,21 @@ def test_async_checkpoint_of_gpu_run_equals_blocking(tmp_path):
             assert sorted(x) == sorted(y)
             for k in x:
                 assert np.array_equal(x[k], y[k]), k
+
+
+@pytest.mark.parametrize("arch", sorted(SHAPES))
+def test_replace_grads_matches_zero_grad_gpu(arch):
+    """forward_backward(accumulate=False) over an earlier step's gradients gives what
+    zero_grad() and an accumulating call give (the weight GEMMs overwrite instead)."""
+    preset, over = SHAPES[arch]
+    grads = []
+    for replace in (False, True, False):   # the third run measures the kernels' own noise
+        model = build_model(get_preset(preset, **over), device=DEV, seed=3)
+        model.forward_backward(*_batch(0))
+        if not replace:
+            model.zero_grad()
+        model.forward_backward(*_batch(1), accumulate=not replace)
+        grads.append(_grads(model))
+    noise = _rel(grads[2], grads[0])
+    err = _rel(grads[1], grads[0])
+    assert err <= max(4 * noise, 1e-6), f"{arch}: replaced gradients differ by {err:.2e} (noise {noise:.2e})"

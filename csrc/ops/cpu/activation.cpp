@@ -27,14 +27,20 @@ Tensor gelu_forward(const Tensor& x) {
   return y;
 }
 
-Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
+Tensor gelu_backward(const Tensor& dy, const Tensor& x, Tensor* y) {
   Tensor dx = Tensor::empty(x.shape(), DType::Float32);
+  if (y) *y = Tensor::empty(x.shape(), DType::Float32);
   const float* g = dy.data_as<float>();
   const float* xp = x.data_as<float>();
   float* dxp = dx.data_as<float>();
+  float* yp = y ? y->data_as<float>() : nullptr;
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) dxp[i] = act::gelu_grad(g[i], xp[i], Sigmoid{});
+  for (int64_t i = 0; i < n; ++i) {
+    const act::GeluGrad d = act::gelu_grad(g[i], xp[i], Sigmoid{});
+    dxp[i] = d.dx;
+    if (yp) yp[i] = d.y;
+  }
   return dx;
 }
 
@@ -55,12 +61,14 @@ Tensor swiglu_forward(const Tensor& x) {
   return y;
 }
 
-Tensor swiglu_backward(const Tensor& dy, const Tensor& x) {
+Tensor swiglu_backward(const Tensor& dy, const Tensor& x, Tensor* y) {
   const int64_t F = x.size(-1) / 2, rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), DType::Float32);
+  if (y) *y = Tensor::empty(dy.shape(), DType::Float32);
   const float* g = dy.data_as<float>();
   const float* xp = x.data_as<float>();
   float* dxp = dx.data_as<float>();
+  float* yp = y ? y->data_as<float>() : nullptr;
 #pragma omp parallel for schedule(static) if (rows * F > kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const float* a = xp + r * 2 * F;
@@ -72,6 +80,7 @@ Tensor swiglu_backward(const Tensor& dy, const Tensor& x) {
       const act::SwigluGrad d = act::swiglu_grad(gr[j], a[j], b[j], Sigmoid{});
       da[j] = d.da;
       db[j] = d.db;
+      if (yp) yp[r * F + j] = d.y;
     }
   }
   return dx;

@@ -15,6 +15,12 @@ namespace ringloom::cpu {
 namespace {
 constexpr int64_t kParallelMin = 1 << 14;  // elements; smaller problems stay on one thread
 constexpr int64_t kColumnBlock = 64;       // columns per task in the dgamma/dbeta sums
+
+// y = (x - mean) rstd gamma + beta for one row: the forward's output, and the backward's
+// when it also writes y (the same statements on the same fp32 statistics: the same bits).
+void output_row(const float* xr, float m, float s, const float* w, const float* b, float* yr, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s * w[c] + b[c];
+}
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -43,16 +49,20 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tens
     const float s = float(1.0 / std::sqrt(sq / double(C) + double(eps)));
     mp[r] = mf;
     rp[r] = s;
-    float* yr = yp + r * C;
-    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mf) * s * w[c] + b[c];
+    output_row(xr, mf, s, w, b, yp + r * C, C);
   }
   return {y, mean, rstd};
 }
 
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                          const Tensor& rstd, Tensor& dgamma, Tensor& dbeta) {
+                          const Tensor& rstd, Tensor& dgamma, Tensor& dbeta, const Tensor& residual,
+                          const Tensor& beta, Tensor* y) {
   const int64_t C = x.size(-1), rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), DType::Float32);
+  if (y) *y = Tensor::empty(x.shape(), DType::Float32);
+  const float* res = residual.defined() ? residual.data_as<float>() : nullptr;
+  const float* bp = y ? beta.data_as<float>() : nullptr;
+  float* yp = y ? y->data_as<float>() : nullptr;
   const float* g = dy.data_as<float>();
   const float* xp = x.data_as<float>();
   const float* w = gamma.data_as<float>();
@@ -85,6 +95,9 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma
       const float xhat = (xr[c] - m) * s;
       dxr[c] = s * (dxr[c] - mean_g - xhat * mean_gx);
     }
+    if (res)
+      for (int64_t c = 0; c < C; ++c) dxr[c] += res[r * C + c];
+    if (yp) output_row(xr, m, s, w, bp, yp + r * C, C);
   }
 
   // dgamma += sum_rows dy * xhat,  dbeta += sum_rows dy.

@@ -7,17 +7,25 @@
 
 namespace ringloom::cpu {
 
-Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   const int64_t K = x.size(-1), N = w.size(0), M = leading_rows(x.shape());
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor y = Tensor::empty(out_shape, DType::Float32);
   float* yp = y.data_as<float>();
   float beta = 0.0f;
+  // Seed y with the residual and every row with the bias; the GEMM accumulates onto them.
+  if (residual.defined()) {
+    std::memcpy(yp, residual.data_as<float>(), size_t(M) * size_t(N) * sizeof(float));
+    beta = 1.0f;
+  }
   if (bias.defined()) {
-    // Seed every row with the bias and let the GEMM accumulate onto it.
     const float* bp = bias.data_as<float>();
-    for (int64_t m = 0; m < M; ++m) std::memcpy(yp + m * N, bp, size_t(N) * sizeof(float));
+    if (beta == 0.0f)
+      for (int64_t m = 0; m < M; ++m) std::memcpy(yp + m * N, bp, size_t(N) * sizeof(float));
+    else
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) yp[m * N + n] += bp[n];
     beta = 1.0f;
   }
   sgemm(false, true, M, N, K, 1.0f, x.data_as<float>(), K, w.data_as<float>(), K, beta, yp, N);

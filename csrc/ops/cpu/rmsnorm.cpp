@@ -13,6 +13,12 @@ namespace ringloom::cpu {
 namespace {
 constexpr int64_t kParallelMin = 1 << 14;  // elements; smaller problems stay on one thread
 constexpr int64_t kColumnBlock = 64;       // columns per task in the dgamma sum
+
+// y = x rstd gamma for one row: the forward's output, and the backward's when it also
+// writes y (the same statements on the same fp32 rstd: the same bits).
+void output_row(const float* xr, float s, const float* w, float* yr, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * s * w[c];
+}
 }  // namespace
 
 std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma, float eps) {
@@ -31,15 +37,18 @@ std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma,
     for (int64_t c = 0; c < C; ++c) sq += double(xr[c]) * xr[c];
     const float s = float(1.0 / std::sqrt(sq / double(C) + double(eps)));
     rp[r] = s;
-    float* yr = yp + r * C;
-    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * s * w[c];
+    output_row(xr, s, w, yp + r * C, C);
   }
   return {y, rstd};
 }
 
-Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma) {
+Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma,
+                        const Tensor& residual, Tensor* y) {
   const int64_t C = x.size(-1), rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), DType::Float32);
+  if (y) *y = Tensor::empty(x.shape(), DType::Float32);
+  const float* res = residual.defined() ? residual.data_as<float>() : nullptr;
+  float* yp = y ? y->data_as<float>() : nullptr;
   const float* g = dy.data_as<float>();
   const float* xp = x.data_as<float>();
   const float* w = gamma.data_as<float>();
@@ -59,6 +68,9 @@ Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, 
     const float k = s * s * float(sum_gx / double(C));
     float* dxr = dxp + r * C;
     for (int64_t c = 0; c < C; ++c) dxr[c] = s * (gr[c] * w[c] - xr[c] * k);
+    if (res)
+      for (int64_t c = 0; c < C; ++c) dxr[c] += res[r * C + c];
+    if (yp) output_row(xr, s, w, yp + r * C, C);
   }
 
   // dgamma += sum_rows dy * x * rstd.

@@ -17,10 +17,11 @@ std::tuple<Tensor, Tensor, Tensor> layernorm_forward(const Tensor& x, const Tens
 }
 
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                          const Tensor& rstd, Tensor& dgamma, Tensor& dbeta) {
+                          const Tensor& rstd, Tensor& dgamma, Tensor& dbeta, const Tensor& residual,
+                          const Tensor& beta, Tensor* y) {
   RL_CHECK(dgamma.dtype() == dbeta.dtype(), Type, "layernorm_backward: dgamma (", dgamma.describe(),
            ") and dbeta (", dbeta.describe(), ") must have the same dtype");
-  return norm::backward</*kCenter=*/true>(dy, x, gamma, &mean, rstd, dgamma, &dbeta);
+  return norm::backward</*kCenter=*/true>(dy, x, gamma, &mean, rstd, dgamma, &dbeta, residual, &beta, y);
 }
 
 }  // namespace ringloom::cuda

@@ -5,8 +5,8 @@
 //   forward          y'(N x M)  = w'^T (N x K) x' (K x M)     A = w (T), B = x (N), bias on rows of y'
 //   backward input   dx'(K x M) = w'  (K x N) dy' (N x M)     A = w (N), B = dy (N)
 //   backward weight  dw'(K x N) = x'  (K x M) dy'^T (M x N)   A = x (N), B = dy (T), beta = 1 accumulates
-// The bias add is fused into the forward GEMM's epilogue (CUBLASLT_EPILOGUE_BIAS), so y is
-// written once. dbias = column sums of dy is a separate deterministic two-stage reduction
+// The bias add is fused into the forward GEMM's epilogue (CUBLASLT_EPILOGUE_BIAS) and a
+// residual comes in as the GEMM's C (D = A B + C, C and D distinct), so y is written once. dbias = column sums of dy is a separate deterministic two-stage reduction
 // (the BGRADB epilogue overwrites, but dbias must accumulate across micro-batches).
 //
 // bf16 inputs multiply on the tensor cores with fp32 accumulation; matmul_backward_weight
@@ -112,8 +112,8 @@ GemmPlan make_plan(const GemmSpec& s) {
   return p;
 }
 
-// D = alpha op(A) op(B) + beta C (+ bias), C and D the same buffer.
-void gemm(const GemmSpec& s, const void* A, const void* B, void* C, float beta, const void* bias,
+// D = op(A) op(B) + beta C (+ bias); C and D share a layout and may be the same buffer.
+void gemm(const GemmSpec& s, const void* A, const void* B, const void* C, void* D, float beta, const void* bias,
           cudaStream_t stream) {
   static std::mutex mu;
   static std::map<GemmSpec, GemmPlan> plans;
@@ -124,21 +124,23 @@ void gemm(const GemmSpec& s, const void* A, const void* B, void* C, float beta, 
   if (s.bias)
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   const float alpha = 1.0f;
-  CUBLAS_CHECK(cublasLtMatmul(cublaslt_handle(s.device), p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c,
+  CUBLAS_CHECK(cublasLtMatmul(cublaslt_handle(s.device), p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, D, p.c,
                               &p.algo, cublaslt_workspace(s.device), cublaslt_workspace_bytes(), stream));
 }
 
+// C: the output D, or also a distinct C input (then the alignment both share).
 GemmSpec spec(int device, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
-              DType ab, DType cd, bool bias, const void* A, const void* B, const void* C) {
-  return GemmSpec{device, ta, tb, m, n, k, lda, ldb, ldc, ab, cd, bias, alignment_of(A), alignment_of(B),
-                  alignment_of(C)};
+              DType ab, DType cd, bool bias, const void* A, const void* B, const void* C,
+              const void* C_in = nullptr) {
+  const uint32_t al_c = C_in ? std::min(alignment_of(C), alignment_of(C_in)) : alignment_of(C);
+  return GemmSpec{device, ta, tb, m, n, k, lda, ldb, ldc, ab, cd, bias, alignment_of(A), alignment_of(B), al_c};
 }
 
-// y[r, :] = bias (or 0) for every row: the K = 0 forward.
+// y[r, :] = bias (or 0) + residual[r, :] (or 0) for every row: the K = 0 forward.
 template <typename T>
-__global__ void fill_rows_kernel(T* y, const T* bias, int64_t rows, int64_t N) {
+__global__ void fill_rows_kernel(T* y, const T* bias, const T* residual, int64_t rows, int64_t N) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * N; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = bias ? bias[i % N] : from_f32<T>(0.0f);
+    y[i] = from_f32<T>((bias ? to_f32(bias[i % N]) : 0.0f) + (residual ? to_f32(residual[i]) : 0.0f));
 }
 
 // partial[blockIdx.y][c] = sum of dy[r, c] over the block's rows (kRowsPerBlock of them),
@@ -166,7 +168,7 @@ __global__ void column_sums_kernel(const T* dy, float* partial, int64_t M, int64
 
 }  // namespace
 
-Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   const int64_t K = x.size(-1), N = w.size(0);
   const int64_t M = leading_rows(x.shape());
   Shape ys = x.shape();
@@ -177,14 +179,17 @@ Tensor matmul_forward(const Tensor& x, const Tensor& w, const Tensor& bias) {
   if (K == 0) {
     RL_DISPATCH_FLOAT(x.dtype(), T, {
       fill_rows_kernel<T><<<grid_for(M * N, 256, ctx.device), 256, 0, ctx.stream>>>(
-          y.data_as<T>(), bias.defined() ? bias.data_as<T>() : nullptr, M, N);
+          y.data_as<T>(), bias.defined() ? bias.data_as<T>() : nullptr,
+          residual.defined() ? residual.data_as<T>() : nullptr, M, N);
     });
     CUDA_CHECK_LAUNCH();
     return y;
   }
+  const void* r = residual.defined() ? residual.data() : nullptr;
   const GemmSpec s = spec(ctx.device, true, false, N, M, K, K, K, N, x.dtype(), x.dtype(), bias.defined(), w.data(),
-                          x.data(), y.data());
-  gemm(s, w.data(), x.data(), y.data(), 0.0f, bias.defined() ? bias.data() : nullptr, ctx.stream);
+                          x.data(), y.data(), r);
+  gemm(s, w.data(), x.data(), r ? r : y.data(), y.data(), r ? 1.0f : 0.0f, bias.defined() ? bias.data() : nullptr,
+       ctx.stream);
   return y;
 }
 
@@ -202,7 +207,7 @@ Tensor matmul_backward_input(const Tensor& dy, const Tensor& w) {
   }
   const GemmSpec s = spec(ctx.device, false, false, K, M, N, K, N, K, dy.dtype(), dy.dtype(), false, w.data(),
                           dy.data(), dx.data());
-  gemm(s, w.data(), dy.data(), dx.data(), 0.0f, nullptr, ctx.stream);
+  gemm(s, w.data(), dy.data(), dx.data(), dx.data(), 0.0f, nullptr, ctx.stream);
   return dx;
 }
 
@@ -223,7 +228,7 @@ void matmul_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw, Tenso
   if (K > 0) {
     const GemmSpec s = spec(ctx.device, false, true, K, N, M, K, N, K, dy.dtype(), dw.dtype(), false, x.data(),
                             dy.data(), dw.data());
-    gemm(s, x.data(), dy.data(), dw.data(), accumulate ? 1.0f : 0.0f, nullptr, ctx.stream);
+    gemm(s, x.data(), dy.data(), dw.data(), dw.data(), accumulate ? 1.0f : 0.0f, nullptr, ctx.stream);
   }
   if (dbias.defined()) {
     const int64_t chunks = ceil_div(M, kDbiasRows);

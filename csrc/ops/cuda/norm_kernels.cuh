@@ -12,7 +12,9 @@
 // register-held rows and the partial-sum scheme for the parameter gradients in norm.cuh.
 //
 // Bytes (bf16, rows x C): forward reads x and writes y (4 bytes per element, plus 4 or 8
-// per row of statistics); backward reads x and dy and writes dx (6 bytes per element).
+// per row of statistics); backward reads x and dy and writes dx (6 bytes per element), plus
+// 2 for a residual added to dx and 2 for the forward output y when asked for (the extras
+// of ops/layernorm.h).
 #pragma once
 #include "ops/cuda/norm.cuh"
 
@@ -20,6 +22,15 @@ namespace ringloom::cuda::norm {
 
 template <bool kCenter>
 constexpr int kParams = kCenter ? 2 : 1;  // gamma (and beta): partial rows per block
+
+// y = (x - mean) rstd gamma (+ beta): one expression for the forward and for a backward
+// that also writes y, so the two agree bit for bit (the FMA is explicit, not left to
+// contraction).
+template <bool kCenter>
+__device__ __forceinline__ float output_value(float x, float mean, float rstd, float gamma, float beta) {
+  if constexpr (kCenter) return __fmaf_rn((x - mean) * rstd, gamma, beta);
+  return (x - mean) * rstd * gamma;
+}
 
 template <bool kCenter, typename T, int VEC, int VPT>
 __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
@@ -69,16 +80,11 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
   for (int j = 0; j < VPT; ++j) {
     const int col = (l + j * tpr) * VEC;
     if (col < C) {
-      float gm[VEC], o[VEC];
+      float gm[VEC], bt[VEC] = {}, o[VEC];
       load_vec<T, VEC>(gamma + col, gm);
+      if constexpr (kCenter) load_vec<T, VEC>(beta + col, bt);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) o[k] = (v[j][k] - mean) * rstd * gm[k];
-      if constexpr (kCenter) {
-        float bt[VEC];
-        load_vec<T, VEC>(beta + col, bt);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] += bt[k];
-      }
+      for (int k = 0; k < VEC; ++k) o[k] = output_value<kCenter>(v[j][k], mean, rstd, gm[k], bt[k]);
       store_vec<T, VEC>(yr + col, o);
     }
   }
@@ -88,15 +94,24 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
   }
 }
 
+// The backward's optional extras (ops/layernorm.h), null when not asked for.
+template <typename T>
+struct Extras {
+  const T* residual;  // added to dx
+  const T* beta;      // LayerNorm's, for y
+  T* y;               // the forward output
+};
+
 // Per-block partials of dgamma (and dbeta) go to partial[blockIdx.x][kParams][C].
 // blockDim.x / tpr rows per block, each row group walking rows with a grid stride. x, dy
 // and gamma stay in storage type (RawVec) and are converted where used; all of a row's
-// loads are issued before the first use.
+// loads are issued before the first use. The extras are read and written in the store
+// loop, where the row is already in registers.
 template <bool kCenter, typename T, int VEC, int VPT>
 __global__ void __maxnreg__(bwd_max_regs(VPT))
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
-                    float* __restrict__ partial, int64_t rows, int C, int tpr) {
+                    float* __restrict__ partial, int64_t rows, int C, Extras<T> ex, int tpr) {
   using V = RawVec<T, VEC>;
   constexpr int NP = kParams<kCenter>;
   extern __shared__ float combine[];  // [NP][C] when a block holds several rows
@@ -149,7 +164,28 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
           const float xh = (raw_f32(xv[j], k) - m) * rs;
           o[k] = rs * (raw_f32(dv[j], k) * raw_f32(gm[j], k) - mg - xh * mgx);
         }
+        if (ex.residual) {
+          const V r = load_raw<T, VEC>(ex.residual + row * C + col);
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) o[k] += raw_f32(r, k);
+        }
         store_vec<T, VEC>(dxr + col, o);
+      }
+    }
+    if (ex.y) {
+      T* yr = ex.y + row * C;
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        const int col = (l + j * tpr) * VEC;
+        if (col < C) {
+          V bt;
+          if constexpr (kCenter) bt = load_raw_volatile<T, VEC>(ex.beta + col);
+          float o[VEC];
+#pragma unroll
+          for (int k = 0; k < VEC; ++k)
+            o[k] = output_value<kCenter>(raw_f32(xv[j], k), m, rs, raw_f32(gm[j], k), kCenter ? raw_f32(bt, k) : 0.0f);
+          store_vec<T, VEC>(yr + col, o);
+        }
       }
     }
   }
@@ -204,11 +240,9 @@ __global__ void forward_wide_kernel(const T* __restrict__ x, const T* __restrict
       q += d * d;
     }
     const float rstd = rsqrtf(block_sum(q, scratch) / C + eps);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-      float o = (to_f32(xr[c]) - mean) * rstd * to_f32(gamma[c]);
-      if constexpr (kCenter) o += to_f32(beta[c]);
-      y[row * C + c] = from_f32<T>(o);
-    }
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+      y[row * C + c] = from_f32<T>(
+          output_value<kCenter>(to_f32(xr[c]), mean, rstd, to_f32(gamma[c]), kCenter ? to_f32(beta[c]) : 0.0f));
     if (threadIdx.x == 0) {
       if constexpr (kCenter) mean_out[row] = mean;
       rstd_out[row] = rstd;
@@ -219,7 +253,8 @@ __global__ void forward_wide_kernel(const T* __restrict__ x, const T* __restrict
 template <bool kCenter, typename T>
 __global__ void backward_wide_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                                      const float* __restrict__ mean, const float* __restrict__ rstd,
-                                     T* __restrict__ dx, float* __restrict__ partial, int64_t rows, int C) {
+                                     T* __restrict__ dx, float* __restrict__ partial, int64_t rows, int C,
+                                     Extras<T> ex) {
   __shared__ float scratch[32];
   float* pg = partial + int64_t(blockIdx.x) * kParams<kCenter> * C;
   float* pb = pg + C;  // LayerNorm only
@@ -242,8 +277,13 @@ __global__ void backward_wide_kernel(const T* __restrict__ dy, const T* __restri
     const float mg = kCenter ? block_sum(sg, scratch) / C : 0.0f;
     const float mgx = block_sum(sgx, scratch) / C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-      const float xh = (to_f32(xr[c]) - m) * rs;
-      dx[row * C + c] = from_f32<T>(rs * (to_f32(dyr[c]) * to_f32(gamma[c]) - mg - xh * mgx));
+      const float xv = to_f32(xr[c]), xh = (xv - m) * rs;
+      float o = rs * (to_f32(dyr[c]) * to_f32(gamma[c]) - mg - xh * mgx);
+      if (ex.residual) o += to_f32(ex.residual[row * C + c]);
+      dx[row * C + c] = from_f32<T>(o);
+      if (ex.y)
+        ex.y[row * C + c] =
+            from_f32<T>(output_value<kCenter>(xv, m, rs, to_f32(gamma[c]), kCenter ? to_f32(ex.beta[c]) : 0.0f));
     }
   }
 }
@@ -297,14 +337,16 @@ void forward(const Tensor& x, const Tensor& gamma, const Tensor* beta, Tensor& y
   CUDA_CHECK_LAUNCH();
 }
 
-// Backward: returns dx and adds the parameter gradients into dgamma (and dbeta).
+// Backward: returns dx (+ residual, when defined) and adds the parameter gradients into
+// dgamma (and dbeta); *y = the forward output when y is not null (beta: LayerNorm's).
 template <bool kCenter>
 Tensor backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor* mean, const Tensor& rstd,
-                Tensor& dgamma, Tensor* dbeta) {
+                Tensor& dgamma, Tensor* dbeta, const Tensor& residual, const Tensor* beta, Tensor* y) {
   constexpr int NP = kParams<kCenter>;
   const int64_t C = x.size(-1);
   const int64_t rows = leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (y) *y = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (rows == 0) return dx;
   OpContext ctx(x);
   RL_DISPATCH_FLOAT(x.dtype(), T, {
@@ -312,18 +354,20 @@ Tensor backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Te
     T* pdx = dx.data_as<T>();
     const float* pm = mean ? mean->data_as<float>() : nullptr;
     const float* pr = rstd.data_as<float>();
+    const Extras<T> ex{residual.defined() ? residual.data_as<T>() : nullptr,
+                       y && kCenter ? beta->data_as<T>() : nullptr, y ? y->data_as<T>() : nullptr};
     // One persistent grid: each block writes one partial row per parameter, which
     // reduce_partials then adds in block order.
     auto launch = [&](auto kernel, int block, size_t smem, int64_t work_blocks, auto... tail) {
       const int grid = persistent_grid(kernel, block, smem, work_blocks, ctx.device);
       Tensor partial = Tensor::empty({grid, NP, C}, DType::Float32, x.device());
-      kernel<<<grid, block, smem, ctx.stream>>>(pdy, px, pg, pm, pr, pdx, partial.data_as<float>(), rows, int(C),
+      kernel<<<grid, block, smem, ctx.stream>>>(pdy, px, pg, pm, pr, pdx, partial.data_as<float>(), rows, int(C), ex,
                                                 tail...);
       CUDA_CHECK_LAUNCH();
       reduce_partials(partial, grid, NP, C, dgamma, dbeta, ctx.stream);
     };
     dispatch_layout<T>(
-        C, vec_width<T>(C, {px, pdy, pdx, pg}),
+        C, vec_width<T>(C, {px, pdy, pdx, pg, ex.residual ? ex.residual : px, ex.beta ? ex.beta : px, ex.y ? ex.y : px}),
         [](auto v, auto p) { return backward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value>; },
         [&](auto kernel, const RowConfig& cfg) {
           const size_t smem = cfg.rows_per_block() > 1 ? size_t(NP * C) * sizeof(float) : 0;

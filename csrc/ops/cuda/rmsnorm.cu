@@ -14,8 +14,9 @@ std::tuple<Tensor, Tensor> rmsnorm_forward(const Tensor& x, const Tensor& gamma,
   return {y, rstd};
 }
 
-Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma) {
-  return norm::backward</*kCenter=*/false>(dy, x, gamma, nullptr, rstd, dgamma, nullptr);
+Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, Tensor& dgamma,
+                        const Tensor& residual, Tensor* y) {
+  return norm::backward</*kCenter=*/false>(dy, x, gamma, nullptr, rstd, dgamma, nullptr, residual, nullptr, y);
 }
 
 }  // namespace ringloom::cuda

@@ -96,6 +96,10 @@ class Layer:
         """
         Drop a slot's activations (no-op when unused)
         """
+    def replace_grads_next(self) -> None:
+        """
+        The next backward's gradients replace .grad instead of adding to it (zero_grad without the pass over the gradients, where the layer writes them in place)
+        """
     def slots(self) -> list[int]:
         """
         Slots holding activations, ascending

@@ -156,8 +156,8 @@ class Model:
         return int(sum(p.value.numel() for _, p in self._params))
 
     def zero_grad(self) -> None:
-        for _, p in self._params:
-            p.grad.zero_()
+        for layer in self.layers():
+            layer.zero_grad()  # also cancels a pending replace_grads_next
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """{name: float32 NumPy copy of the parameter}."""
@@ -254,16 +254,24 @@ class Model:
     # ---------------------------------------------------------------- compute
 
     def forward_backward(self, ids, targets, slot: int = 0, grad_scale: float | None = None,
-                         ignore_index: int = -100) -> float:
+                         ignore_index: int = -100, accumulate: bool = True) -> float:
         """Forward and full backward of one micro-batch; gradients accumulate into the
         parameters' .grad. ids, targets: int [B, T] (NumPy or int32 Tensor). Returns the
         mean loss over targets != ignore_index (0.0 if none). The gradient is that of
         grad_scale * sum(per-position losses); grad_scale defaults to 1 / (counted targets),
-        i.e. the gradient of the mean; pass 1 / (total over micro-batches) to accumulate."""
+        i.e. the gradient of the mean; pass 1 / (total over micro-batches) to accumulate.
+
+        accumulate=False: this micro-batch's gradients replace what .grad holds, the same
+        as zero_grad() first, but the transformer blocks write their gradients in place
+        (the weight GEMMs overwrite) instead of a separate pass zeroing them. If the call
+        raises, the gradients are left zeroed."""
         self._require_complete("forward_backward")
         ids_t, tgt_t, count = self._inputs(ids, targets, ignore_index)
         if grad_scale is None:
             grad_scale = 1.0 / max(count, 1)
+        if not accumulate:
+            for layer in self.layers():
+                layer.replace_grads_next()
         try:
             x = self.embedding.forward(slot, ids_t)
             for b in self.blocks:
@@ -275,6 +283,8 @@ class Model:
             self.embedding.backward(slot, dx)
         except BaseException:
             self.release(slot)  # leave no half-used slot behind
+            if not accumulate:
+                self.zero_grad()  # not half replaced (and no layer still set to replace)
             raise
         return self.mean_loss(losses, count)
 

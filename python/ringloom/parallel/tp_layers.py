@@ -120,6 +120,8 @@ class TPEmbedding:
         for p in self.params():
             p.grad.zero_()
 
+    replace_grads_next = zero_grad  # the Layer interface: the next backward's gradients replace .grad
+
 
 class TPBlock:
     """One pre-norm decoder block (csrc/layers/transformer_block.h), heads and hidden width
@@ -283,6 +285,8 @@ class TPBlock:
         for p in self.params():
             p.grad.zero_()
 
+    replace_grads_next = zero_grad  # the Layer interface: the next backward's gradients replace .grad
+
 
 class TPHead:
     """Final norm (sequence-parallel) and the vocabulary-parallel output projection with the
@@ -410,3 +414,5 @@ class TPHead:
     def zero_grad(self) -> None:
         for p in self.params():
             p.grad.zero_()
+
+    replace_grads_next = zero_grad  # the Layer interface: the next backward's gradients replace .grad

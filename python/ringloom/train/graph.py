@@ -1,7 +1,7 @@
 """A whole training step captured in a CUDA Graph and replayed (trainer option --cuda-graph).
 
 A step of a small model is hundreds of short kernels; launched one at a time from Python
-the GPU waits in the gaps between them. CapturedStep records the step once (zero_grad,
+the GPU waits in the gaps between them. CapturedStep records the step once (gradients replaced,
 forward, backward, gradient norm, AdamW: ``_C.CudaGraph``, csrc/core/cuda/graph.h) and
 from then on launches it as one graph:
 
@@ -132,7 +132,8 @@ class CapturedStep:
     def _run(self) -> Any:
         """The step's device work, exactly what the graph records: returns the losses."""
         m = self.model
-        m.zero_grad()
+        for layer in m.layers():  # the step's gradients replace the last ones (recorded as such)
+            layer.replace_grads_next()
         try:
             x = m.embedding.forward(0, self._ids)
             for b in m.blocks:
@@ -144,6 +145,7 @@ class CapturedStep:
             m.embedding.backward(0, dx)
         except BaseException:
             m.release(0)
+            m.zero_grad()  # no layer left set to replace
             raise
         self.optimizer.apply_step()
         return losses

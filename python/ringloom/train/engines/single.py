@@ -41,8 +41,7 @@ class SingleEngine(Engine):
             self.last_grad_norm = self.optimizer.grad_norm()
             guard.after_update(loss, self.last_grad_norm, _GRAPH_STOP)
             return loss
-        self.model.zero_grad()
-        loss = self.model.forward_backward(inputs, targets)
+        loss = self.model.forward_backward(inputs, targets, accumulate=False)  # replaces the old gradients
         norm = self.optimizer.compute_grad_norm()
         self.last_grad_norm = host_scalar(norm)
         self.last_step_skipped = not guard.accept(loss, self.last_grad_norm)
