@@ -10,7 +10,8 @@
 //   y   = x2 + g Wdown^T (+b)
 // backward_input runs this in reverse for dx and keeps, per linear, the pair (dy, input)
 // its weight gradient needs; backward_weight does those four GEMMs and adds the norm
-// gradients. Each residual's gradient is added inside the norm backward of its branch. Parameter names: ln1.*, attn.qkv.*, attn.proj.*, ln2.*, mlp.fc.*, mlp.proj.*.
+// gradients. Each residual's gradient is added inside the norm backward of its branch.
+// Parameter names: ln1.*, attn.qkv.*, attn.proj.*, ln2.*, mlp.fc.*, mlp.proj.*.
 //
 // Activation recomputation (Chen et al. 2016, "Training deep nets with sublinear memory
 // cost"; Korthikanti et al. 2022 for the selective variant) trades compute for the memory

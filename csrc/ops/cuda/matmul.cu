@@ -6,8 +6,9 @@
 //   backward input   dx'(K x M) = w'  (K x N) dy' (N x M)     A = w (N), B = dy (N)
 //   backward weight  dw'(K x N) = x'  (K x M) dy'^T (M x N)   A = x (N), B = dy (T), beta = 1 accumulates
 // The bias add is fused into the forward GEMM's epilogue (CUBLASLT_EPILOGUE_BIAS) and a
-// residual comes in as the GEMM's C (D = A B + C, C and D distinct), so y is written once. dbias = column sums of dy is a separate deterministic two-stage reduction
-// (the BGRADB epilogue overwrites, but dbias must accumulate across micro-batches).
+// residual comes in as the GEMM's C (D = A B + C, C and D distinct), so y is written once.
+// dbias = column sums of dy is a separate deterministic two-stage reduction (the BGRADB
+// epilogue overwrites, but dbias must accumulate across micro-batches).
 //
 // bf16 inputs multiply on the tensor cores with fp32 accumulation; matmul_backward_weight
 // writes an fp32 dw straight from bf16 dy and x (cuBLASLt's A/B bf16, C/D fp32 mode).

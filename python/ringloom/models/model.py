@@ -159,6 +159,12 @@ class Model:
         for layer in self.layers():
             layer.zero_grad()  # also cancels a pending replace_grads_next
 
+    def replace_grads_next(self) -> None:
+        """The next backward's gradients replace .grad instead of adding to it: zero_grad()
+        without its pass over the gradients the blocks' weight GEMMs can overwrite."""
+        for layer in self.layers():
+            layer.replace_grads_next()
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """{name: float32 NumPy copy of the parameter}."""
         return {name: host_copy(p.value) for name, p in self._params}
@@ -270,8 +276,7 @@ class Model:
         if grad_scale is None:
             grad_scale = 1.0 / max(count, 1)
         if not accumulate:
-            for layer in self.layers():
-                layer.replace_grads_next()
+            self.replace_grads_next()
         try:
             x = self.embedding.forward(slot, ids_t)
             for b in self.blocks:

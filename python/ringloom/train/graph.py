@@ -132,8 +132,7 @@ class CapturedStep:
     def _run(self) -> Any:
         """The step's device work, exactly what the graph records: returns the losses."""
         m = self.model
-        for layer in m.layers():  # the step's gradients replace the last ones (recorded as such)
-            layer.replace_grads_next()
+        m.replace_grads_next()  # the step's gradients replace the last ones (recorded as such)
         try:
             x = m.embedding.forward(0, self._ids)
             for b in m.blocks:
