@@ -124,6 +124,8 @@ def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention, recompu
     model.recompute = recompute
     opt = AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, max_grad_norm=1.0)
     captured = CapturedStep(model, opt, (B, T)) if graph else None
+    if captured is None:
+        model.release_grads()  # as torch's grads start as None: the first backward allocates them
     rng = np.random.default_rng(0)
     data = rng.integers(0, cfg.vocab_size, size=(steps + warmup + 2, B, T + 1)).astype(np.int32)
     rl._C.cuda_reset_peak_memory(0)
@@ -132,9 +134,11 @@ def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention, recompu
         if captured is not None:
             loss = captured.step(data[i, :, :-1], data[i, :, 1:])  # reads the loss: syncs
         else:
-            # As the trainer's engine: the step's gradients replace the last ones (no zeroing pass).
+            # As the trainer's engine: the step's gradients replace the last ones (no zeroing pass)
+            # and are released after the update.
             loss = model.forward_backward(data[i, :, :-1], data[i, :, 1:], accumulate=False)  # reads the loss
             opt.step()
+            model.release_grads()  # their bytes serve the next forward (torch: zero_grad(set_to_none=True))
         return loss
 
     times = []

@@ -106,7 +106,10 @@ RINGLOOM_BIND(layers, 20) {
            },
            py::arg("slot"), py::arg("dy"), "backward_input then backward_weight")
       .def("infer", &Layer::infer, py::arg("x"), Release(), "Forward without saving anything")
-      .def("zero_grad", &Layer::zero_grad, Release())
+      .def("zero_grad", &Layer::zero_grad, Release(), "Zero every gradient (giving released ones memory again)")
+      .def("release_grads", &Layer::release_grads, Release(),
+           "Free the gradients' memory until the next backward_weight or zero_grad (torch's "
+           "zero_grad(set_to_none=True)); meanwhile .grad has no memory")
       .def("replace_grads_next", &Layer::replace_grads_next, Release(),
            "The next backward's gradients replace .grad instead of adding to it (zero_grad without "
            "the pass over the gradients, where the layer writes them in place)")

@@ -41,6 +41,11 @@ size_t shape_nbytes(const char* op, const Shape& s, DType dtype) {
                             str_cat(op, ": bytes of ", dtype_name(dtype), shape_str(s)).c_str()));
 }
 
+void Tensor::throw_released() const {
+  fail(ErrorKind::Runtime, "a tensor (", describe(), ") whose memory is released was given to an op; allocate it "
+       "again first (zero_grad(), or the next backward, for a released gradient)");
+}
+
 Storage::~Storage() {
   if (deleter && data) deleter(data);
 }

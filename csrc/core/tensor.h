@@ -65,7 +65,13 @@ class Tensor {
   bool is_cuda() const { return device().is_cuda(); }
   bool read_only() const { return storage_ && storage_->read_only; }
 
-  void* data() const { return storage_ ? static_cast<char*>(storage_->data) + offset_ : nullptr; }
+  // Refuses a storage whose memory was released (core/storage_swap.h): no op may read or
+  // write through it until it is bound or allocated again.
+  void* data() const {
+    if (!storage_) return nullptr;
+    if (storage_->data == nullptr && storage_->nbytes != 0) throw_released();
+    return static_cast<char*>(storage_->data) + offset_;
+  }
   template <typename T>
   T* data_as() const { return static_cast<T*>(data()); }
   const std::shared_ptr<Storage>& storage() const { return storage_; }
@@ -86,6 +92,7 @@ class Tensor {
   std::string describe() const;
 
  private:
+  [[noreturn]] void throw_released() const;
   std::shared_ptr<Storage> storage_;
   size_t offset_ = 0;
   Shape shape_;

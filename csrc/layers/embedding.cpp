@@ -55,6 +55,7 @@ Tensor Embedding::backward_input(int slot, const Tensor& dy) {
 
 void Embedding::backward_weight(int slot) {
   Saved& s = slots_.for_backward_weight(slot);
+  begin_grad_writes();  // replace_grads_next() zeroes these: this backward always adds
   Tensor dwpe = wpe_.grad;
   Tensor dwte = wte_.grad;
   embedding_backward(s.ids, s.dy, dwte, dwpe);

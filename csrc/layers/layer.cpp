@@ -1,6 +1,9 @@
 #include "layers/layer.h"
 
 #include <algorithm>
+#include <utility>
+
+#include "core/storage_swap.h"
 
 namespace ringloom::layers {
 
@@ -14,8 +17,27 @@ Param make_param(const std::string& name, const Shape& shape, DType dtype, Devic
 }
 
 void Layer::zero_grad() {
-  for (Param& p : params()) p.grad.zero_();
+  for (Param& p : params()) {
+    restore_grad(p.grad, /*zero=*/false);
+    p.grad.zero_();
+  }
   replace_grads_ = false;
+}
+
+void Layer::release_grads() {
+  for (Param& p : params()) storage_release(p.grad);
+}
+
+bool Layer::begin_grad_writes() {
+  const bool accumulate = !std::exchange(replace_grads_, false);
+  for (Param& p : params()) restore_grad(p.grad, accumulate);
+  return accumulate;
+}
+
+void Layer::restore_grad(Tensor grad, bool zero) {
+  if (storage_has_memory(grad)) return;
+  storage_allocate(grad);
+  if (zero) grad.zero_();
 }
 
 std::vector<int> sorted_slots(std::vector<int> keys) {

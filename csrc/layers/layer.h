@@ -58,7 +58,14 @@ class Layer {
   // Forward without saving anything (evaluation, generation).
   virtual Tensor infer(const Tensor& x) const = 0;
 
+  // Zeroes every gradient (giving released ones memory again).
   void zero_grad();
+  // Frees the gradients' memory until the next backward_weight or zero_grad gives it back
+  // (torch's zero_grad(set_to_none=True)): between an optimizer step and the next backward
+  // the caching allocator lends those bytes to the forward's activations, so a step's peak
+  // holds the activations and only the gradients written so far, not every gradient.
+  // Meanwhile .grad has no memory (has_memory false; an op given it refuses).
+  void release_grads();
   // The gradients of the next backward replace what .grad holds instead of adding to it:
   // zero_grad() without its pass over every gradient where the layer can write them in
   // place (its first backward_weight then writes instead of accumulating; later ones, e.g.
@@ -68,9 +75,14 @@ class Layer {
   virtual std::vector<int> slots() const = 0;  // slots holding activations, ascending
 
  protected:
-  // Set by a replace_grads_next() override; read and cleared by the next backward_weight.
-  bool take_replace_grads() { return std::exchange(replace_grads_, false); }
-  bool replace_grads_ = false;
+  // Called first by every backward_weight: true when its gradients are to be added to .grad,
+  // false when written in place (replace_grads_next() was called; the flag is cleared).
+  // Released gradients get memory again: zeroed where they will be added to, left
+  // uninitialised where the layer overwrites them.
+  bool begin_grad_writes();
+  // A released gradient gets memory again, zeroed when `zero` (it will be added to).
+  static void restore_grad(Tensor grad, bool zero);
+  bool replace_grads_ = false;  // set by a replace_grads_next() override
 };
 
 // Per-slot saved state with the checks every layer needs: a forward may not reuse a

@@ -108,6 +108,8 @@ Tensor LMHead::backward_input(int slot, const Tensor& dlogits) {
 
 void LMHead::backward_weight(int slot) {
   Saved& s = slots_.for_backward_weight(slot);
+  begin_grad_writes();  // replace_grads_next() zeroes these: this backward always adds
+  if (tied_) restore_grad(weight_.grad, /*zero=*/true);  // the Embedding's, added to first here
   Tensor no_bias;
   matmul_backward_weight(s.dlogits, s.h, weight_.grad, no_bias, /*accumulate=*/true);
   norm_.backward_weight(s.gn);

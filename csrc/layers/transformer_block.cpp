@@ -176,7 +176,7 @@ Tensor TransformerBlock::backward_input(int slot, const Tensor& dy) {
 
 void TransformerBlock::backward_weight(int slot) {
   Saved& s = slots_.for_backward_weight(slot);
-  const bool acc = !take_replace_grads();
+  const bool acc = begin_grad_writes();
   qkv_.backward_weight(s.d_qkv, s.h1, acc);
   proj_.backward_weight(s.d_proj, s.att_flat, acc);
   fc_.backward_weight(s.d_fc, s.h2, acc);

@@ -119,3 +119,33 @@ def test_replace_grads_matches_zero_grad_gpu(arch):
     noise = _rel(grads[2], grads[0])
     err = _rel(grads[1], grads[0])
     assert err <= max(4 * noise, 1e-6), f"{arch}: replaced gradients differ by {err:.2e} (noise {noise:.2e})"
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_release_grads_frees_and_restores_gpu(arch):
+    """release_grads gives the gradients' bytes back to the allocator, and the next backward
+    (replacing or accumulating) gives what zero_grad() and a backward give."""
+    import ringloom as rl
+
+    preset, over = SHAPES[arch]
+    grads = []
+    for how in ("zero", "replace", "accumulate", "zero"):   # the last run measures the kernels' own noise
+        model = build_model(get_preset(preset, **over), device=DEV, seed=3)
+        model.forward_backward(*_batch(0))
+        if how == "zero":
+            model.zero_grad()
+        elif not DEV.startswith("cuda"):  # the CPU dry run: no allocator statistics
+            model.release_grads()
+        else:
+            rl._C.cuda_synchronize(0)
+            before = rl._C.cuda_memory_stats(0)["allocated_bytes"]
+            model.release_grads()
+            freed = before - rl._C.cuda_memory_stats(0)["allocated_bytes"]
+            want = sum(4 * p.grad.numel() for _, p in model.parameters())
+            assert freed >= want, f"{arch}: release_grads freed {freed} bytes of {want}"
+        model.forward_backward(*_batch(1), accumulate=how != "replace")
+        grads.append(_grads(model))
+    noise = _rel(grads[3], grads[0])
+    for k, how in ((1, "replace"), (2, "accumulate")):
+        err = _rel(grads[k], grads[0])
+        assert err <= max(4 * noise, 1e-6), f"{arch} {how}: gradients after release differ by {err:.2e}"

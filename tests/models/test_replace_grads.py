@@ -1,12 +1,20 @@
-"""forward_backward(accumulate=False) replaces the gradients instead of adding to them: the
+"""The gradients' life between steps.
+
+forward_backward(accumulate=False) replaces the gradients instead of adding to them: the
 same bits as zero_grad() then forward_backward, for a model whose gradients hold an earlier
 step's (both architectures, tied and untied embeddings, every recompute mode); the next
-accumulate=True call adds to them again, and a call that raises leaves them zeroed."""
+accumulate=True call adds to them again, and a call that raises leaves them zeroed.
+
+Model.release_grads frees them until the next backward: afterwards no .grad has memory and
+an op given one raises; the next backward gives them memory again with the same bits as
+zero_grad() then the backward, whether it replaces or accumulates (the same models, and the
+tensor-parallel layers in 2 ranks); zero_grad() brings them back as zeros."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import ringloom as rl
 from ringloom.models import build_model, get_preset
 
 
@@ -64,3 +72,95 @@ def test_replace_then_raise_leaves_zeros():
     model.forward_backward(*_batch(2))
     fresh.forward_backward(*_batch(2))
     _assert_same(_grads(model), _grads(fresh), "after the failed call")
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("mode", ["none", "selective", "full"])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_backward_after_release_equals_zero_grad(arch, tied, mode, accumulate):
+    ref = build_model(_config(arch, tie_embeddings=tied, recompute=mode), seed=2)
+    new = build_model(_config(arch, tie_embeddings=tied, recompute=mode), seed=2)
+    for m in (ref, new):
+        m.forward_backward(*_batch(0))  # an earlier step's gradients
+    ref.zero_grad()
+    ref.forward_backward(*_batch(1))
+    new.release_grads()
+    assert not any(p.grad.has_memory for _, p in new.parameters())
+    new.forward_backward(*_batch(1), accumulate=accumulate)
+    assert all(p.grad.has_memory for _, p in new.parameters())
+    assert any(np.any(g != 0) for g in _grads(new).values())
+    _assert_same(_grads(new), _grads(ref), f"after release, accumulate={accumulate}")
+
+
+def test_released_gradient_is_refused_by_ops():
+    model = build_model(_config("llama"), seed=1)
+    model.forward_backward(*_batch(0))
+    model.release_grads()
+    _, p = model.parameters()[0]
+    with pytest.raises(RuntimeError, match="memory is released"):
+        np.array(p.grad)
+    with pytest.raises(RuntimeError, match="memory is released"):
+        rl.ops.add_(p.grad, p.grad)
+    model.release_grads()  # twice is harmless
+
+
+def test_zero_grad_brings_released_gradients_back_as_zeros():
+    model = build_model(_config("gpt2"), seed=1)
+    model.forward_backward(*_batch(0))
+    model.release_grads()
+    model.zero_grad()
+    grads = _grads(model)
+    assert all(g.size and not np.any(g) for g in grads.values())
+
+
+def test_optimizer_steps_match_with_released_gradients():
+    """Three AdamW steps, gradients released after each (as the trainer's engine does),
+    give the bits of the same steps with gradients kept and zeroed."""
+    from ringloom.optim import AdamW
+
+    ref = build_model(_config("llama"), seed=5)
+    new = build_model(_config("llama"), seed=5)
+    opt_ref = AdamW(ref.parameters(), lr=1e-2, max_grad_norm=1.0)
+    opt_new = AdamW(new.parameters(), lr=1e-2, max_grad_norm=1.0)
+    for k in range(3):
+        ref.zero_grad()
+        ref.forward_backward(*_batch(k))
+        opt_ref.step()
+        new.forward_backward(*_batch(k), accumulate=False)
+        opt_new.step()
+        new.release_grads()
+    for (n, a), (_, b) in zip(ref.state_dict().items(), new.state_dict().items()):
+        assert np.array_equal(a, b), f"weights of {n} differ"
+
+
+def tp_release_rank(accumulate: bool):
+    """Gradients of a 2-rank tensor-parallel model: (after zero_grad, after release)."""
+    import ringloom.distributed as dist
+    from ringloom.parallel.tensor_parallel import build_tp_model
+
+    pg = dist.init(timeout=60)
+    cfg = _config("llama")
+    out = []
+    for release in (False, True):
+        model = build_tp_model(cfg, pg, seed=3)
+        model.forward_backward(*_batch(0, T=12))  # sequence parallelism: T a multiple of tp
+        if release:
+            model.release_grads()
+            if any(p.grad.has_memory for _, p in model.parameters()):
+                raise AssertionError("release_grads left memory behind")
+            model.forward_backward(*_batch(1, T=12), accumulate=accumulate)
+        else:
+            model.zero_grad()
+            model.forward_backward(*_batch(1, T=12))
+        out.append({n: np.array(p.grad.numpy(), copy=True) for n, p in model.parameters()})
+    dist.destroy()
+    return out
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_tensor_parallel_release(rl_ranks, accumulate):
+    for zeroed, released in rl_ranks(tp_release_rank, 2, accumulate):
+        assert any(np.any(g != 0) for g in released.values())
+        _assert_same(released, zeroed, "tensor-parallel, after release")

@@ -3,8 +3,8 @@
 // One launch covers every parameter tensor: a device table lists the tensors (pointers,
 // sizes, weight decay, dtypes) and a second one the launch's blocks, each a chunk of
 // kChunk elements of one tensor. The tables depend only on the tensors, not on the step,
-// so they are built and uploaded once and cached (keyed by every pointer, size, dtype and
-// weight decay); a training loop that reuses its tensors pays no upload after step 1.
+// so they are built and uploaded once and cached (below); a training loop pays no upload
+// after step 1 for its sizes, and an asynchronous one for pointers that moved.
 // Step-dependent scalars (lr, bias corrections) travel as kernel arguments (or, for a CUDA
 // Graph replay, are read from a device buffer: ops/adamw.h), and the clip
 // factor is computed on the device from the grad_norm tensor, so a step never waits on
@@ -51,6 +51,14 @@ struct BlockSlot {
 static_assert(sizeof(TensorSlot) % sizeof(int64_t) == 0, "TensorSlot is hashed as int64 words");
 
 // ---- the cached device tables ----
+//
+// Two caches, because the two tables change at different rates. The block table depends
+// only on the tensors' sizes; it is large (one entry per kChunk elements: 75K for 1.2B
+// parameters) and built once. The tensor table holds the pointers, which move when
+// gradients are released between steps and allocated again by the next backward
+// (Layer::release_grads); it is small (one entry per tensor) and, on a miss, uploaded with
+// an asynchronous copy on the op's stream, so a step whose gradients moved neither waits
+// for the device nor rebuilds the block table.
 
 struct Tables {
   Tensor tensors, blocks;  // device copies of TensorSlot[] and BlockSlot[]
@@ -58,7 +66,7 @@ struct Tables {
 };
 struct CacheEntry {
   std::vector<int64_t> key;
-  Tables tables;
+  Tensor table;
 };
 
 uint8_t kind_of(const Tensor& t) { return !t.defined() ? kNone : t.dtype() == DType::Float32 ? kF32 : kBF16; }
@@ -68,20 +76,52 @@ bool aligned_for_vec(const void* p, uint8_t kind) {
   return kind == kNone || (a & (kind == kF32 ? 15 : 7)) == 0;
 }
 
+// The device copy of `bytes` from host memory, enqueued on `stream` (pageable source: the
+// driver stages it before returning, so `src` may go away afterwards). Not inside a CUDA
+// Graph capture: the copy would be recorded from host memory that is gone at replay.
+Tensor upload(const void* src, size_t bytes, Device dev, cudaStream_t stream) {
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+  RL_CHECK(capturing == cudaStreamCaptureStatusNone, Runtime, "adamw/grad_norm: these tensors' table is not built "
+           "yet and cannot be uploaded while a CUDA Graph is captured; run one step with the same tensors before "
+           "capturing");
+  Tensor t = Tensor::empty({int64_t(std::max<size_t>(bytes, 1))}, DType::UInt8, dev);
+  if (bytes) CUDA_CHECK(cudaMemcpyAsync(t.data(), src, bytes, cudaMemcpyHostToDevice, stream));
+  return t;
+}
+
+// The device table for `key` (most recently used first; a few entries), built by make()
+// as (host pointer, bytes) on a miss.
+template <typename Make>
+Tensor cached(std::list<CacheEntry>& cache, std::vector<int64_t>&& key, Device dev, cudaStream_t stream, Make make) {
+  for (auto it = cache.begin(); it != cache.end(); ++it) {
+    if (it->key == key) {
+      cache.splice(cache.begin(), cache, it);
+      return cache.front().table;
+    }
+  }
+  const auto [src, bytes] = make();
+  cache.push_front({std::move(key), upload(src, bytes, dev, stream)});
+  if (cache.size() > 8) cache.pop_back();
+  return cache.front().table;
+}
+
 // Builds (or finds) the tables for these tensors. `params` etc. may be empty (grad_norm).
 Tables get_tables(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                         const std::vector<Tensor>& m, const std::vector<Tensor>& v,
-                         const std::vector<float>& wd, const std::vector<Tensor>& compute, Device dev) {
+                  const std::vector<Tensor>& m, const std::vector<Tensor>& v, const std::vector<float>& wd,
+                  const std::vector<Tensor>& compute, Device dev, cudaStream_t stream) {
   static std::mutex mu;
-  static std::list<CacheEntry> cache;  // most recently used first; a few entries
+  static std::list<CacheEntry> tensor_cache, block_cache;
   const size_t n = grads.size();
   std::vector<TensorSlot> slots(n);
+  std::vector<int64_t> sizes{dev.index};
   for (size_t i = 0; i < n; ++i) {
     TensorSlot& s = slots[i];
     std::memset(&s, 0, sizeof(s));
     s.g = grads[i].data();
     s.g_kind = kind_of(grads[i]);
     s.n = grads[i].numel();
+    sizes.push_back(s.n);
     if (!params.empty()) {
       s.p = params[i].data_as<float>();
       s.m = m[i].data_as<float>();
@@ -98,27 +138,18 @@ Tables get_tables(const std::vector<Tensor>& params, const std::vector<Tensor>& 
   std::vector<int64_t> key(reinterpret_cast<const int64_t*>(slots.data()),
                            reinterpret_cast<const int64_t*>(slots.data() + n));
   key.push_back(dev.index);
-  std::lock_guard<std::mutex> lock(mu);
-  for (auto it = cache.begin(); it != cache.end(); ++it) {
-    if (it->key == key) {
-      cache.splice(cache.begin(), cache, it);
-      return cache.front().tables;
-    }
-  }
-  std::vector<BlockSlot> blocks;
-  for (size_t i = 0; i < n; ++i)
-    for (int64_t s = 0; s < slots[i].n; s += kChunk) blocks.push_back({int(i), s});
   Tables t;
-  t.nblocks = int(blocks.size());
-  auto upload = [&](const void* src, size_t bytes) {
-    Tensor host = Tensor::empty({int64_t(std::max<size_t>(bytes, 1))}, DType::UInt8);
-    if (bytes) std::memcpy(host.data(), src, bytes);
-    return host.to(dev);  // a synchronous copy, on a cache miss only
-  };
-  t.tensors = upload(slots.data(), n * sizeof(TensorSlot));
-  t.blocks = upload(blocks.data(), blocks.size() * sizeof(BlockSlot));
-  cache.push_front({std::move(key), t});
-  if (cache.size() > 8) cache.pop_back();
+  for (size_t i = 0; i < n; ++i) t.nblocks += int(ceil_div(slots[i].n, kChunk));
+  std::lock_guard<std::mutex> lock(mu);
+  t.tensors = cached(tensor_cache, std::move(key), dev, stream,
+                     [&] { return std::pair<const void*, size_t>(slots.data(), n * sizeof(TensorSlot)); });
+  std::vector<BlockSlot> blocks;
+  t.blocks = cached(block_cache, std::move(sizes), dev, stream, [&] {
+    blocks.reserve(size_t(t.nblocks));
+    for (size_t i = 0; i < n; ++i)
+      for (int64_t s = 0; s < slots[i].n; s += kChunk) blocks.push_back({int(i), s});
+    return std::pair<const void*, size_t>(blocks.data(), blocks.size() * sizeof(BlockSlot));
+  });
   return t;
 }
 
@@ -272,7 +303,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
                 const std::vector<Tensor>& compute, const Tensor& grad_norm, const AdamWConfig& cfg) {
   if (params.empty()) return;
   OpContext ctx(params[0]);
-  const Tables t = get_tables(params, grads, m, v, weight_decay, compute, params[0].device());
+  const Tables t = get_tables(params, grads, m, v, weight_decay, compute, params[0].device(), ctx.stream);
   if (t.nblocks == 0) return;
   // Bias corrections in double (adamw_step_scalars): 1 - 0.999^1 keeps only four good digits in fp32 pow.
   const AdamWStepScalars sc = adamw_step_scalars(cfg);
@@ -304,7 +335,7 @@ Tensor grad_norm(const std::vector<Tensor>& grads) {
   const Device dev = grads[0].device();
   Tensor out = Tensor::empty({1}, DType::Float32, dev);
   OpContext ctx(grads[0]);
-  const Tables t = get_tables({}, grads, {}, {}, {}, {}, dev);
+  const Tables t = get_tables({}, grads, {}, {}, {}, {}, dev, ctx.stream);
   if (t.nblocks == 0) {
     CUDA_CHECK(cudaMemsetAsync(out.data(), 0, sizeof(float), ctx.stream));
     return out;

@@ -106,8 +106,10 @@ struct Extras {
 // blockDim.x / tpr rows per block, each row group walking rows with a grid stride. x, dy
 // and gamma stay in storage type (RawVec) and are converted where used; all of a row's
 // loads are issued before the first use. The extras are read and written in the store
-// loop, where the row is already in registers.
-template <bool kCenter, typename T, int VEC, int VPT>
+// loop, where the row is already in registers. kOut: write the forward output y (ex.y);
+// a template flag, not a test of ex.y, because its registers (beta, the second pass over
+// the row) would otherwise be reserved, and spilled at 3 vectors per thread, in every call.
+template <bool kCenter, bool kOut, typename T, int VEC, int VPT>
 __global__ void __maxnreg__(bwd_max_regs(VPT))
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
@@ -172,7 +174,7 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
         store_vec<T, VEC>(dxr + col, o);
       }
     }
-    if (ex.y) {
+    if constexpr (kOut) {
       T* yr = ex.y + row * C;
 #pragma unroll
       for (int j = 0; j < VPT; ++j) {
@@ -366,14 +368,21 @@ Tensor backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Te
       CUDA_CHECK_LAUNCH();
       reduce_partials(partial, grid, NP, C, dgamma, dbeta, ctx.stream);
     };
-    dispatch_layout<T>(
-        C, vec_width<T>(C, {px, pdy, pdx, pg, ex.residual ? ex.residual : px, ex.beta ? ex.beta : px, ex.y ? ex.y : px}),
-        [](auto v, auto p) { return backward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value>; },
-        [&](auto kernel, const RowConfig& cfg) {
-          const size_t smem = cfg.rows_per_block() > 1 ? size_t(NP * C) * sizeof(float) : 0;
-          launch(kernel, cfg.block(), smem, ceil_div(rows, cfg.rows_per_block()), cfg.tpr);
-        },
-        [&] { launch(backward_wide_kernel<kCenter, T>, kWideThreads, 0, rows); });
+    const int vec =
+        vec_width<T>(C, {px, pdy, pdx, pg, ex.residual ? ex.residual : px, ex.beta ? ex.beta : px, ex.y ? ex.y : px});
+    auto run = [&](auto out_c) {
+      constexpr bool kOut = decltype(out_c)::value;
+      dispatch_layout<T>(
+          C, vec,
+          [](auto v, auto p) { return backward_kernel<kCenter, kOut, T, decltype(v)::value, decltype(p)::value>; },
+          [&](auto kernel, const RowConfig& cfg) {
+            const size_t smem = cfg.rows_per_block() > 1 ? size_t(NP * C) * sizeof(float) : 0;
+            launch(kernel, cfg.block(), smem, ceil_div(rows, cfg.rows_per_block()), cfg.tpr);
+          },
+          [&] { launch(backward_wide_kernel<kCenter, T>, kWideThreads, 0, rows); });
+    };
+    if (ex.y) run(std::true_type{});
+    else run(std::false_type{});
   });
   return dx;
 }

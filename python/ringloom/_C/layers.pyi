@@ -96,6 +96,10 @@ class Layer:
         """
         Drop a slot's activations (no-op when unused)
         """
+    def release_grads(self) -> None:
+        """
+        Free the gradients' memory until the next backward_weight or zero_grad (torch's zero_grad(set_to_none=True)); meanwhile .grad has no memory
+        """
     def replace_grads_next(self) -> None:
         """
         The next backward's gradients replace .grad instead of adding to it (zero_grad without the pass over the gradients, where the layer writes them in place)
@@ -105,7 +109,9 @@ class Layer:
         Slots holding activations, ascending
         """
     def zero_grad(self) -> None:
-        ...
+        """
+        Zero every gradient (giving released ones memory again)
+        """
     @property
     def kind(self) -> str:
         ...

@@ -159,6 +159,15 @@ class Model:
         for layer in self.layers():
             layer.zero_grad()  # also cancels a pending replace_grads_next
 
+    def release_grads(self) -> None:
+        """Free the gradients' memory until the next backward (or zero_grad) gives it back,
+        as torch's zero_grad(set_to_none=True): between an optimizer step and the next
+        backward the activations reuse those bytes, so a step's peak holds the gradients
+        written so far, not all of them. Meanwhile each .grad has no memory
+        (``p.grad.has_memory`` is False) and an op given one raises."""
+        for layer in self.layers():
+            layer.release_grads()
+
     def replace_grads_next(self) -> None:
         """The next backward's gradients replace .grad instead of adding to it: zero_grad()
         without its pass over the gradients the blocks' weight GEMMs can overwrite."""

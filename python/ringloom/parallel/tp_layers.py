@@ -51,7 +51,31 @@ from .tp_parts import (Linear, Norm, Slots, TPComm, TPParam, attention_backend, 
 ops = _C.ops
 
 
-class TPEmbedding:
+class _Grads:
+    """The gradient half of the Layer interface (csrc/layers/layer.h) for layers that always
+    add to .grad: zero_grad, replace_grads_next (= zero_grad), release_grads, and
+    _grads_ready() at the top of each backward, which gives released gradients zeroed memory."""
+
+    def zero_grad(self) -> None:
+        for p in self.params():
+            if not p.grad.has_memory:
+                p.grad.allocate_storage_()
+            p.grad.zero_()
+
+    replace_grads_next = zero_grad  # the next backward's gradients replace .grad
+
+    def release_grads(self) -> None:
+        for p in self.params():
+            p.grad.release_storage_()
+
+    def _grads_ready(self) -> None:
+        for p in self.params():
+            if not p.grad.has_memory:
+                p.grad.allocate_storage_()
+                p.grad.zero_()
+
+
+class TPEmbedding(_Grads):
     """Vocabulary-parallel token embedding (+ replicated wpe for GPT-2). ids [B, T] in,
     sequence-parallel shard [B, T/R, C] out."""
 
@@ -94,6 +118,7 @@ class TPEmbedding:
 
     def backward_input(self, slot: int, dy: Any) -> None:
         s = self._slots.take(slot, "F", "backward_input")
+        self._grads_ready()
         s["dy"] = self.comm.gather(dy, async_op=True)  # waited for in backward_weight
         self._slots.input_done(slot)
         return None
@@ -116,14 +141,8 @@ class TPEmbedding:
     def slots(self) -> list[int]:
         return sorted(self._slots.map)
 
-    def zero_grad(self) -> None:
-        for p in self.params():
-            p.grad.zero_()
 
-    replace_grads_next = zero_grad  # the Layer interface: the next backward's gradients replace .grad
-
-
-class TPBlock:
+class TPBlock(_Grads):
     """One pre-norm decoder block (csrc/layers/transformer_block.h), heads and hidden width
     split over the tp group, sequence-parallel outside attention and MLP."""
 
@@ -200,6 +219,7 @@ class TPBlock:
 
     def _backward(self, slot: int, dy: Any, weights_now: bool) -> Any:
         s = self._slots.take(slot, "F", "backward_input")
+        self._grads_ready()
         c, L = self.config, self.layout
         B, Ts, C = dy.shape
         T, h, hk, D = Ts * L.tp, L.heads, L.kv_heads, c.head_dim
@@ -281,14 +301,8 @@ class TPBlock:
     def slots(self) -> list[int]:
         return sorted(self._slots.map)
 
-    def zero_grad(self) -> None:
-        for p in self.params():
-            p.grad.zero_()
 
-    replace_grads_next = zero_grad  # the Layer interface: the next backward's gradients replace .grad
-
-
-class TPHead:
+class TPHead(_Grads):
     """Final norm (sequence-parallel) and the vocabulary-parallel output projection with the
     vocabulary-parallel cross-entropy. ``tied``: a TPEmbedding whose wte slice it shares."""
 
@@ -376,6 +390,7 @@ class TPHead:
             raise ValueError("LMHead.backward_input: the vocabulary-parallel head takes its gradient from forward_loss; "
                              "pass None")
         s = self._slots.take(slot, "F", "backward_input")
+        self._grads_ready()
         B, Ts, C = s["hs"].shape
         w_h = self.comm.gather(s["hs"], async_op=True)  # for dW, overlapping dh's GEMM
         dh = ops.matmul_backward_input(s["dlogits"], self.weight.value).reshape(B, Ts * self.layout.tp, C)
@@ -410,9 +425,3 @@ class TPHead:
 
     def slots(self) -> list[int]:
         return sorted(self._slots.map)
-
-    def zero_grad(self) -> None:
-        for p in self.params():
-            p.grad.zero_()
-
-    replace_grads_next = zero_grad  # the Layer interface: the next backward's gradients replace .grad

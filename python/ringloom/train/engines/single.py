@@ -31,6 +31,8 @@ class SingleEngine(Engine):
             from ..graph import CapturedStep
 
             self.captured = CapturedStep(self.model, self.optimizer, batch_shape)
+        else:
+            self.model.release_grads()  # each backward allocates them; each step releases them
 
     def train_step(self, batch: Batch, lr: float, guard: Any) -> float:
         inputs, targets = batch
@@ -47,6 +49,8 @@ class SingleEngine(Engine):
         self.last_step_skipped = not guard.accept(loss, self.last_grad_norm)
         if not self.last_step_skipped:
             self.optimizer.step(lr=lr, grad_norm=norm)
+        # Until the next backward writes them, the gradients' bytes serve the forward's activations.
+        self.model.release_grads()
         return loss
 
     def evaluate(self, batches: Iterable[Batch]) -> float:
