@@ -220,6 +220,9 @@ def test_captured_step_input_errors(rng):
         CapturedStep(cpu_model, AdamW(cpu_model.parameters()), (2, 9))
     # Nothing was counted for the refused steps.
     assert step.steps == 0 and step.optimizer.step_count == 0
+    # The graph writes to the gradients' addresses: they may not be released under it.
+    with pytest.raises(RuntimeError, match="stay allocated for a CapturedStep"):
+        model.release_grads()
 
 
 def test_trainer_with_cuda_graph_follows_the_eager_run(train_config_gpu):

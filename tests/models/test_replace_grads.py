@@ -105,6 +105,15 @@ def test_released_gradient_is_refused_by_ops():
     model.release_grads()  # twice is harmless
 
 
+def test_pinned_gradients_are_not_released():
+    model = build_model(_config("gpt2"), seed=1)
+    model.forward_backward(*_batch(0))
+    model.grads_pinned_by = "a test that holds their addresses"
+    with pytest.raises(RuntimeError, match="stay allocated for a test that holds"):
+        model.release_grads()
+    assert all(p.grad.has_memory for _, p in model.parameters())
+
+
 def test_zero_grad_brings_released_gradients_back_as_zeros():
     model = build_model(_config("gpt2"), seed=1)
     model.forward_backward(*_batch(0))

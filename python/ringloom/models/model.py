@@ -74,6 +74,9 @@ class Model:
         # the layers directly): use(model, index in layers(), direction) -> context manager.
         # ZeRO-3 gathers a layer's parameters there (parallel/zero3.py); None: nothing to do.
         self.layer_hooks: Any = None
+        # Who needs the gradients to stay where they are (a CapturedStep: its graph holds
+        # their addresses); release_grads refuses while set.
+        self.grads_pinned_by: str | None = None
 
     # ---------------------------------------------------------------- attention backend
 
@@ -165,6 +168,8 @@ class Model:
         backward the activations reuse those bytes, so a step's peak holds the gradients
         written so far, not all of them. Meanwhile each .grad has no memory
         (``p.grad.has_memory`` is False) and an op given one raises."""
+        if self.grads_pinned_by is not None:
+            raise RuntimeError(f"Model.release_grads: the gradients must stay allocated for {self.grads_pinned_by}")
         for layer in self.layers():
             layer.release_grads()
 

@@ -80,6 +80,7 @@ class CapturedStep:
         self._targets = _C.zeros([B, T], "int32", device)
         self._grad_scale = 1.0 / (B * T)  # the gradient of the mean; Model.forward_backward's default
         optimizer.use_device_scalars()
+        model.grads_pinned_by = "a CapturedStep (its graph writes to the gradients' addresses)"
         self.graph = None        # _C.CudaGraph once captured
         self._losses = None      # the captured step's per-position losses (graph-owned memory)
         self.steps = 0           # step() calls so far, eager ones included
