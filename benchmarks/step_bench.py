@@ -2,7 +2,8 @@
 the step's GPU time goes (bench_gpt2_step.py, bench_llama_step.py).
 
 Each side: fp32 master weights, bf16 compute, fused AdamW (lr 6e-4, weight decay 0.1),
-global-norm clipping at 1.0, one loss read back to the host per step; median step time
+global-norm clipping at 1.0, one loss read back to the host per step, after the update is
+queued; median step time
 after a warm-up, peak allocated memory over the run.
 
 Where the time goes: one more step under torch.profiler. CUPTI records every kernel the
@@ -136,9 +137,10 @@ def _run_ringloom(cfg, B, T, steps, warmup, graph, breakdown, attention, recompu
         else:
             # As the trainer's engine: the step's gradients replace the last ones (no zeroing pass)
             # and are released after the update.
-            loss = model.forward_backward(data[i, :, :-1], data[i, :, 1:], accumulate=False)  # reads the loss
+            loss = model.forward_backward(data[i, :, :-1], data[i, :, 1:], accumulate=False, read_loss=False)
             opt.step()
             model.release_grads()  # their bytes serve the next forward (torch: zero_grad(set_to_none=True))
+            loss = float(loss)  # read after the update is queued, as torch's loss.item()
         return loss
 
     times = []

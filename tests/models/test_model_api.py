@@ -230,3 +230,19 @@ def test_deterministic_attention_option_round_trips():
     assert not any(b.deterministic_attention for b in det.blocks)
     with pytest.raises(TypeError, match="must be a bool"):
         det.deterministic_attention = 1
+
+
+def test_pending_loss_reads_the_same_value():
+    """forward_backward(read_loss=False) defers the read, not the work: the same loss and
+    gradients as the reading call."""
+    from ringloom.models import PendingLoss
+
+    cfg = get_preset("llama-tiny", n_layer=2, n_embd=32, n_head=4, n_kv_head=2, ffn_hidden=48, vocab_size=67)
+    rows = np.random.default_rng(0).integers(0, 67, size=(3, 12))
+    ref, new = build_model(cfg, seed=6), build_model(cfg, seed=6)
+    want = ref.forward_backward(rows[:, :-1], rows[:, 1:])
+    got = new.forward_backward(rows[:, :-1], rows[:, 1:], read_loss=False)
+    assert isinstance(got, PendingLoss) and got.count == 33
+    assert float(got) == want == got.item() and math.isfinite(want)
+    for (n, a), (_, b) in zip(ref.parameters(), new.parameters()):
+        assert np.array_equal(np.asarray(a.grad), np.asarray(b.grad)), n

@@ -6,6 +6,6 @@
 """
 from .config import ARCHS, PRESETS, ModelConfig, get_preset
 from .init import param_specs
-from .model import Model, build_model
+from .model import Model, PendingLoss, build_model
 
-__all__ = ["ARCHS", "PRESETS", "ModelConfig", "get_preset", "param_specs", "Model", "build_model"]
+__all__ = ["ARCHS", "PRESETS", "ModelConfig", "get_preset", "param_specs", "Model", "PendingLoss", "build_model"]

@@ -274,7 +274,7 @@ class Model:
     # ---------------------------------------------------------------- compute
 
     def forward_backward(self, ids, targets, slot: int = 0, grad_scale: float | None = None,
-                         ignore_index: int = -100, accumulate: bool = True) -> float:
+                         ignore_index: int = -100, accumulate: bool = True, read_loss: bool = True) -> Any:
         """Forward and full backward of one micro-batch; gradients accumulate into the
         parameters' .grad. ids, targets: int [B, T] (NumPy or int32 Tensor). Returns the
         mean loss over targets != ignore_index (0.0 if none). The gradient is that of
@@ -284,7 +284,12 @@ class Model:
         accumulate=False: this micro-batch's gradients replace what .grad holds, the same
         as zero_grad() first, but the transformer blocks write their gradients in place
         (the weight GEMMs overwrite) instead of a separate pass zeroing them. If the call
-        raises, the gradients are left zeroed."""
+        raises, the gradients are left zeroed.
+
+        read_loss=False: returns a PendingLoss instead, whose float() reads the loss; on a
+        GPU the call then returns without waiting for the device, so the optimizer step can
+        be queued behind the backward before the loss is read (as torch's loss.item()
+        after opt.step())."""
         self._require_complete("forward_backward")
         ids_t, tgt_t, count = self._inputs(ids, targets, ignore_index)
         if grad_scale is None:
@@ -305,7 +310,8 @@ class Model:
             if not accumulate:
                 self.zero_grad()  # not half replaced (and no layer still set to replace)
             raise
-        return self.mean_loss(losses, count)
+        pending = PendingLoss(losses, count)
+        return float(pending) if read_loss else pending
 
     def loss(self, ids, targets, ignore_index: int = -100) -> float:
         """Mean loss over targets != ignore_index, forward only (nothing saved)."""
@@ -436,6 +442,24 @@ class Model:
         c = self.config
         return (f"Model({c.arch}, {c.n_layer} layers, {c.n_embd} wide, {self.num_parameters():,} parameters, "
                 f"{self.dtype} on {self.device})")
+
+
+class PendingLoss:
+    """The mean loss of a forward_backward(read_loss=False), kept on the device until
+    float() (or .item()) reads it: the per-position losses and the count of targets."""
+
+    __slots__ = ("losses", "count")
+
+    def __init__(self, losses: Any, count: int):
+        self.losses, self.count = losses, count
+
+    def __float__(self) -> float:
+        return Model.mean_loss(self.losses, self.count)
+
+    item = __float__
+
+    def __repr__(self) -> str:
+        return f"PendingLoss({self.count} targets)"
 
 
 def build_model(config: ModelConfig, device: str = "cpu", dtype: Any = None, seed: int = 0, *,

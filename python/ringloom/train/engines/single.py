@@ -43,8 +43,10 @@ class SingleEngine(Engine):
             self.last_grad_norm = self.optimizer.grad_norm()
             guard.after_update(loss, self.last_grad_norm, _GRAPH_STOP)
             return loss
-        loss = self.model.forward_backward(inputs, targets, accumulate=False)  # replaces the old gradients
+        # The gradients replace the old ones; the norm is queued before the first read.
+        pending = self.model.forward_backward(inputs, targets, accumulate=False, read_loss=False)
         norm = self.optimizer.compute_grad_norm()
+        loss = float(pending)
         self.last_grad_norm = host_scalar(norm)
         self.last_step_skipped = not guard.accept(loss, self.last_grad_norm)
         if not self.last_step_skipped:
