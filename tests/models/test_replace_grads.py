@@ -8,7 +8,9 @@ accumulate=True call adds to them again, and a call that raises leaves them zero
 Model.release_grads frees them until the next backward: afterwards no .grad has memory and
 an op given one raises; the next backward gives them memory again with the same bits as
 zero_grad() then the backward, whether it replaces or accumulates (the same models, and the
-tensor-parallel layers in 2 ranks); zero_grad() brings them back as zeros."""
+tensor-parallel layers in 2 ranks); zero_grad() brings them back as zeros. Gradients whose
+addresses something holds (a data-parallel reducer's buckets, a captured graph) are pinned:
+release_grads refuses."""
 from __future__ import annotations
 
 import numpy as np
@@ -173,3 +175,26 @@ def test_tensor_parallel_release(rl_ranks, accumulate):
     for zeroed, released in rl_ranks(tp_release_rank, 2, accumulate):
         assert any(np.any(g != 0) for g in released.values())
         _assert_same(released, zeroed, "tensor-parallel, after release")
+
+
+def dp_release_rank():
+    """What release_grads does on a 2-rank data-parallel engine's model (each gradient a
+    view of a reduction bucket)."""
+    import ringloom.distributed as dist
+    from ringloom.parallel import DeviceMesh, ParallelEngine
+
+    pg = dist.init(timeout=60)
+    engine = ParallelEngine(_config("gpt2"), DeviceMesh(2, 1, pg), seed=3)
+    try:
+        engine.chunks[0].release_grads()
+        out = "released"
+    except RuntimeError as e:
+        out = str(e)
+    dist.destroy()
+    return out
+
+
+@pytest.mark.multiproc
+def test_data_parallel_gradients_are_pinned(rl_ranks):
+    for out in rl_ranks(dp_release_rank, 2):
+        assert "stay allocated for the data-parallel reducer" in out

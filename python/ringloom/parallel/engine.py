@@ -152,6 +152,9 @@ class ParallelEngine:
                 self.reducers.append(GradReducer(final_order, dp_group, bucket_bytes, "all_reduce", self.trace,
                                                  compression=compression))
             self.optimizer = AdamW(named, **opt_kw)
+        if any(not r.release_grads for r in self.reducers):
+            for m in self.chunks:
+                m.grads_pinned_by = "the data-parallel reducer (each gradient is a view of its bucket)"
         self.gather = None
         if self.zero == 3:
             self.gather = ParameterGather(self.sharded, self.chunks,
