@@ -58,7 +58,8 @@ static_assert(sizeof(TensorSlot) % sizeof(int64_t) == 0, "TensorSlot is hashed a
 // gradients are released between steps and allocated again by the next backward
 // (Layer::release_grads); it is small (one entry per tensor) and, on a miss, uploaded with
 // an asynchronous copy on the op's stream, so a step whose gradients moved neither waits
-// for the device nor rebuilds the block table.
+// for the device nor rebuilds the block table. Both ops run on the device's current stream,
+// the one the copies go to, so a table is read after its upload in stream order.
 
 struct Tables {
   Tensor tensors, blocks;  // device copies of TensorSlot[] and BlockSlot[]
