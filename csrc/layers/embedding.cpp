@@ -1,5 +1,7 @@
 #include "layers/embedding.h"
 
+#include <utility>
+
 #include "core/check.h"
 #include "ops/embedding.h"
 
@@ -55,9 +57,16 @@ Tensor Embedding::backward_input(int slot, const Tensor& dy) {
 
 void Embedding::backward_weight(int slot) {
   Saved& s = slots_.for_backward_weight(slot);
-  begin_grad_writes();  // replace_grads_next() zeroes these: this backward always adds
+  // The kernel adds into both gradients: a replaced one is zeroed first. wte's is replaced
+  // only if a tied head has not written it already in this step.
+  const bool accumulate = begin_grad_writes();
   Tensor dwpe = wpe_.grad;
   Tensor dwte = wte_.grad;
+  if (!accumulate && dwpe.defined()) dwpe.zero_();
+  if (std::exchange(*wte_overwrite_, false)) {
+    restore_grad(dwte, /*zero=*/false);
+    dwte.zero_();
+  }
   embedding_backward(s.ids, s.dy, dwte, dwpe);
   slots_.release(slot);
 }

@@ -5,6 +5,8 @@
 // T is checked against max_seq_len here even without learned positions (RoPE models), so
 // a too-long sequence fails at the first layer with a message that says so.
 #pragma once
+#include <memory>
+
 #include "layers/layer.h"
 
 namespace ringloom::layers {
@@ -24,6 +26,17 @@ class Embedding : public Layer {
   std::vector<int> slots() const override { return slots_.slots(); }
 
   const Param& wte() const { return wte_; }
+  // Set by replace_grads_next (this layer's, or a tied head's, which shares it): the next
+  // write of wte's gradient overwrites it, and clears the flag; later writes add. So a tied
+  // gradient is replaced by whichever of the head and the embedding writes first (in a
+  // model's backward, the head's GEMM, with beta = 0) instead of a zeroing pass over it.
+  const std::shared_ptr<bool>& wte_grad_overwrite() const { return wte_overwrite_; }
+  // Its gradients are written at the next backward_weight: wpe's zeroed then, wte's
+  // through wte_grad_overwrite().
+  void replace_grads_next() override {
+    replace_grads_ = true;
+    *wte_overwrite_ = true;
+  }
   int64_t vocab_size() const { return vocab_size_; }
   int64_t n_embd() const { return n_embd_; }
   int64_t max_seq_len() const { return max_seq_len_; }
@@ -38,6 +51,8 @@ class Embedding : public Layer {
 
   int64_t vocab_size_, n_embd_, max_seq_len_;
   Param wte_, wpe_;  // wpe_ undefined without learned positions
+  std::shared_ptr<bool> wte_overwrite_ = std::make_shared<bool>(false);
+  void on_zero_grad() override { *wte_overwrite_ = false; }
   SlotMap<Saved> slots_{"Embedding"};
 };
 

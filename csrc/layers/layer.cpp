@@ -22,6 +22,7 @@ void Layer::zero_grad() {
     p.grad.zero_();
   }
   replace_grads_ = false;
+  on_zero_grad();
 }
 
 void Layer::release_grads() {

@@ -83,6 +83,9 @@ class Layer {
   // A released gradient gets memory again, zeroed when `zero` (it will be added to).
   static void restore_grad(Tensor grad, bool zero);
   bool replace_grads_ = false;  // set by a replace_grads_next() override
+  // zero_grad() calls this after zeroing: a layer that keeps more write-once state than
+  // replace_grads_ clears it here.
+  virtual void on_zero_grad() {}
 };
 
 // Per-slot saved state with the checks every layer needs: a forward may not reuse a

@@ -1,5 +1,7 @@
 #include "layers/lm_head.h"
 
+#include <utility>
+
 #include "core/check.h"
 #include "ops/cross_entropy.h"
 #include "ops/matmul.h"
@@ -12,6 +14,7 @@ LMHead::LMHead(int64_t n_embd, int64_t vocab_size, NormKind norm, float norm_eps
            ") must be positive");
   norm_ = Norm("norm", norm, n_embd, norm_eps, dtype, device);
   weight_ = make_param("out.weight", {vocab_size, n_embd}, dtype, device, /*decay=*/true);
+  weight_overwrite_ = std::make_shared<bool>(false);
 }
 
 LMHead::LMHead(const Embedding& tied, NormKind norm, float norm_eps)
@@ -19,6 +22,7 @@ LMHead::LMHead(const Embedding& tied, NormKind norm, float norm_eps)
       tied_(true) {
   norm_ = Norm("norm", norm, n_embd_, norm_eps, dtype_, device_);
   weight_ = tied.wte();  // shares the value and grad tensors
+  weight_overwrite_ = tied.wte_grad_overwrite();
 }
 
 std::vector<Param> LMHead::params() const {
@@ -108,11 +112,12 @@ Tensor LMHead::backward_input(int slot, const Tensor& dlogits) {
 
 void LMHead::backward_weight(int slot) {
   Saved& s = slots_.for_backward_weight(slot);
-  begin_grad_writes();  // replace_grads_next() zeroes these: this backward always adds
-  if (tied_) restore_grad(weight_.grad, /*zero=*/true);  // the Embedding's, added to first here
+  const bool accumulate = begin_grad_writes();
+  const bool overwrite_w = std::exchange(*weight_overwrite_, false);
+  restore_grad(weight_.grad, /*zero=*/!overwrite_w);  // a tied W's gradient is not in params()
   Tensor no_bias;
-  matmul_backward_weight(s.dlogits, s.h, weight_.grad, no_bias, /*accumulate=*/true);
-  norm_.backward_weight(s.gn);
+  matmul_backward_weight(s.dlogits, s.h, weight_.grad, no_bias, /*accumulate=*/!overwrite_w);
+  norm_.backward_weight(s.gn, accumulate);
   slots_.release(slot);
 }
 

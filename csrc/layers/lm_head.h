@@ -10,6 +10,8 @@
 // writes dlogits over the logits (ops/cross_entropy.h); backward_input(slot, {}) uses those.
 // forward(slot, x) returns logits for an upstream gradient given to backward_input.
 #pragma once
+#include <memory>
+
 #include "layers/embedding.h"
 #include "layers/layer.h"
 #include "layers/linear.h"
@@ -42,6 +44,13 @@ class LMHead : public Layer {
   Tensor loss(const Tensor& x, const Tensor& targets, int64_t ignore_index) const;
 
   bool tied() const { return tied_; }
+  // The next backward_weight writes the norm's gradients and W's (its GEMM with beta = 0)
+  // instead of adding; a tied W's gradient only if the embedding has not written it first
+  // (Embedding::wte_grad_overwrite, shared).
+  void replace_grads_next() override {
+    replace_grads_ = true;
+    *weight_overwrite_ = true;
+  }
   const Param& weight() const { return weight_; }
   int64_t vocab_size() const { return vocab_size_; }
 
@@ -60,6 +69,10 @@ class LMHead : public Layer {
   bool tied_;
   Norm norm_;
   Param weight_;
+  std::shared_ptr<bool> weight_overwrite_;  // the Embedding's when tied, else this head's
+  void on_zero_grad() override {
+    if (!tied_) *weight_overwrite_ = false;  // a tied one is the Embedding's to clear
+  }
   SlotMap<Saved> slots_{"LMHead"};
 };
 

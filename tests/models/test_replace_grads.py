@@ -198,3 +198,35 @@ def dp_release_rank():
 def test_data_parallel_gradients_are_pinned(rl_ranks):
     for out in rl_ranks(dp_release_rank, 2):
         assert "stay allocated for the data-parallel reducer" in out
+
+
+@pytest.mark.parametrize("embedding_first", [False, True])
+def test_tied_gradient_replaced_by_whichever_layer_writes_first(embedding_first):
+    """The tied wte gradient is shared by the head and the embedding: after
+    replace_grads_next, the first of the two to write it overwrites and the other adds, in
+    either order (a model's backward runs the head's first)."""
+    ref = build_model(_config("gpt2", tie_embeddings=True), seed=7)
+    new = build_model(_config("gpt2", tie_embeddings=True), seed=7)
+    for m in (ref, new):
+        m.forward_backward(*_batch(0))  # an earlier step's gradients
+    ref.zero_grad()
+    ref.forward_backward(*_batch(1))
+    new.replace_grads_next()
+    ids, tgt, count = new._inputs(*_batch(1), -100)
+    x = new.embedding.forward(0, ids)
+    for b in new.blocks:
+        x = b.forward(0, x)
+    new.head.forward_loss(0, x, tgt, 1.0 / count, -100)
+    dx = new.head.backward_input(0, None)
+    for b in reversed(new.blocks):
+        dx = b.backward(0, dx)
+    new.embedding.backward_input(0, dx)
+    last = [new.head, new.embedding]
+    for layer in (last[::-1] if embedding_first else last):
+        layer.backward_weight(0)
+    got, want = _grads(new), _grads(ref)
+    if embedding_first:  # the two contributions are added in the other order
+        for n in want:
+            np.testing.assert_allclose(got[n], want[n], rtol=1e-5, atol=1e-7, err_msg=n)
+    else:
+        _assert_same(got, want, "head first")
