@@ -175,7 +175,7 @@ class Model:
 
     def replace_grads_next(self) -> None:
         """The next backward's gradients replace .grad instead of adding to it: zero_grad()
-        without its pass over the gradients the blocks' weight GEMMs can overwrite."""
+        without its pass over the gradients the weight GEMMs can overwrite (blocks and head)."""
         for layer in self.layers():
             layer.replace_grads_next()
 
@@ -282,7 +282,7 @@ class Model:
         i.e. the gradient of the mean; pass 1 / (total over micro-batches) to accumulate.
 
         accumulate=False: this micro-batch's gradients replace what .grad holds, the same
-        as zero_grad() first, but the transformer blocks write their gradients in place
+        as zero_grad() first, but the blocks and the head write their gradients in place
         (the weight GEMMs overwrite) instead of a separate pass zeroing them. If the call
         raises, the gradients are left zeroed.
 
