@@ -63,10 +63,7 @@ void Embedding::backward_weight(int slot) {
   Tensor dwpe = wpe_.grad;
   Tensor dwte = wte_.grad;
   if (!accumulate && dwpe.defined()) dwpe.zero_();
-  if (std::exchange(*wte_overwrite_, false)) {
-    restore_grad(dwte, /*zero=*/false);
-    dwte.zero_();
-  }
+  if (std::exchange(*wte_overwrite_, false)) dwte.zero_();  // begin_grad_writes gave it memory
   embedding_backward(s.ids, s.dy, dwte, dwpe);
   slots_.release(slot);
 }
