@@ -508,8 +508,9 @@ def scenario_join_late(argv) -> None:
         time.sleep(delay)
     t0 = time.monotonic()
     pg = dist.init(timeout=timeout)
-    pg.barrier()
+    # Read before the barrier: rank 0 serves the store and may exit as soon as it passes it.
     addr = pg.store.get("pg/world/addr/0").decode()
+    pg.barrier()
     print(f"JOINED rank {pg.rank} in {time.monotonic() - t0:.2f}s mesh {addr}", flush=True)
 
 
