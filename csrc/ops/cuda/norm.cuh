@@ -3,27 +3,28 @@
 // A row of C elements is held in registers while it is normalised, so each pass reads x
 // (and dy) from memory exactly once: forward reads x, writes y and the fp32 statistics;
 // backward reads x and dy, writes dx. A row is spread over `tpr` threads (threads per
-// row): 32 (one warp; a 256-thread block then holds 8 rows) or 64..1024 (one block per
-// row). Each thread holds VPT vectors of VEC elements, vector j of lane l at column
+// row): 32 (one warp; a block then holds several rows, LayoutRule) or 64..1024 (one block
+// per row). Each thread holds VPT vectors of VEC elements, vector j of lane l at column
 // (l + j * tpr) * VEC, so a warp's loads are contiguous.
 //
 // Parameter gradients (dgamma, dbeta) are not accumulated with atomics: the backward grid
-// is persistent (as many blocks as fit on the device at once), each block sums its rows'
-// contributions in registers in a fixed order and writes one fp32 partial row per block to
-// a scratch buffer; a second small kernel adds the partials, again in a fixed order, into
-// dgamma/dbeta. The result is bitwise reproducible on a given device.
+// is persistent (as many blocks as fit on the device at once), each thread sums its rows'
+// contributions in a fixed order in shared memory (SmemSums, norm_kernels.cuh), each block
+// adds its row groups' sums and writes one fp32 partial row to a scratch buffer; a second
+// small kernel adds the partials, again in a fixed order, into dgamma/dbeta. The result is
+// bitwise reproducible on a given device.
 //
-// The backward issues all loads of a row (x, dy) before using any, and keeps them in
-// storage type (RawVec: a bf16 vector of 8 takes 4 registers, not 8), converting where
-// they are used; registers then go to the dgamma/dbeta sums and to occupancy. The partial
-// reduction is launched as a programmatic dependent (PDL) of the backward kernel.
-// Measured variants (benchmarks/NOTES-kernels.md): this one was 14-19% faster than
-// loading vector by vector, and faster than also prefetching the next row (more registers,
-// fewer warps) or spreading 768/4096 columns over more threads per row.
+// The backward issues all loads of a row (x, dy, gamma) before using any, keeps them in
+// storage type (RawVec: a bf16 vector of 8 takes 4 registers, not 8) until each element is
+// widened, once, into the two fp32 values dx needs; registers then go to the row and to
+// occupancy. The partial reduction is launched as a programmatic dependent (PDL) of the
+// backward kernel. Measured variants: benchmarks/NOTES-kernels.md and dev/norms/ (which
+// keeps the previous register-sum kernel beside the shipped one).
 #pragma once
 #include <initializer_list>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include "ops/cuda/common.cuh"
@@ -34,9 +35,22 @@ struct RowConfig {
   int vec = 1;   // elements per vector: 16 / sizeof(T) when aligned, else 1
   int tpr = 32;  // threads per row
   int vpt = 1;   // vectors per thread, one of 1, 2, 3, 4, 8
-  int rows_per_block() const { return tpr == 32 ? 8 : 1; }
-  int block() const { return tpr == 32 ? 256 : tpr; }
+  int rows = 8;  // rows per block: several only with one warp per row
+  int rows_per_block() const { return rows; }
+  int block() const { return tpr * rows; }
 };
+
+// A kernel family's layout preferences: rows per block when one warp holds a row, and
+// the most vectors per thread before a wider row is spread over more threads. The
+// backward keeps fewer vectors per thread than the forward: it holds two fp32 values per
+// element across the row reduction, and more threads per row buy it more warps per SM
+// (measured at 4096 bf16 columns: 256 threads x 2 vectors beat 128 x 4 by 10-12%).
+struct LayoutRule {
+  int warp_rows;
+  int max_vpt;
+};
+constexpr LayoutRule kForwardLayout{8, 4};
+constexpr LayoutRule kBackwardLayout{8, 2};
 
 inline int round_vpt(int64_t v) { return v <= 4 ? int(v) : 8; }
 
@@ -52,14 +66,15 @@ inline int max_block(const void* kernel) {
   return cache[kernel] = a.maxThreadsPerBlock;
 }
 
-// Picks the thread layout for rows of C elements: the fewest threads per row that keep
-// VPT <= 4 (more threads per row would only add reduction steps), else VPT 8; among those,
-// only blocks the kernel's register use allows (a backward kernel holding 3 row arrays
-// cannot run 1024 threads). kernel_of(vpt) gives the kernel instance for a VPT.
-// Rows with no such layout (wider than ~8K elements without 16-byte vectors, ~16-32K with)
-// return tpr = 0 and go to the wide-row kernels, which re-read the row from L2 instead.
+// Picks the thread layout for rows of C elements: one warp per row while that keeps VPT
+// <= 4, else the fewest threads per row that keep VPT <= rule.max_vpt (more threads per row
+// would only add reduction steps), else VPT 8; among those, only blocks the kernel's
+// register use allows (a backward kernel holding 3 row arrays cannot run 1024 threads).
+// kernel_of(vpt) gives the kernel instance for a VPT. Rows with no such layout (wider
+// than ~8K elements without 16-byte vectors, ~16-32K with) return tpr = 0 and go to the
+// wide-row kernels, which re-read the row from L2 instead.
 template <typename KernelOf>
-RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
+RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of, LayoutRule rule) {
   const int64_t nvec = ceil_div(C, vec);
   RowConfig best;
   best.vec = vec;
@@ -67,12 +82,14 @@ RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
   for (int pass = 0; pass < 2 && best.tpr == 0; ++pass) {
     for (int tpr = 32; tpr <= 1024; tpr *= 2) {
       const int64_t need = ceil_div(nvec, tpr);
-      if (need > (pass == 0 ? 4 : 8)) continue;
+      if (need > (pass == 1 ? 8 : tpr == 32 ? 4 : rule.max_vpt)) continue;
       RowConfig c;
       c.vec = vec;
       c.tpr = tpr;
       c.vpt = round_vpt(need);
-      if (c.block() > max_block(kernel_of(c.vpt))) continue;
+      const int limit = max_block(kernel_of(c.vpt));
+      c.rows = tpr == 32 ? std::min(rule.warp_rows, limit / 32) : 1;
+      if (c.rows < 1 || c.block() > limit) continue;
       best = c;
       break;
     }
@@ -80,12 +97,37 @@ RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of) {
   return best;  // tpr == 0: too wide for the register kernels; the caller uses the wide-row kernels
 }
 
-// Register cap of the backward kernels per VPT (vectors per thread), so that enough
-// warps fit on an SM (65536 registers): VPT 3 (768 bf16 columns, one warp per row) at 128
-// gives two 256-thread blocks; VPT 4 (4096 columns, 128 threads per row) at 168 gives three
-// 128-thread blocks. ptxas spills nothing at these caps (its -v report) except at VPT 8,
-// which spills uncapped too.
-constexpr int bwd_max_regs(int vpt) { return vpt <= 1 ? 64 : vpt == 2 ? 96 : vpt == 3 ? 128 : vpt == 4 ? 168 : 255; }
+// Whether `kernel` can run a block of `block` threads with `smem` bytes of dynamic shared
+// memory (cached). A kernel's limit is raised once to all the device allows past the
+// default 48 KB, so no later, smaller setting can shrink it below an earlier answer.
+template <typename Kernel>
+bool fits_dynamic_smem(Kernel kernel, int block, size_t smem, int device) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int, size_t, int>, bool> cache;
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), block, smem, device);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int optin = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  bool ok = smem <= size_t(optin);
+  if (ok && smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    optin));
+  if (ok) {
+    int per_sm = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem));
+    ok = per_sm > 0;
+  }
+  return cache[key] = ok;
+}
+
+// Register cap of the backward kernels per VPT (vectors per thread), so that enough warps
+// fit on an SM (65536 registers): VPT 2 (4096 bf16 columns, 256 threads per row) at 80
+// runs three 256-thread blocks, VPT 3 and 4 (one warp per row, 8 rows per block) at 128
+// two. ptxas spills nothing at these caps (its -v report, sm_90), except 4 bytes in the
+// LayerNorm kernel that also writes the forward output at VPT 4; VPT 8 spills uncapped too.
+constexpr int bwd_max_regs(int vpt) { return vpt <= 1 ? 64 : vpt == 2 ? 80 : vpt <= 4 ? 128 : 255; }
 
 // 16-byte vectors when C is a multiple of the pack width and every row starts aligned.
 template <typename T>
@@ -215,11 +257,14 @@ __device__ __forceinline__ float2 row_sum2(float2 v, int tpr, float2* scratch) {
 
 // dparam[k][c] (+)= sum over b of partial[b][k][c], for k < nparams, in order of b
 // (accumulate = false overwrites). Also used for matmul's dbias (column sums of dy).
-// Block (32, 16): 32 columns, 16 slices of the partial rows, combined in shared memory.
+// Block (32, kSlices): 32 columns, kSlices slices of the partial rows, combined in shared
+// memory. The sum waits on its inputs' L2 round trips, not on bandwidth: many slices and
+// eight loads in flight per thread keep each thread's chain short.
+constexpr int kSlices = 32;
 template <typename P>
 __global__ void reduce_partials_kernel(const float* partial, int nblocks, int nparams, int64_t C, P* d0, P* d1,
                                        bool accumulate) {
-  __shared__ float s[16][33];
+  __shared__ float s[kSlices][33];
   const int tx = threadIdx.x, ty = threadIdx.y, k = blockIdx.y;
   const int64_t c = blockIdx.x * 32LL + tx;
   // Launched as a programmatic dependent of the backward kernel (launch_reduce_partials):
@@ -227,23 +272,24 @@ __global__ void reduce_partials_kernel(const float* partial, int nblocks, int np
   asm volatile("griddepcontrol.wait;" ::: "memory");
   float acc = 0.0f;
   if (c < C)
-#pragma unroll 4
-    for (int b = ty; b < nblocks; b += 16) acc += partial[(int64_t(b) * nparams + k) * C + c];
+#pragma unroll 8
+    for (int b = ty; b < nblocks; b += kSlices) acc += partial[(int64_t(b) * nparams + k) * C + c];
   s[ty][tx] = acc;
   __syncthreads();
   if (ty == 0 && c < C) {
     float total = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 16; ++i) total += s[i][tx];
+    for (int i = 0; i < kSlices; ++i) total += s[i][tx];
     P* d = k == 0 ? d0 : d1;
     d[c] = from_f32<P>(accumulate ? to_f32(d[c]) + total : total);
   }
 }
 
-// Adds the [nblocks, nparams, C] partials into the parameter gradients (fp32 or bf16).
-inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int64_t C, Tensor& d0, Tensor* d1,
-                            cudaStream_t stream, bool accumulate = true) {
-  dim3 block(32, 16), grid(unsigned(ceil_div(C, 32)), unsigned(nparams));
+// Adds the [nblocks, nparams, C] fp32 partials into d0 (and d1), of type P.
+template <typename P>
+void launch_reduce_partials(const float* partial, int nblocks, int nparams, int64_t C, P* d0, P* d1,
+                            cudaStream_t stream, bool accumulate) {
+  dim3 block(32, kSlices), grid(unsigned(ceil_div(C, 32)), unsigned(nparams));
   // Programmatic dependent launch (sm_90): the reduce grid is set up while the backward
   // grid drains (that kernel signals griddepcontrol.launch_dependents after its row loop),
   // instead of after it, hiding most of a launch gap; the kernel waits on
@@ -257,9 +303,15 @@ inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, reduce_partials_kernel<P>, partial, nblocks, nparams, C, d0, d1, accumulate));
+}
+
+// The same for tensors: d0 and d1 (may be null) fp32 or bf16.
+inline void reduce_partials(const Tensor& partial, int nblocks, int nparams, int64_t C, Tensor& d0, Tensor* d1,
+                            cudaStream_t stream, bool accumulate = true) {
   RL_DISPATCH_FLOAT(d0.dtype(), P, {
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, reduce_partials_kernel<P>, partial.data_as<float>(), nblocks, nparams, C,
-                                  d0.data_as<P>(), d1 ? d1->data_as<P>() : static_cast<P*>(nullptr), accumulate));
+    launch_reduce_partials<P>(partial.data_as<float>(), nblocks, nparams, C, d0.data_as<P>(),
+                              d1 ? d1->data_as<P>() : static_cast<P*>(nullptr), stream, accumulate);
   });
   CUDA_CHECK_LAUNCH();
 }

@@ -23,13 +23,14 @@ namespace ringloom::cuda::norm {
 template <bool kCenter>
 constexpr int kParams = kCenter ? 2 : 1;  // gamma (and beta): partial rows per block
 
-// y = (x - mean) rstd gamma (+ beta): one expression for the forward and for a backward
-// that also writes y, so the two agree bit for bit (the FMA is explicit, not left to
-// contraction).
+// y = xhat gamma (+ beta), xhat = (x - mean) rstd: one expression for the forward and for
+// a backward that also writes y, so the two agree bit for bit (the FMA is explicit, not
+// left to contraction).
+__device__ __forceinline__ float normalized(float x, float mean, float rstd) { return (x - mean) * rstd; }
 template <bool kCenter>
-__device__ __forceinline__ float output_value(float x, float mean, float rstd, float gamma, float beta) {
-  if constexpr (kCenter) return __fmaf_rn((x - mean) * rstd, gamma, beta);
-  return (x - mean) * rstd * gamma;
+__device__ __forceinline__ float output_value(float xhat, float gamma, float beta) {
+  if constexpr (kCenter) return __fmaf_rn(xhat, gamma, beta);
+  return xhat * gamma;
 }
 
 template <bool kCenter, typename T, int VEC, int VPT>
@@ -37,7 +38,7 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
                                T* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                int64_t rows, int C, int tpr, float eps) {
   __shared__ float scratch[32];
-  const int rpb = tpr == 32 ? 8 : 1;
+  const int rpb = blockDim.x / tpr;
   const int g = threadIdx.x / tpr, l = threadIdx.x % tpr;
   const int64_t row = blockIdx.x * int64_t(rpb) + g;
   if (row >= rows) return;  // only possible with one warp per row: the whole warp leaves
@@ -84,7 +85,7 @@ __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ ga
       load_vec<T, VEC>(gamma + col, gm);
       if constexpr (kCenter) load_vec<T, VEC>(beta + col, bt);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) o[k] = output_value<kCenter>(v[j][k], mean, rstd, gm[k], bt[k]);
+      for (int k = 0; k < VEC; ++k) o[k] = output_value<kCenter>(normalized(v[j][k], mean, rstd), gm[k], bt[k]);
       store_vec<T, VEC>(yr + col, o);
     }
   }
@@ -102,13 +103,63 @@ struct Extras {
   T* y;               // the forward output
 };
 
+// A thread's sums of dgamma (and dbeta), one per element it holds of every row, kept in
+// shared memory rather than registers: registers go to the row itself (in fp32, below) and
+// to more warps per SM. Laid out as 16-byte words [word][thread], so a warp's access is 512
+// contiguous bytes (no bank conflicts); updated once per row, one LDS.128 + STS.128 per 4
+// sums. Thread t of a block owns words t, t + blockDim.x, ...; nobody else touches them
+// until the block's final combine.
+template <int NP, int VPT, int VEC>
+struct SmemSums {
+  static constexpr int W = VEC % 4 == 0 ? 4 : 1;  // floats per word
+  static constexpr int kWords = NP * VPT * (VEC / W);
+  float* base;
+  static size_t bytes(int block) { return size_t(kWords) * W * sizeof(float) * block; }
+  __device__ float* word(int p, int j, int h, int t) const {
+    return base + (size_t((p * VPT + j) * (VEC / W) + h) * blockDim.x + t) * W;
+  }
+  __device__ void zero() const {
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) {
+      float* q = base + (size_t(i) * blockDim.x + threadIdx.x) * W;
+      if constexpr (W == 4) *reinterpret_cast<float4*>(q) = make_float4(0.f, 0.f, 0.f, 0.f);
+      else *q = 0.f;
+    }
+  }
+  // sums[p][j][k] += a[k] * b[k] (b null: += a[k]).
+  __device__ void add(int p, int j, const float (&a)[VEC], const float (&b)[VEC], bool product) const {
+#pragma unroll
+    for (int h = 0; h < VEC / W; ++h) {
+      float* q = word(p, j, h, threadIdx.x);
+      if constexpr (W == 4) {
+        float4 v = *reinterpret_cast<float4*>(q);
+        const int k = 4 * h;
+        if (product) {
+          v.x = __fmaf_rn(a[k], b[k], v.x), v.y = __fmaf_rn(a[k + 1], b[k + 1], v.y);
+          v.z = __fmaf_rn(a[k + 2], b[k + 2], v.z), v.w = __fmaf_rn(a[k + 3], b[k + 3], v.w);
+        } else {
+          v.x += a[k], v.y += a[k + 1], v.z += a[k + 2], v.w += a[k + 3];
+        }
+        *reinterpret_cast<float4*>(q) = v;
+      } else {
+        *q = product ? __fmaf_rn(a[h], b[h], *q) : *q + a[h];
+      }
+    }
+  }
+  __device__ float at(int p, int j, int k, int t) const { return word(p, j, k / W, t)[k % W]; }
+};
+
 // Per-block partials of dgamma (and dbeta) go to partial[blockIdx.x][kParams][C].
-// blockDim.x / tpr rows per block, each row group walking rows with a grid stride. x, dy
-// and gamma stay in storage type (RawVec) and are converted where used; all of a row's
-// loads are issued before the first use. The extras are read and written in the store
-// loop, where the row is already in registers. kOut: write the forward output y (ex.y);
-// a template flag, not a test of ex.y, because its registers (beta, the second pass over
-// the row) would otherwise be reserved, and spilled at 3 vectors per thread, in every call.
+// blockDim.x / tpr rows per block, each row group walking rows with a grid stride.
+//
+// Per row, one pass over the loaded x, dy and gamma (in storage type, RawVec) converts
+// each element once and keeps what dx needs in fp32: xhat and g = dy gamma, while adding
+// the row sums (of g and g xhat) and the sums of dgamma (dy xhat) and dbeta (dy). After the
+// row reductions, dx = rstd (g - mean(g) - xhat mean(g xhat)) is two FMAs per element.
+// Each element is widened once, not once per use: the kernel is bound by issued
+// instructions as much as by bytes, so that count decides its speed.
+// The extras are read and written in the store loop. kOut: write the forward output y
+// (ex.y); a template flag, not a test of ex.y, so the path costs no registers when unused.
 template <bool kCenter, bool kOut, typename T, int VEC, int VPT>
 __global__ void __maxnreg__(bwd_max_regs(VPT))
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
@@ -116,45 +167,46 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
                     float* __restrict__ partial, int64_t rows, int C, Extras<T> ex, int tpr) {
   using V = RawVec<T, VEC>;
   constexpr int NP = kParams<kCenter>;
-  extern __shared__ float combine[];  // [NP][C] when a block holds several rows
+  extern __shared__ float4 sums_smem[];
+  const SmemSums<NP, VPT, VEC> sums{reinterpret_cast<float*>(sums_smem)};
   __shared__ float2 scratch[32];
   const int rpb = blockDim.x / tpr;
   const int g = threadIdx.x / tpr, l = threadIdx.x % tpr;
   const int64_t stride = int64_t(gridDim.x) * rpb;
-
-  float acc[NP][VPT][VEC];  // [0]: dgamma, [1]: dbeta
-#pragma unroll
-  for (int p = 0; p < NP; ++p)
-#pragma unroll
-    for (int j = 0; j < VPT; ++j)
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) acc[p][j][k] = 0.0f;
+  sums.zero();
 
   // rpb > 1 only with one warp per row, so the loop condition is warp-uniform; with one
   // block per row it is block-uniform (row_sum/row_sum2 have barriers).
   for (int64_t row = int64_t(blockIdx.x) * rpb + g; row < rows; row += stride) {
-    V xv[VPT], dv[VPT], gm[VPT];
-    load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
-    load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dv);
-    const float m = kCenter ? mean[row] : 0.0f, rs = rstd[row];
-    // gamma: re-read for every row (L1 hits) rather than held: registers are the limit.
-    load_row_volatile<T, VEC, VPT>(gamma, l, tpr, C, gm);
-    // Columns past C hold x = dy = gamma = 0: they add nothing to the sums below.
+    float xh[VPT][VEC], gk[VPT][VEC];
     float2 s = make_float2(0.0f, 0.0f);  // sum g, sum g xhat
+    const float m = kCenter ? mean[row] : 0.0f, rs = rstd[row];
+    {
+      V xv[VPT], dv[VPT], gm[VPT];
+      load_row<T, VEC, VPT>(x + row * C, l, tpr, C, xv);
+      load_row<T, VEC, VPT>(dy + row * C, l, tpr, C, dv);
+      // gamma: re-read for every row (L1 hits) rather than held: registers are the limit.
+      load_row_volatile<T, VEC, VPT>(gamma, l, tpr, C, gm);
+      // Columns past C hold x = dy = gamma = 0: they add nothing to the sums.
 #pragma unroll
-    for (int j = 0; j < VPT; ++j)
+      for (int j = 0; j < VPT; ++j) {
+        float d[VEC];
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const float xh = (raw_f32(xv[j], k) - m) * rs, d = raw_f32(dv[j], k);
-        const float gk = d * raw_f32(gm[j], k);
-        if constexpr (kCenter) s.x += gk;
-        s.y += gk * xh;
-        acc[0][j][k] += d * xh;
-        if constexpr (kCenter) acc[NP - 1][j][k] += d;
+        for (int k = 0; k < VEC; ++k) {
+          xh[j][k] = normalized(raw_f32(xv[j], k), m, rs);
+          d[k] = raw_f32(dv[j], k);
+          gk[j][k] = d[k] * raw_f32(gm[j], k);
+          if constexpr (kCenter) s.x += gk[j][k];
+          s.y = __fmaf_rn(gk[j][k], xh[j][k], s.y);
+        }
+        sums.add(0, j, d, xh[j], true);
+        if constexpr (kCenter) sums.add(1, j, d, d, false);
       }
+    }
     if constexpr (kCenter) s = row_sum2(s, tpr, scratch);
     else s.y = row_sum(s.y, tpr, reinterpret_cast<float*>(scratch));
-    const float mg = s.x / C, mgx = s.y / C;  // mg = 0 for RMSNorm
+    // dx = rstd g - rstd mean(g) - xhat (rstd mean(g xhat)); mean(g) = 0 for RMSNorm.
+    const float a = -rs * (s.x / C), b = -rs * (s.y / C);
     T* dxr = dx + row * C;
 #pragma unroll
     for (int j = 0; j < VPT; ++j) {
@@ -162,10 +214,7 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
       if (col < C) {
         float o[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          const float xh = (raw_f32(xv[j], k) - m) * rs;
-          o[k] = rs * (raw_f32(dv[j], k) * raw_f32(gm[j], k) - mg - xh * mgx);
-        }
+        for (int k = 0; k < VEC; ++k) o[k] = __fmaf_rn(xh[j][k], b, __fmaf_rn(rs, gk[j][k], a));
         if (ex.residual) {
           const V r = load_raw<T, VEC>(ex.residual + row * C + col);
 #pragma unroll
@@ -180,12 +229,13 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
       for (int j = 0; j < VPT; ++j) {
         const int col = (l + j * tpr) * VEC;
         if (col < C) {
+          const V gv = load_raw_volatile<T, VEC>(gamma + col);
           V bt;
           if constexpr (kCenter) bt = load_raw_volatile<T, VEC>(ex.beta + col);
           float o[VEC];
 #pragma unroll
           for (int k = 0; k < VEC; ++k)
-            o[k] = output_value<kCenter>(raw_f32(xv[j], k), m, rs, raw_f32(gm[j], k), kCenter ? raw_f32(bt, k) : 0.0f);
+            o[k] = output_value<kCenter>(xh[j][k], raw_f32(gv, k), kCenter ? raw_f32(bt, k) : 0.0f);
           store_vec<T, VEC>(yr + col, o);
         }
       }
@@ -193,30 +243,15 @@ __global__ void __maxnreg__(bwd_max_regs(VPT))
   }
   // The reduce kernel may start launching now (it waits for this grid to finish).
   asm volatile("griddepcontrol.launch_dependents;");
-
-  // fn(sum, index in a [NP][C] row) for each sum this thread holds (columns < C).
-  auto each_sum = [&](auto&& fn) {
-#pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int col = (l + j * tpr) * VEC;
-      if (col < C)
-#pragma unroll
-        for (int p = 0; p < NP; ++p)
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) fn(acc[p][j][k], p * C + col + k);
-    }
-  };
+  __syncthreads();
+  // The block's partial row: each column summed over the block's row groups in group order.
   float* out = partial + int64_t(blockIdx.x) * NP * C;
-  if (rpb == 1) {
-    each_sum([&](float v, int i) { out[i] = v; });
-    return;
+  for (int i = threadIdx.x; i < NP * C; i += blockDim.x) {
+    const int p = i / C, c = i - p * C, v = c / VEC, k = c - v * VEC, lane = v % tpr, j = v / tpr;
+    float t = sums.at(p, j, k, lane);
+    for (int gi = 1; gi < rpb; ++gi) t += sums.at(p, j, k, gi * tpr + lane);
+    out[i] = t;
   }
-  // Several rows per block: add the row groups' sums in shared memory, group 0 first.
-  for (int gi = 0; gi < rpb; ++gi) {
-    if (g == gi) each_sum([&](float v, int i) { combine[i] = (gi == 0 ? 0.0f : combine[i]) + v; });
-    __syncthreads();
-  }
-  for (int c = threadIdx.x; c < NP * C; c += blockDim.x) out[c] = combine[c];
 }
 
 // Rows too wide for the register kernels (choose_config returned tpr = 0): one block per
@@ -243,8 +278,8 @@ __global__ void forward_wide_kernel(const T* __restrict__ x, const T* __restrict
     }
     const float rstd = rsqrtf(block_sum(q, scratch) / C + eps);
     for (int c = threadIdx.x; c < C; c += blockDim.x)
-      y[row * C + c] = from_f32<T>(
-          output_value<kCenter>(to_f32(xr[c]), mean, rstd, to_f32(gamma[c]), kCenter ? to_f32(beta[c]) : 0.0f));
+      y[row * C + c] = from_f32<T>(output_value<kCenter>(normalized(to_f32(xr[c]), mean, rstd), to_f32(gamma[c]),
+                                                         kCenter ? to_f32(beta[c]) : 0.0f));
     if (threadIdx.x == 0) {
       if constexpr (kCenter) mean_out[row] = mean;
       rstd_out[row] = rstd;
@@ -284,8 +319,8 @@ __global__ void backward_wide_kernel(const T* __restrict__ dy, const T* __restri
       if (ex.residual) o += to_f32(ex.residual[row * C + c]);
       dx[row * C + c] = from_f32<T>(o);
       if (ex.y)
-        ex.y[row * C + c] =
-            from_f32<T>(output_value<kCenter>(xv, m, rs, to_f32(gamma[c]), kCenter ? to_f32(ex.beta[c]) : 0.0f));
+        ex.y[row * C + c] = from_f32<T>(
+            output_value<kCenter>(normalized(xv, m, rs), to_f32(gamma[c]), kCenter ? to_f32(ex.beta[c]) : 0.0f));
     }
   }
 }
@@ -295,14 +330,14 @@ __global__ void backward_wide_kernel(const T* __restrict__ dy, const T* __restri
 // instance(VEC, VPT) (integral constants). Calls launch(kernel, cfg) with the chosen
 // instance, or wide() for rows too wide for the register kernels.
 template <typename T, typename Instance, typename Launch, typename Wide>
-void dispatch_layout(int64_t C, int vec, Instance instance, Launch launch, Wide wide) {
+void dispatch_layout(int64_t C, int vec, LayoutRule rule, Instance instance, Launch launch, Wide wide) {
   auto run = [&](auto vec_c) {
     auto kernel_of = [&](int vpt) -> const void* {
       RL_NORM_DISPATCH_VPT(vpt, V,
                            return reinterpret_cast<const void*>(instance(vec_c, std::integral_constant<int, V>{})));
       return nullptr;
     };
-    const RowConfig cfg = choose_config(C, decltype(vec_c)::value, kernel_of);
+    const RowConfig cfg = choose_config(C, decltype(vec_c)::value, kernel_of, rule);
     if (cfg.tpr == 0) return wide();
     RL_NORM_DISPATCH_VPT(cfg.vpt, V, launch(instance(vec_c, std::integral_constant<int, V>{}), cfg));
   };
@@ -325,7 +360,7 @@ void forward(const Tensor& x, const Tensor& gamma, const Tensor* beta, Tensor& y
     float* pr = rstd.data_as<float>();
     const int vec = vec_width<T>(C, {px, py, pg, beta ? static_cast<const void*>(pb) : px});
     dispatch_layout<T>(
-        C, vec, [](auto v, auto p) { return forward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value>; },
+        C, vec, kForwardLayout, [](auto v, auto p) { return forward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value>; },
         [&](auto kernel, const RowConfig& cfg) {
           const unsigned grid = unsigned(ceil_div(rows, cfg.rows_per_block()));
           kernel<<<grid, cfg.block(), 0, ctx.stream>>>(px, pg, pb, py, pm, pr, rows, int(C), cfg.tpr, eps);
@@ -373,11 +408,15 @@ Tensor backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Te
     auto run = [&](auto out_c) {
       constexpr bool kOut = decltype(out_c)::value;
       dispatch_layout<T>(
-          C, vec,
+          C, vec, kBackwardLayout,
           [](auto v, auto p) { return backward_kernel<kCenter, kOut, T, decltype(v)::value, decltype(p)::value>; },
           [&](auto kernel, const RowConfig& cfg) {
-            const size_t smem = cfg.rows_per_block() > 1 ? size_t(NP * C) * sizeof(float) : 0;
-            launch(kernel, cfg.block(), smem, ceil_div(rows, cfg.rows_per_block()), cfg.tpr);
+            // The sums in shared memory (SmemSums): NP x VPT x VEC floats per thread.
+            const size_t smem = size_t(NP) * cfg.vpt * cfg.vec * sizeof(float) * cfg.block();
+            if (fits_dynamic_smem(kernel, cfg.block(), smem, ctx.device))
+              launch(kernel, cfg.block(), smem, ceil_div(rows, cfg.rows_per_block()), cfg.tpr);
+            else
+              launch(backward_wide_kernel<kCenter, T>, kWideThreads, 0, rows);
           },
           [&] { launch(backward_wide_kernel<kCenter, T>, kWideThreads, 0, rows); });
     };
