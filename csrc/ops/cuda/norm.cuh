@@ -98,22 +98,26 @@ RowConfig choose_config(int64_t C, int vec, KernelOf kernel_of, LayoutRule rule)
 }
 
 // Whether `kernel` can run a block of `block` threads with `smem` bytes of dynamic shared
-// memory (cached). A kernel's limit is raised once to all the device allows past the
-// default 48 KB, so no later, smaller setting can shrink it below an earlier answer.
+// memory (cached). Past the default limit (48 KB less the kernel's static shared memory),
+// a kernel's limit is raised once to all the device allows, so no later, smaller setting
+// can shrink it below an earlier answer.
 template <typename Kernel>
 bool fits_dynamic_smem(Kernel kernel, int block, size_t smem, int device) {
   static std::mutex mu;
   static std::map<std::tuple<const void*, int, size_t, int>, bool> cache;
-  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), block, smem, device);
+  const void* fn = reinterpret_cast<const void*>(kernel);
+  const auto key = std::make_tuple(fn, block, smem, device);
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   int optin = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  bool ok = smem <= size_t(optin);
-  if (ok && smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    optin));
+  cudaFuncAttributes a;
+  CUDA_CHECK(cudaFuncGetAttributes(&a, fn));
+  const size_t room = size_t(optin) > a.sharedSizeBytes ? size_t(optin) - a.sharedSizeBytes : 0;
+  bool ok = smem <= room;
+  if (ok && smem > size_t(a.maxDynamicSharedSizeBytes))
+    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(room)));
   if (ok) {
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem));
