@@ -114,7 +114,6 @@ struct SmemSums {
   static constexpr int W = VEC % 4 == 0 ? 4 : 1;  // floats per word
   static constexpr int kWords = NP * VPT * (VEC / W);
   float* base;
-  static size_t bytes(int block) { return size_t(kWords) * W * sizeof(float) * block; }
   __device__ float* word(int p, int j, int h, int t) const {
     return base + (size_t((p * VPT + j) * (VEC / W) + h) * blockDim.x + t) * W;
   }
@@ -126,7 +125,7 @@ struct SmemSums {
       else *q = 0.f;
     }
   }
-  // sums[p][j][k] += a[k] * b[k] (b null: += a[k]).
+  // sums[p][j][k] += a[k] * b[k] (product false: += a[k]).
   __device__ void add(int p, int j, const float (&a)[VEC], const float (&b)[VEC], bool product) const {
 #pragma unroll
     for (int h = 0; h < VEC / W; ++h) {
