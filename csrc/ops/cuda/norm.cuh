@@ -36,7 +36,6 @@ struct RowConfig {
   int tpr = 32;  // threads per row
   int vpt = 1;   // vectors per thread, one of 1, 2, 3, 4, 8
   int rows = 8;  // rows per block: several only with one warp per row
-  int rows_per_block() const { return rows; }
   int block() const { return tpr * rows; }
 };
 

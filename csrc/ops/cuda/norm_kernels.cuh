@@ -361,7 +361,7 @@ void forward(const Tensor& x, const Tensor& gamma, const Tensor* beta, Tensor& y
     dispatch_layout<T>(
         C, vec, kForwardLayout, [](auto v, auto p) { return forward_kernel<kCenter, T, decltype(v)::value, decltype(p)::value>; },
         [&](auto kernel, const RowConfig& cfg) {
-          const unsigned grid = unsigned(ceil_div(rows, cfg.rows_per_block()));
+          const unsigned grid = unsigned(ceil_div(rows, cfg.rows));
           kernel<<<grid, cfg.block(), 0, ctx.stream>>>(px, pg, pb, py, pm, pr, rows, int(C), cfg.tpr, eps);
         },
         [&] {
@@ -413,7 +413,7 @@ Tensor backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Te
             // The sums in shared memory (SmemSums): NP x VPT x VEC floats per thread.
             const size_t smem = size_t(NP) * cfg.vpt * cfg.vec * sizeof(float) * cfg.block();
             if (fits_dynamic_smem(kernel, cfg.block(), smem, ctx.device))
-              launch(kernel, cfg.block(), smem, ceil_div(rows, cfg.rows_per_block()), cfg.tpr);
+              launch(kernel, cfg.block(), smem, ceil_div(rows, cfg.rows), cfg.tpr);
             else
               launch(backward_wide_kernel<kCenter, T>, kWideThreads, 0, rows);
           },
